@@ -1,0 +1,3 @@
+"""GoalRank: a generator-only ranker trained against a group-relative reference policy."""
+
+__version__ = "0.1.0"

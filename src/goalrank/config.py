@@ -1,0 +1,117 @@
+"""Typed configuration: dataclasses loaded from TOML plus ``key=value`` overrides, validated once.
+
+Each stage keeps its config dataclass beside the module it configures (as nanoGPT does); this
+module holds the shared machinery: building a dataclass from a mapping while rejecting unknown
+keys, coercing override strings to the field's type, and the range checks configs call from
+``__post_init__``. Invalid configs fail at start-up with one ConfigError naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from goalrank.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``values``; nested dataclass fields take nested mappings."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        field_type = hints[name]
+        if dataclasses.is_dataclass(field_type) and isinstance(value, dict):
+            kwargs[name] = from_dict(field_type, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(value, field_type, f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain-dict form of a config, for manifests and run folders."""
+    return dataclasses.asdict(config)
+
+
+def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None) -> T:
+    """Read ``cls`` from an optional TOML file, then apply ``key=value`` (dotted for nesting) overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        node = values
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = raw.strip()
+    return from_dict(cls, values)
+
+
+def check(condition: bool, field: str, expected: str, value: Any) -> None:
+    """Raise ConfigError ``field=value: expected ...`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{field}={value!r}: expected {expected}")
+
+
+def _coerce(value: Any, field_type: Any, where: str) -> Any:
+    """Turn override strings (and TOML scalars) into the field's declared type."""
+    origin = typing.get_origin(field_type)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(field_type) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0], where)
+    if origin in (tuple, list):
+        (inner, *_) = typing.get_args(field_type) or (str,)
+        items = value.split(",") if isinstance(value, str) else list(value)
+        items = [_coerce(v.strip() if isinstance(v, str) else v, inner, where) for v in items if v != ""]
+        return tuple(items) if origin is tuple else items
+    if origin is typing.Literal:
+        allowed = typing.get_args(field_type)
+        if value not in allowed:
+            raise ConfigError(f"{where}={value!r}: expected one of {list(allowed)}")
+        return value
+    try:
+        if field_type is bool:
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return lowered in ("true", "1", "yes")
+        if field_type in (int, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = field_type(value)
+            if field_type is int and isinstance(value, float) and value != number:
+                raise ValueError(value)
+            return number
+        if field_type is str:
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}={value!r}: expected {field_type.__name__}") from exc
+    return value

@@ -1,0 +1,1 @@
+"""Rankers: GoalRank's generator and the paper's baselines, all behind one interface (base.py)."""

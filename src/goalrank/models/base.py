@@ -1,0 +1,91 @@
+"""The one ranking interface every model implements, so evaluation, benchmarks and the service
+treat GoalRank and all baselines alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from goalrank.data.storage import RankingBatch
+
+
+@dataclass
+class RankOutput:
+    """A ranker's answer for a batch of requests.
+
+    lists:  (B, L) positions into ``batch.candidates``, no repeats within a row: the ordered list.
+    scores: (B, N) one score per candidate, higher is better, consistent with ``lists`` (the
+            listed items outscore every other candidate, in list order). Used for AUC.
+    """
+
+    lists: torch.Tensor
+    scores: torch.Tensor
+
+
+class Ranker(nn.Module):
+    """Base class: subclasses implement ``rank``; ``list_len`` is the output length L."""
+
+    def __init__(self, list_len: int) -> None:
+        super().__init__()
+        self.list_len = list_len
+
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        raise NotImplementedError
+
+
+def scores_from_lists(lists: torch.Tensor, base_scores: torch.Tensor) -> torch.Tensor:
+    """Scores consistent with ``lists``: listed items get ranks above every other candidate.
+
+    Non-listed candidates keep the order of ``base_scores`` (e.g. a first-step logit), squashed
+    below the listed ones, so AUC reflects both the list and the model's view of the rest.
+    """
+    length = lists.shape[1]
+    squashed = torch.sigmoid(base_scores.float())  # (B, N) in (0, 1)
+    rank_scores = torch.arange(length, 0, -1, device=lists.device, dtype=squashed.dtype) + 1.0
+    return squashed.scatter(1, lists, rank_scores.expand(lists.shape[0], -1))
+
+
+def topk_lists(scores: torch.Tensor, list_len: int) -> RankOutput:
+    """Item-wise ranking: the L highest-scoring candidates, in score order (generator-only rankers)."""
+    return RankOutput(lists=scores.topk(list_len, dim=1).indices, scores=scores)
+
+
+class ListGenerator(Protocol):
+    """An autoregressive list generator π_θ(l | u, C) (paper Eq. 6); GoalRank's generator.
+
+    ``encode`` runs once per request batch; everything else reuses its output, so many lists of
+    one request are scored or decoded over a single encoding.
+    """
+
+    list_len: int
+
+    def encode(self, batch: RankingBatch) -> Any:
+        """Encode user context and the N candidates once: an opaque per-request encoding."""
+
+    def first_step_logits(self, encoding: Any) -> torch.Tensor:
+        """(B, N) logits of the first position: an item-wise score of every candidate."""
+
+    def log_prob(self, encoding: Any, lists: torch.Tensor) -> torch.Tensor:
+        """(B, K) exact log π_θ(l) = Σ_t log masked-softmax_t for lists (B, K, T) of positions, T ≤ L."""
+
+    def decode(
+        self,
+        encoding: Any,
+        num_lists: int,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        rng: torch.Generator | None = None,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, K, L) lists: K per request, sampled (or greedy), continuing ``prefix`` (B, K, t0) if given."""
+
+
+class ListEvaluator(Protocol):
+    """A list-wise reward model r(u, l) (paper App. B): the evaluator shared by every method."""
+
+    def list_reward(self, batch: RankingBatch, lists: torch.Tensor) -> torch.Tensor:
+        """(B, K) estimated reward of lists (B, K, T) of candidate positions, any T ≤ L."""
