@@ -7,6 +7,7 @@ becomes one ``error: ...`` line on stderr and exit code 2; tracebacks are for bu
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,35 @@ def _cmd_stats(args: argparse.Namespace) -> None:
     print(format_stats(PreparedDataset(args.dataset, verify=not args.no_verify).manifest))
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from goalrank.config import load_values
+    from goalrank.train.run import REWARD, train_ranker, train_reward
+
+    values = load_values(args.config, args.overrides)
+    if args.model == REWARD:
+        metrics = train_reward(args.data, args.out, values)
+    else:
+        metrics = train_ranker(args.model, args.data, args.out, values, args.reward)
+    print(json.dumps(metrics, indent=2))
+    print(f"run written to {args.out}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from goalrank.evaluate.report import evaluate_run
+
+    print(evaluate_run(args.run, args.data, args.split, args.beam_width))
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from goalrank.config import from_dict, load_values
+    from goalrank.pipeline import DemoConfig, run_demo
+
+    values = load_values(args.config, args.overrides)
+    if args.seeds:
+        values["seeds"] = args.seeds
+    print(run_demo(args.out, from_dict(DemoConfig, values)))
+
+
 def _cmd_bench_prepare(args: argparse.Namespace) -> None:
     from goalrank.data.bench import bench_prepare
 
@@ -63,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="GoalRank: group-relative optimisation of a generator-only ranker.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo", help="the main job: simulate, prepare, train reward model, GoalRank and DNN, evaluate",
+        description="Run the whole pipeline on the built-in simulator data under --out. Stages "
+        "whose output folder is already complete are skipped, so an interrupted demo resumes.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    p.add_argument("--seeds", help="comma-separated training seeds (default 0)")
+    _add_config_flags(p)
+    p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser(
         "simulate", help="generate logs from the ground-truth user-response simulator",
@@ -102,6 +142,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", type=Path, help="prepared-dataset folder")
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification")
     p.set_defaults(handler=_cmd_stats)
+
+    p = sub.add_parser(
+        "train", help="train the reward model, GoalRank or a baseline on a prepared dataset",
+        description="Train one model. `--model reward` fits the list-wise reward model; "
+        "`--model goalrank` fits the generator against the group-relative reference policy "
+        "built with a trained reward model (--reward). Per-epoch metrics go to OUT/log.jsonl, "
+        "the best validation checkpoint to OUT/checkpoint.pt, the config to OUT/config.json.",
+    )
+    p.add_argument("--model", required=True, help="reward, goalrank, or a baseline name (e.g. dnn)")
+    p.add_argument("--data", type=Path, required=True, help="prepared-dataset folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--reward", type=Path, help="reward-model run folder (needed by goalrank)")
+    _add_config_flags(p)
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="H@L, NDCG@L, MAP@L, F1@L and AUC of a trained ranker on a split",
+        description="Evaluate a run on a split (default test). On simulator data also prints the "
+        "true expected list reward and its ratio to the best list found by beam search.",
+    )
+    p.add_argument("--run", type=Path, required=True, help="run folder of a trained ranker")
+    p.add_argument("--data", type=Path, help="prepared-dataset folder (default: the run's own)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--beam-width", type=int, default=64, help="beam width of the oracle search")
+    p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser(
         "bench", help="performance benchmarks (wall time, peak memory, step time)",

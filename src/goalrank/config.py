@@ -48,8 +48,12 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None) -> T:
-    """Read ``cls`` from an optional TOML file, then apply ``key=value`` (dotted for nesting) overrides."""
+def load_values(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Raw config values: an optional TOML file, then ``key=value`` overrides (dotted for nesting).
+
+    Kept separate from ``from_dict`` so callers can add data-derived fields (e.g. the number of
+    items of a dataset) before the dataclasses are built and validated.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -61,14 +65,21 @@ def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | N
             raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
     for item in overrides or []:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key=value")
         node = values
         *parents, leaf = key.strip().split(".")
         for parent in parents:
             node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {parent!r} is not a section")
         node[leaf] = raw.strip()
-    return from_dict(cls, values)
+    return values
+
+
+def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build and validate ``cls`` from an optional TOML file and ``key=value`` overrides."""
+    return from_dict(cls, load_values(path, overrides))
 
 
 def check(condition: bool, field: str, expected: str, value: Any) -> None:

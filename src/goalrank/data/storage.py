@@ -86,16 +86,13 @@ class Split:
         return self.arrays["users"].shape[0]
 
     def batch(self, index: np.ndarray | slice) -> RankingBatch:
-        """Copy rows ``index`` into a RankingBatch on the CPU."""
-        a = self.arrays
-        return RankingBatch(
-            users=torch.from_numpy(np.asarray(a["users"][index], dtype=np.int64)),
-            history=torch.from_numpy(np.asarray(a["history"][index], dtype=np.int64)),
-            history_labels=torch.from_numpy(np.asarray(a["history_labels"][index], dtype=np.int64)),
-            candidates=torch.from_numpy(np.asarray(a["candidates"][index], dtype=np.int64)),
-            labels=torch.from_numpy(np.asarray(a["labels"][index], dtype=np.float32)),
-            exposed=torch.from_numpy(np.asarray(a["exposed"][index], dtype=np.int64)),
-        )
+        """Copy rows ``index`` into a RankingBatch on the CPU (labels as float for losses)."""
+        tensors = {
+            key: torch.from_numpy(np.array(self.arrays[key][index], dtype=np.int64))
+            for key in ARRAYS if key != "timestamps"
+        }
+        tensors["labels"] = tensors["labels"].float()
+        return RankingBatch(**tensors)
 
     def batches(
         self, batch_size: int, shuffle: bool = False, seed: int = 0, start: int = 0

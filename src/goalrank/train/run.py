@@ -1,0 +1,203 @@
+"""Training runs: build a model from a dataset and config, fit it, save a self-describing run folder.
+
+A run folder holds ``config.json`` (everything needed to rebuild the model: model name, model
+config, training config, dataset path), ``checkpoint.pt`` (best validation weights), ``log.jsonl``
+(per-epoch metrics) and ``metrics.json`` (validation metrics of the kept checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from goalrank.config import from_dict, to_dict
+from goalrank.data.storage import PreparedDataset
+from goalrank.errors import ArtifactError, ConfigError
+from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
+from goalrank.groups import GroupConfig
+from goalrank.io import read_json, write_json
+from goalrank.models.registry import MODELS
+from goalrank.reward.model import RewardConfig, RewardModel
+from goalrank.train.loop import CHECKPOINT, fit
+from goalrank.train.objectives import (
+    GroupRelativeObjective,
+    PointwiseObjective,
+    ReferenceConfig,
+    RewardObjective,
+)
+from goalrank.train.runtime import TrainConfig, resolve_device, save_run_config, seed_everything
+
+REWARD = "reward"
+
+
+@dataclass
+class RewardRunConfig:
+    """``goalrank train --model reward``: the reward model and how it is trained."""
+
+    model: RewardConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    negatives: float = 0.5
+
+
+@dataclass
+class RankerRunConfig:
+    """``goalrank train --model NAME`` for rankers; ``group``/``reference`` are used by GoalRank."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    group: GroupConfig = field(default_factory=GroupConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    select_metric: str = "NDCG"
+
+
+def _data_fields(dataset: PreparedDataset) -> dict[str, int]:
+    return {"n_items": dataset.n_items, "list_len": dataset.list_len}
+
+
+def build_reward_config(dataset: PreparedDataset, values: dict[str, Any]) -> RewardRunConfig:
+    values = {**values, "model": {**_data_fields(dataset), **values.get("model", {})}}
+    return from_dict(RewardRunConfig, values)
+
+
+def build_ranker_config(name: str, dataset: PreparedDataset, values: dict[str, Any]) -> tuple[RankerRunConfig, Any]:
+    """The run config and the model's own typed config (validated against the model's class)."""
+    if name not in MODELS:
+        raise ConfigError(f"--model {name!r}: expected one of {sorted(MODELS) + [REWARD]}")
+    run_config = from_dict(RankerRunConfig, values)
+    model_values = {**_data_fields(dataset), **run_config.model}
+    model_config = from_dict(MODELS[name].config_cls, model_values, "model")
+    return dataclasses.replace(run_config, model=to_dict(model_config)), model_config
+
+
+def train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any]) -> dict[str, float]:
+    """Fit the list-wise reward model on training lists, choose it by validation AUC."""
+    dataset = PreparedDataset(data_dir)
+    config = build_reward_config(dataset, values)
+    rng = seed_everything(config.train.seed)
+    device = resolve_device(config.train.device)
+    model = RewardModel(config.model).to(device)
+    run_dir = _new_run_dir(run_dir)
+    save_run_config(run_dir, {"model_name": REWARD, "data": str(Path(data_dir).resolve()), **to_dict(config)})
+    valid = dataset.split("valid")
+    objective = RewardObjective(model, config.negatives, rng)
+    fit(model, objective, lambda: {"auc": reward_auc(model, valid, config.train.eval_batch_size, device)},
+        "auc", dataset.split("train"), config.train, run_dir, device)
+    metrics = {"valid_auc": reward_auc(model, valid, config.train.eval_batch_size, device),
+               "test_auc": reward_auc(model, dataset.split("test"), config.train.eval_batch_size, device)}
+    simulator = simulator_for(dataset)
+    if simulator is not None:
+        true_reward = TrueReward(simulator, dataset, beam_width=1)
+        metrics["spearman_vs_true_reward"] = reward_fidelity(model, dataset.split("test"), true_reward, device)
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any],
+                 reward_dir: Path | None = None) -> dict[str, float]:
+    """Fit ranker ``name``; GoalRank also needs a trained reward model run (``reward_dir``)."""
+    dataset = PreparedDataset(data_dir)
+    config, model_config = build_ranker_config(name, dataset, values)
+    spec = MODELS[name]
+    rng = seed_everything(config.train.seed)
+    device = resolve_device(config.train.device)
+    model = spec.model_cls(model_config).to(device)
+    if spec.objective == "group_relative":
+        if reward_dir is None:
+            raise ConfigError(f"--model {name}: needs --reward RUN_DIR (a trained reward model)")
+        evaluator = load_reward_model(reward_dir, device)
+        objective = GroupRelativeObjective(model, evaluator, config.group, config.reference, rng)
+    else:
+        objective = PointwiseObjective(model)
+    run_dir = _new_run_dir(run_dir)
+    save_run_config(run_dir, {"model_name": name, "data": str(Path(data_dir).resolve()),
+                              "reward": str(Path(reward_dir).resolve()) if reward_dir else None,
+                              **to_dict(config)})
+    valid = dataset.split("valid")
+    select = f"{config.select_metric}@{dataset.list_len}" if config.select_metric != "AUC" else "AUC"
+
+    def validate() -> dict[str, float]:
+        return evaluate_ranker(model, valid, config.train.eval_batch_size, device, progress=False)
+
+    result = fit(model, objective, validate, select, dataset.split("train"), config.train, run_dir, device)
+    metrics = {"best_epoch": result.best_epoch, **{f"valid_{k}": v for k, v in result.best_metrics.items()}}
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from its run folder (config.json + checkpoint.pt)."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    name = config.get("model_name")
+    if name == REWARD:
+        model: torch.nn.Module = RewardModel(from_dict(RewardConfig, config["model"], "model"))
+    elif name in MODELS:
+        model = MODELS[name].model_cls(from_dict(MODELS[name].config_cls, config["model"], "model"))
+    else:
+        raise ArtifactError(f"{run_dir / 'config.json'}: unknown model_name {name!r}")
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise ArtifactError(f"{path}: checkpoint not found (did training finish an epoch?)")
+    try:
+        state = torch.load(path, map_location=device)["model"]
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ArtifactError(f"{path}: unreadable checkpoint ({exc})") from exc
+    model.load_state_dict(state)
+    return model.to(device).eval(), config
+
+
+def load_reward_model(run_dir: Path, device: torch.device) -> RewardModel:
+    model, config = load_run(run_dir, device)
+    if config["model_name"] != REWARD:
+        raise ConfigError(f"--reward {run_dir}: is a {config['model_name']!r} run, expected a reward model")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def reward_auc(model: RewardModel, split: Any, batch_size: int, device: torch.device) -> float:
+    """Per-item AUC of the reward model's predictions on the logged lists of ``split``."""
+    model.eval()
+    scores, labels = [], []
+    for batch in split.batches(batch_size):
+        batch = batch.to(device)
+        scores.append(model.item_logits(batch, batch.exposed[:, None])[:, 0].flatten().cpu())
+        labels.append(torch.gather(batch.labels, 1, batch.exposed).flatten().cpu())
+    return pooled_auc(torch.cat(scores), torch.cat(labels))
+
+
+def pooled_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mann–Whitney AUC over all (positive, negative) pairs; ties count one half."""
+    from goalrank.evaluate.metrics import per_list_auc
+
+    return float(per_list_auc(scores[None], labels[None])[0])
+
+
+@torch.no_grad()
+def reward_fidelity(model: RewardModel, split: Any, true_reward: TrueReward, device: torch.device,
+                    lists_per_request: int = 8, max_requests: int = 512, seed: int = 0) -> float:
+    """Mean per-request Spearman correlation of estimated vs true reward over random lists."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = split.batch(slice(0, max_requests)).to(device)
+    size, n_candidates = batch.candidates.shape
+    noise = torch.rand(size, lists_per_request, n_candidates, generator=generator)
+    lists = noise.argsort(dim=2)[..., : model.config.list_len].to(device)  # (B, K, L) random lists
+    estimated = model.list_reward(batch, lists).cpu()
+    true = true_reward.of_lists(batch, lists).cpu()
+    ranks = lambda x: x.argsort(dim=1).argsort(dim=1).double()  # noqa: E731 (ties have measure zero)
+    a, b = ranks(estimated), ranks(true)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
+
+
+def _new_run_dir(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ArtifactError(f"{run_dir}: run folder exists and is not empty; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir

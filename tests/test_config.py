@@ -1,0 +1,65 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from goalrank.config import check, from_dict, load_config, load_values
+from goalrank.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    width: int = 4
+    rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        check(self.width >= 1, "inner.width", ">= 1", self.width)
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    flag: bool = False
+    mode: Literal["a", "b"] = "a"
+    seeds: tuple[int, ...] = (0,)
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_overrides_are_coerced_to_field_types(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('name = "y"\n[inner]\nwidth = 8\n')
+    config = load_config(Outer, path, ["inner.rate=0.25", "flag=true", "mode=b", "seeds=1,2,3"])
+    assert config == Outer(name="y", flag=True, mode="b", seeds=(1, 2, 3), inner=Inner(8, 0.25))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["nope=1"], "unknown key(s) ['nope']"),
+        (["inner.depth=1"], "config.inner: unknown key(s) ['depth']"),
+        (["inner.width=0"], "inner.width=0: expected >= 1"),
+        (["inner.width=abc"], "config.inner.width='abc': expected int"),
+        (["mode=c"], "expected one of ['a', 'b']"),
+        (["flag=maybe"], "expected bool"),
+        (["novalue"], "expected key=value"),
+    ],
+)
+def test_bad_values_raise_one_clear_config_error(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(Outer, None, overrides)
+    assert message in str(info.value)
+
+
+def test_missing_or_invalid_toml_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_values(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("a = [")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_values(bad)
+
+
+def test_from_dict_keeps_typed_values():
+    assert from_dict(Inner, {"width": 3, "rate": 1}) == Inner(3, 1.0)
+    with pytest.raises(ConfigError, match="expected int"):
+        from_dict(Inner, {"width": 2.5})
