@@ -1,0 +1,43 @@
+"""Group construction (paper §3.3, App. C): auxiliary policies propose lists, a group keeps K distinct ones."""
+
+from goalrank.groups.build import (
+    GroupConfig,
+    allocate,
+    build_group,
+    duplicate_mask,
+    fill_duplicates,
+    make_policies,
+    spaced_subset,
+)
+from goalrank.groups.context import GroupContext, GroupPolicy, random_lists
+from goalrank.groups.policies import (
+    POLICY_NAMES,
+    AutoregressivePolicy,
+    DiversityPolicy,
+    GumbelPolicy,
+    MarkovPolicy,
+    RandomPolicy,
+    SubstitutionPolicy,
+    TreePolicy,
+)
+
+__all__ = [
+    "POLICY_NAMES",
+    "AutoregressivePolicy",
+    "DiversityPolicy",
+    "GroupConfig",
+    "GroupContext",
+    "GroupPolicy",
+    "GumbelPolicy",
+    "MarkovPolicy",
+    "RandomPolicy",
+    "SubstitutionPolicy",
+    "TreePolicy",
+    "allocate",
+    "build_group",
+    "duplicate_mask",
+    "fill_duplicates",
+    "make_policies",
+    "random_lists",
+    "spaced_subset",
+]

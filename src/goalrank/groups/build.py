@@ -1,0 +1,194 @@
+"""Build a group of K distinct lists per request from a weighted mix of the auxiliary policies.
+
+Paper §3.3 "Group construction": the group G_u unites lists from several ranking policies (App. C)
+so that its rewards spread widely enough for their order to survive the reward model's bias
+(Eq. 3). Optionally (§3.3, "as an additional option") a larger pool is built, ranked by reward,
+and K uniformly spaced lists are kept, which widens the reward gaps further.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from goalrank.config import check
+from goalrank.errors import ConfigError
+from goalrank.groups.context import GroupContext, GroupPolicy, random_lists
+from goalrank.groups.policies import (
+    POLICY_NAMES,
+    AutoregressivePolicy,
+    DiversityPolicy,
+    GumbelPolicy,
+    MarkovPolicy,
+    RandomPolicy,
+    SubstitutionPolicy,
+    TreePolicy,
+)
+
+
+def _uniform_mix() -> dict[str, float]:
+    return {name: 1.0 for name in POLICY_NAMES}
+
+
+@dataclass
+class GroupConfig:
+    """How groups are built (config section ``group``).
+
+    group_size: K, lists per request (paper Table 3: 8–20 works best).
+    mix: policy name → non-negative weight; K is split by largest-remainder rounding. The default
+        weighs all seven policies equally. A ``group.mix.NAME=w`` override replaces the whole
+        default mix by the names given.
+    *_temperature, tree_branching, tree_depth, substitution_max_swaps, markov_chunk_size: the
+        knobs of the policies in ``goalrank.groups.policies``; tree lists beyond its
+        branching**depth leaves are completed at ``autoregressive_temperature``.
+    max_fill_rounds: rounds of drawing random lists to replace duplicates.
+    spaced_pool_size: when set (> group_size), build this many distinct lists, rank them by
+        reward and keep group_size uniformly spaced ones, best and worst included.
+    """
+
+    group_size: int = 20
+    mix: dict[str, float] = field(default_factory=_uniform_mix)
+    autoregressive_temperature: float = 1.0
+    tree_branching: int = 2
+    tree_depth: int = 2
+    gumbel_temperature: float = 1.0
+    markov_temperature: float = 1.0
+    markov_chunk_size: int = 4096
+    substitution_max_swaps: int = 2
+    diversity_temperature: float = 1.0
+    max_fill_rounds: int = 10
+    spaced_pool_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.group_size >= 2, "group.group_size", ">= 2", self.group_size)
+        if not isinstance(self.mix, dict):
+            raise ConfigError(f"group.mix={self.mix!r}: expected a table of policy name = weight")
+        unknown = sorted(set(self.mix) - set(POLICY_NAMES))
+        check(not unknown, "group.mix", f"policy names among {list(POLICY_NAMES)}", unknown)
+        self.mix = {name: _weight(name, weight) for name, weight in self.mix.items()}
+        check(sum(self.mix.values()) > 0, "group.mix", "at least one positive weight", self.mix)
+        for name in ("autoregressive", "gumbel", "markov", "diversity"):
+            value = getattr(self, f"{name}_temperature")
+            check(value > 0, f"group.{name}_temperature", "> 0", value)
+        for name in ("tree_branching", "tree_depth", "markov_chunk_size", "substitution_max_swaps", "max_fill_rounds"):
+            check(getattr(self, name) >= 1, f"group.{name}", ">= 1", getattr(self, name))
+        check(
+            self.spaced_pool_size is None or self.spaced_pool_size > self.group_size,
+            "group.spaced_pool_size", f"unset or > group.group_size={self.group_size}", self.spaced_pool_size,
+        )
+
+
+def _weight(name: str, value: object) -> float:
+    """A mix weight as a float >= 0 (TOML gives numbers, ``key=value`` overrides give strings)."""
+    try:
+        weight = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"group.mix.{name}={value!r}: expected a number") from exc
+    check(weight >= 0, f"group.mix.{name}", ">= 0", value)
+    return weight
+
+
+def make_policies(config: GroupConfig) -> dict[str, GroupPolicy]:
+    """Every policy, configured from ``config``, in run order (POLICY_NAMES)."""
+    policies: list[GroupPolicy] = [
+        AutoregressivePolicy(config.autoregressive_temperature),
+        TreePolicy(config.tree_branching, config.tree_depth, config.autoregressive_temperature),
+        GumbelPolicy(config.gumbel_temperature),
+        MarkovPolicy(config.markov_temperature, config.markov_chunk_size),
+        RandomPolicy(),
+        SubstitutionPolicy(config.substitution_max_swaps),
+        DiversityPolicy(config.diversity_temperature),
+    ]
+    return {policy.name: policy for policy in policies}
+
+
+def allocate(num_lists: int, mix: dict[str, float]) -> dict[str, int]:
+    """Split ``num_lists`` across policies ∝ weight by largest-remainder rounding, in run order.
+
+    Each policy gets the floor of its quota; the lists left over go to the largest fractional
+    parts, ties to the policy earlier in POLICY_NAMES, so the split is deterministic.
+    """
+    names = [name for name in POLICY_NAMES if mix.get(name, 0.0) > 0]
+    total = sum(mix[name] for name in names)
+    quotas = [num_lists * mix[name] / total for name in names]
+    counts = [math.floor(quota) for quota in quotas]
+    by_remainder = sorted(range(len(names)), key=lambda i: (counts[i] - quotas[i], i))
+    for i in by_remainder[: num_lists - sum(counts)]:
+        counts[i] += 1
+    return dict(zip(names, counts))
+
+
+def duplicate_mask(group: torch.Tensor) -> torch.Tensor:
+    """(B, K) True where a list equals an earlier list of the same request.
+
+    Exact pairwise comparison, O(B·K²·L) booleans: for the group sizes of the paper (K ≤ 100)
+    this is small, and unlike a hash of the L positions it can never report a false duplicate.
+    """
+    same = (group[:, :, None] == group[:, None]).all(dim=3)  # (B, K, K)
+    earlier = torch.ones(group.shape[1], group.shape[1], dtype=torch.bool, device=group.device).tril(-1)
+    return (same & earlier).any(dim=2)
+
+
+def fill_duplicates(ctx: GroupContext, group: torch.Tensor, max_rounds: int) -> torch.Tensor:
+    """Replace repeated lists with fresh random ones until every request's K lists are distinct.
+
+    The first occurrence of a list is kept, so lists earlier in the group (e.g. ``ctx.existing``)
+    survive. Random lists of N candidates rarely collide (N=50, L=6 gives 1.1e10 lists), so a
+    few rounds suffice; after ``max_rounds`` a ConfigError asks for a smaller group.
+    """
+    for _ in range(max_rounds):
+        repeated = duplicate_mask(group)  # (B, K)
+        if not repeated.any():
+            return group
+        group = torch.where(repeated[..., None], random_lists(ctx, group.shape[1]), group)
+    if duplicate_mask(group).any():
+        raise ConfigError(
+            f"group.max_fill_rounds={max_rounds}: could not find {group.shape[1]} distinct lists of"
+            f" length {ctx.list_len} among {ctx.num_candidates} candidates; lower group.group_size"
+            " or raise group.max_fill_rounds"
+        )
+    return group
+
+
+def spaced_subset(ctx: GroupContext, pool: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(B, K, L): the pool (B, P, L) ranked by reward, K uniformly spaced ranks kept (paper §3.3).
+
+    Ranks round(i·(P−1)/(K−1)), i = 0..K−1, so the best and the worst list are always kept and
+    the rewards of the kept lists are spread over the pool's whole range.
+    """
+    rewards = ctx.evaluator.list_reward(ctx.batch, pool)  # (B, P)
+    order = rewards.argsort(dim=1, descending=True)
+    ranks = torch.linspace(0, pool.shape[1] - 1, group_size, device=ctx.device).round().long()  # (K,)
+    chosen = order[:, ranks]  # (B, K)
+    return pool.gather(1, chosen[..., None].expand(-1, -1, pool.shape[2]))
+
+
+@torch.no_grad()
+def build_group(ctx: GroupContext, config: GroupConfig) -> torch.Tensor:
+    """(B, K, L) distinct lists per request: ``ctx.existing`` first, then the mix's proposals.
+
+    The K − K0 new lists are split across policies by ``allocate`` and proposed in POLICY_NAMES
+    order, each policy seeing every list before it as ``existing``; duplicates within a request
+    are then replaced by random lists. In spaced mode the pool of ``spaced_pool_size`` lists is
+    reduced to K by reward (existing lists compete like any other, and the result is in reward
+    order).
+    """
+    size = config.spaced_pool_size or config.group_size
+    capacity = math.perm(ctx.num_candidates, ctx.list_len)
+    if capacity < size:
+        raise ConfigError(
+            f"group.group_size={size}: expected at most {capacity}, the number of distinct lists of"
+            f" length {ctx.list_len} from {ctx.num_candidates} candidates"
+        )
+    check(ctx.existing.shape[1] < size, "group.group_size", f"> the {ctx.existing.shape[1]} existing lists", size)
+    policies = make_policies(config)
+    parts = [ctx.existing]
+    for name, count in allocate(size - ctx.existing.shape[1], config.mix).items():
+        if count > 0:
+            parts.append(policies[name].propose(replace(ctx, existing=torch.cat(parts, dim=1)), count))
+    group = fill_duplicates(ctx, torch.cat(parts, dim=1), config.max_fill_rounds)  # (B, size, L)
+    if config.spaced_pool_size is not None:
+        group = spaced_subset(ctx, group, config.group_size)
+    return group

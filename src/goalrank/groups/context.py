@@ -1,0 +1,80 @@
+"""What every group-construction policy sees, and the random draws they share.
+
+A policy proposes lists for a whole batch of requests at once. It receives one ``GroupContext``:
+the batch, the generator with its encoding (computed once per batch, paper §3.3), the reward
+model, the list length L, the one random generator of the run, and the lists already in the group
+(so that substitution and diversity can build on them, paper App. C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import torch
+
+from goalrank.data.storage import RankingBatch
+from goalrank.models.base import ListEvaluator, ListGenerator
+
+
+@dataclass
+class GroupContext:
+    """Inputs shared by every policy for one batch of B requests with N candidates each.
+
+    existing: (B, K0, L) positions into ``batch.candidates`` of the lists already in the group;
+    K0 may be 0. ``rng`` may live on another device than the batch (e.g. a CPU generator for a
+    GPU batch): draws are made on the generator's device and then moved to the batch's.
+    """
+
+    batch: RankingBatch
+    generator: ListGenerator
+    encoding: Any
+    evaluator: ListEvaluator
+    list_len: int
+    rng: torch.Generator
+    existing: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        """B, the number of requests."""
+        return self.batch.candidates.shape[0]
+
+    @property
+    def num_candidates(self) -> int:
+        """N, the number of candidates per request."""
+        return self.batch.candidates.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.batch.candidates.device
+
+
+class GroupPolicy(Protocol):
+    """An auxiliary ranking policy of paper App. C: proposes lists for every request of a batch."""
+
+    name: ClassVar[str]
+
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        """(B, num_lists, L) candidate positions, no position repeated within a list."""
+
+
+def uniform(ctx: GroupContext, shape: tuple[int, ...]) -> torch.Tensor:
+    """U[0, 1) draws of ``shape`` from the run's generator, on the batch's device."""
+    return torch.rand(shape, generator=ctx.rng, device=ctx.rng.device).to(ctx.device)
+
+
+def randint(ctx: GroupContext, high: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Uniform integers in [0, high) of ``shape`` from the run's generator, on the batch's device."""
+    return torch.randint(high, shape, generator=ctx.rng, device=ctx.rng.device).to(ctx.device)
+
+
+def gumbel(ctx: GroupContext, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard Gumbel noise: argmax(logits + noise) samples from softmax(logits)."""
+    u = uniform(ctx, shape).clamp_min(torch.finfo(torch.float32).tiny)
+    return -torch.log(-torch.log(u))
+
+
+def random_lists(ctx: GroupContext, num_lists: int) -> torch.Tensor:
+    """(B, num_lists, L) uniformly random lists: the top-L positions of i.i.d. uniform keys."""
+    keys = uniform(ctx, (ctx.size, num_lists, ctx.num_candidates))  # (B, n, N)
+    return keys.topk(ctx.list_len, dim=2).indices  # (B, n, L)

@@ -1,0 +1,251 @@
+"""The seven auxiliary policies that propose candidate lists for a group (paper §3.3, App. C).
+
+Sampling many lists from one generator gives groups whose rewards barely differ, so the order
+of their rewards is dominated by the reward model's bias (paper Eq. 3). These policies widen the
+reward gaps: some follow the generator (autoregressive, tree, Gumbel), one follows the reward
+model (Markov), and the rest perturb or avoid what is already in the group.
+
+Every ``propose`` returns (B, n, L) positions into ``batch.candidates`` with no repeats within a
+list, runs without gradients, and is vectorised over the batch: Python loops run only over list
+positions (L) or, for diversity, over the lists it builds one after another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from goalrank.errors import ConfigError
+from goalrank.groups.context import GroupContext, gumbel, randint, random_lists, uniform
+
+
+def _complete(ctx: GroupContext, prefixes: torch.Tensor, greedy: bool, temperature: float) -> torch.Tensor:
+    """(B, P, L) lists continuing ``prefixes`` (B, P, t) with the generator; as-is when t = L."""
+    if prefixes.shape[2] == ctx.list_len:
+        return prefixes
+    return ctx.generator.decode(
+        ctx.encoding, prefixes.shape[1], greedy=greedy, temperature=temperature, rng=ctx.rng, prefix=prefixes
+    )
+
+
+@dataclass
+class AutoregressivePolicy:
+    """Autoregressive sampling from the current generator at ``temperature`` (App. C, first item)."""
+
+    temperature: float = 1.0
+    name: ClassVar[str] = "autoregressive"
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        return ctx.generator.decode(ctx.encoding, num_lists, temperature=self.temperature, rng=ctx.rng)
+
+
+@dataclass
+class TreePolicy:
+    """Parallel tree-structured generation (App. C, second item).
+
+    The first ``depth`` steps branch over the generator's ``branching`` most likely next items,
+    giving branching**depth prefixes (leaves); each leaf is then completed greedily. If more lists
+    are asked for than there are leaves, the most likely leaves are kept; if fewer leaves exist,
+    the extra lists reuse the leaves (most likely first) with completions sampled at
+    ``temperature``, so every list still starts with a leaf of the tree.
+    """
+
+    branching: int = 2
+    depth: int = 2
+    temperature: float = 1.0
+    name: ClassVar[str] = "tree"
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        leaves = torch.zeros(ctx.size, 1, 0, dtype=torch.long, device=ctx.device)  # (B, 1, 0): the root
+        for _ in range(min(self.depth, ctx.list_len)):
+            leaves = self._expand(ctx, leaves)  # (B, P, t + 1)
+        num_leaves = leaves.shape[1]
+        by_likelihood = ctx.generator.log_prob(ctx.encoding, leaves).argsort(dim=1, descending=True)  # (B, P)
+        keep = by_likelihood[:, : min(num_lists, num_leaves)]
+        lists = _complete(ctx, _take(leaves, keep), greedy=True, temperature=1.0)
+        if num_lists <= num_leaves:
+            return lists
+        reused = by_likelihood[:, torch.arange(num_lists - num_leaves, device=ctx.device) % num_leaves]
+        extra = _complete(ctx, _take(leaves, reused), greedy=False, temperature=self.temperature)
+        return torch.cat([lists, extra], dim=1)  # (B, num_lists, L)
+
+    def _expand(self, ctx: GroupContext, prefixes: torch.Tensor) -> torch.Tensor:
+        """(B, P * b, t + 1): each prefix (B, P, t) extended by its b most likely next items."""
+        size, num_prefixes, length = prefixes.shape
+        num_free = ctx.num_candidates - length
+        used = torch.zeros(size, num_prefixes, ctx.num_candidates, dtype=torch.int8, device=ctx.device)
+        used.scatter_(2, prefixes, 1)
+        free = used.argsort(dim=2, stable=True)[:, :, :num_free]  # (B, P, M) unused positions
+        extended = torch.cat(
+            [prefixes[:, :, None].expand(-1, -1, num_free, -1), free[..., None]], dim=3
+        )  # (B, P, M, t + 1)
+        log_probs = ctx.generator.log_prob(ctx.encoding, extended.flatten(1, 2))  # (B, P * M)
+        best = log_probs.view(size, num_prefixes, num_free).topk(min(self.branching, num_free), dim=2).indices
+        children = extended.gather(2, best[..., None].expand(-1, -1, -1, length + 1))  # (B, P, b, t + 1)
+        return children.flatten(1, 2)
+
+
+def _take(lists: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, k, T) rows ``index`` (B, k) of ``lists`` (B, P, T)."""
+    return lists.gather(1, index[..., None].expand(-1, -1, lists.shape[2]))
+
+
+@dataclass
+class GumbelPolicy:
+    """Softmax sampling without replacement over the generator's first-step scores (App. C, third item).
+
+    Gumbel-top-k (Efraimidis & Spirakis 2006): adding i.i.d. Gumbel noise to logits / temperature
+    and keeping the top L positions samples L items without replacement, each step ∝ softmax over
+    the items left; the first item is distributed as softmax(first_step_logits / temperature).
+    """
+
+    temperature: float = 1.0
+    name: ClassVar[str] = "gumbel"
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        logits = ctx.generator.first_step_logits(ctx.encoding) / self.temperature  # (B, N)
+        keys = logits[:, None] + gumbel(ctx, (ctx.size, num_lists, ctx.num_candidates))  # (B, n, N)
+        return keys.topk(ctx.list_len, dim=2).indices  # (B, n, L)
+
+
+@dataclass
+class MarkovPolicy:
+    """First-order Markov chain over the reward model's pair scores (App. C, fourth item).
+
+    Every ordered pair (i, j), i ≠ j, of candidates is scored by the evaluator as a length-2 list,
+    ``chunk_size`` pairs per evaluator call to bound memory. The first two items are drawn
+    ∝ exp(score(i, j) / temperature) over all pairs; each next item k ∝ exp(score(prev, k) /
+    temperature) among the unused ones, conditioning only on the previous item.
+    """
+
+    temperature: float = 1.0
+    chunk_size: int = 4096
+    name: ClassVar[str] = "markov"
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        if ctx.list_len < 2:
+            raise ConfigError(f"group.mix.markov: needs list_len >= 2, got list_len={ctx.list_len}")
+        n_cand = ctx.num_candidates
+        pair_scores = self.pair_scores(ctx) / self.temperature  # (B, N, N), -inf on the diagonal
+        first = (pair_scores.flatten(1)[:, None] + gumbel(ctx, (ctx.size, num_lists, n_cand * n_cand))).argmax(2)
+        chain = [first // n_cand, first % n_cand]  # 2 × (B, n)
+        used = torch.zeros(ctx.size, num_lists, n_cand, dtype=torch.bool, device=ctx.device)
+        used.scatter_(2, torch.stack(chain, dim=2), True)
+        for _ in range(2, ctx.list_len):
+            rows = pair_scores.gather(1, chain[-1][..., None].expand(-1, -1, n_cand))  # (B, n, N) score(prev, ·)
+            keys = rows.masked_fill(used, -torch.inf) + gumbel(ctx, (ctx.size, num_lists, n_cand))
+            chain.append(keys.argmax(2))
+            used.scatter_(2, chain[-1][..., None], True)
+        return torch.stack(chain, dim=2)  # (B, n, L)
+
+    def pair_scores(self, ctx: GroupContext) -> torch.Tensor:
+        """(B, N, N) evaluator reward of every ordered pair as a length-2 list; -inf where i = j."""
+        n_cand = ctx.num_candidates
+        flat = torch.arange(n_cand * n_cand, device=ctx.device)
+        flat = flat[flat // n_cand != flat % n_cand]  # (N(N-1),) ordered pairs i ≠ j
+        pairs = torch.stack([flat // n_cand, flat % n_cand], dim=1)  # (N(N-1), 2)
+        scores = torch.full((ctx.size, n_cand * n_cand), -torch.inf, device=ctx.device)
+        for lo in range(0, len(flat), self.chunk_size):
+            chunk = pairs[lo : lo + self.chunk_size].expand(ctx.size, -1, -1)  # (B, C, 2)
+            scores[:, flat[lo : lo + self.chunk_size]] = ctx.evaluator.list_reward(ctx.batch, chunk).float()
+        return scores.view(ctx.size, n_cand, n_cand)
+
+
+@dataclass
+class RandomPolicy:
+    """Uniformly random lists without model guidance (App. C, fifth item)."""
+
+    name: ClassVar[str] = "random"
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        return random_lists(ctx, num_lists)
+
+
+@dataclass
+class SubstitutionPolicy:
+    """Heuristic substitution (App. C, sixth item): copy a list already in the group and replace
+    1 to ``max_swaps`` of its positions with distinct candidates it does not contain.
+
+    The source of each new list is drawn uniformly from ``ctx.existing``; with an empty group the
+    generator's greedy list is the only source. The number of swaps is uniform in
+    [1, min(max_swaps, L, N − L)]; when N = L no item can be swapped in and the sources are
+    returned unchanged (the group builder then replaces the duplicates).
+    """
+
+    max_swaps: int = 2
+    name: ClassVar[str] = "substitution"
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        sources = ctx.existing
+        if sources.shape[1] == 0:
+            sources = ctx.generator.decode(ctx.encoding, 1, greedy=True)  # (B, 1, L)
+        lists = _take(sources, randint(ctx, sources.shape[1], (ctx.size, num_lists)))  # (B, n, L)
+        max_swaps = min(self.max_swaps, ctx.list_len, ctx.num_candidates - ctx.list_len)
+        if max_swaps == 0:
+            return lists
+        swaps = 1 + randint(ctx, max_swaps, (ctx.size, num_lists))  # (B, n)
+        position_rank = uniform(ctx, lists.shape).argsort(dim=2).argsort(dim=2)  # (B, n, L) random ranks
+        replace = position_rank < swaps[..., None]  # exactly ``swaps`` positions per list
+        keys = uniform(ctx, (ctx.size, num_lists, ctx.num_candidates)).scatter(2, lists, 2.0)  # listed last
+        fresh = keys.topk(max_swaps, dim=2, largest=False).indices  # (B, n, S) distinct unlisted
+        slot = (replace.cumsum(dim=2) - 1).clamp_min(0)  # k-th replaced position takes the k-th fresh item
+        return torch.where(replace, fresh.gather(2, slot), lists)
+
+
+@dataclass
+class DiversityPolicy:
+    """Diversity-oriented generation (App. C, seventh item): lists as unlike the group as possible.
+
+    Lists are built one after another, position by position. At each step the unused candidate
+    in the fewest lists of the group so far (``existing`` plus the lists this call already built)
+    is taken, then the one least often at this position; remaining ties go to the highest
+    first-step logit / ``temperature`` plus Gumbel noise, i.e. a generator-guided random choice.
+    """
+
+    temperature: float = 1.0
+    name: ClassVar[str] = "diversity"
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        by_position = ctx.existing.transpose(1, 2)  # (B, L, K0)
+        at_position = torch.zeros(ctx.size, ctx.list_len, ctx.num_candidates, device=ctx.device)
+        at_position.scatter_add_(2, by_position, torch.ones(by_position.shape, device=ctx.device))
+        # (B, L, N) how often each candidate sits at each position; its sum over L counts lists.
+        rank_weight = by_position.shape[2] + num_lists + 1  # exceeds any per-position count
+        logits = ctx.generator.first_step_logits(ctx.encoding).float() / self.temperature  # (B, N)
+        built = []
+        for _ in range(num_lists):
+            tie_break = logits + gumbel(ctx, (ctx.size, ctx.num_candidates))  # (B, N)
+            in_lists = at_position.sum(dim=1)  # (B, N)
+            used = torch.zeros(ctx.size, ctx.num_candidates, dtype=torch.bool, device=ctx.device)
+            chosen = []
+            for position in range(ctx.list_len):
+                crowding = (in_lists * rank_weight + at_position[:, position]).masked_fill(used, torch.inf)
+                least = crowding == crowding.min(dim=1, keepdim=True).values  # (B, N)
+                chosen.append(tie_break.masked_fill(~least, -torch.inf).argmax(dim=1))  # (B,)
+                used.scatter_(1, chosen[-1][:, None], True)
+            new_list = torch.stack(chosen, dim=1)  # (B, L)
+            at_position.scatter_add_(2, new_list[..., None], torch.ones(ctx.size, ctx.list_len, 1, device=ctx.device))
+            built.append(new_list)
+        return torch.stack(built, dim=1)  # (B, n, L)
+
+
+POLICY_TYPES: tuple[type, ...] = (
+    AutoregressivePolicy,
+    TreePolicy,
+    GumbelPolicy,
+    MarkovPolicy,
+    RandomPolicy,
+    SubstitutionPolicy,
+    DiversityPolicy,
+)
+# Run order matters: substitution and diversity come last so that they see the other lists.
+POLICY_NAMES: tuple[str, ...] = tuple(policy.name for policy in POLICY_TYPES)

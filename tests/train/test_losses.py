@@ -1,0 +1,127 @@
+"""Eq. 4 reference policy, Eq. 5 and the authors' loss, the supervised term and reward noise."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from groups.toys import PlackettLuce, all_lists, make_batch
+
+from goalrank.errors import ConfigError
+from goalrank.train.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
+
+
+def test_reference_policy_by_hand():
+    # r = (1, 2, 3): μ = 2, population σ = sqrt(2/3), z = (−1.2247, 0, 1.2247)
+    # exp(z) = (0.29384, 1, 3.40328), sum 4.69712
+    expected = torch.tensor([[0.06256, 0.21290, 0.72455]])
+    assert torch.allclose(reference_policy(torch.tensor([[1.0, 2.0, 3.0]])), expected, atol=1e-4)
+    # τ = 2 halves z: exp(z/2) = (0.54207, 1, 1.84478), sum 3.38685
+    expected_tempered = torch.tensor([[0.16005, 0.29526, 0.54469]])
+    assert torch.allclose(reference_policy(torch.tensor([[1.0, 2.0, 3.0]]), 2.0), expected_tempered, atol=1e-4)
+
+
+def test_equal_rewards_give_the_uniform_policy():
+    assert torch.allclose(reference_policy(torch.full((2, 4), 3.5)), torch.full((2, 4), 0.25))
+
+
+@given(
+    rewards=st.lists(st.floats(-5, 5), min_size=2, max_size=8),
+    shift=st.floats(-100, 100),
+    scale=st.floats(0.1, 10),
+)
+def test_reference_policy_is_a_distribution_invariant_to_affine_rewards(rewards, shift, scale):
+    r = torch.tensor([rewards], dtype=torch.float64)
+    assume(float(r.std(correction=0)) > 1e-2)  # eps matters only for near-constant groups
+    policy = reference_policy(r)
+    assert torch.allclose(policy.sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert torch.allclose(policy, reference_policy(r * scale + shift), atol=1e-4)
+
+
+def test_group_relative_loss_by_hand():
+    log_probs = torch.log(torch.tensor([[0.5, 0.25], [0.1, 0.2]]))
+    reference = torch.tensor([[0.75, 0.25], [0.5, 0.5]])
+    # request 0: −(0.75 ln .5 + 0.25 ln .25) = 0.86643; request 1: −(0.5 ln .1 + 0.5 ln .2) = 1.95601
+    cross_entropy = group_relative_loss(log_probs, reference)
+    assert cross_entropy.item() == pytest.approx((0.86643 + 1.95601) / 2, abs=1e-4)
+    # request 0: −(0.5·0.75 + 0.25·0.25) = −0.4375; request 1: −(0.1·0.5 + 0.2·0.5) = −0.15
+    authors = group_relative_loss(log_probs, reference, "authors")
+    assert authors.item() == pytest.approx((-0.4375 - 0.15) / 2, abs=1e-6)
+
+
+def test_reference_is_a_fixed_target():
+    log_probs = torch.log(torch.tensor([[0.5, 0.25]])).requires_grad_()
+    reference = torch.tensor([[0.75, 0.25]], requires_grad=True)
+    group_relative_loss(log_probs, reference).backward()
+    assert reference.grad is None
+    assert torch.allclose(log_probs.grad, -reference.detach())  # ∂/∂ log π = −π_ref (B = 1)
+
+
+def test_authors_loss_vanishes_for_unlikely_lists():
+    log_probs = torch.full((1, 4), math.log(1e-6), requires_grad=True)  # four unlikely lists
+    reference = torch.tensor([[0.7, 0.1, 0.1, 0.1]])
+    group_relative_loss(log_probs, reference, "authors").backward()
+    assert log_probs.grad.abs().max() < 1e-6
+    log_probs.grad = None
+    group_relative_loss(log_probs, reference).backward()
+    assert torch.allclose(log_probs.grad, -reference)
+
+
+def test_unknown_variant_is_rejected():
+    with pytest.raises(ConfigError, match="reference.variant"):
+        group_relative_loss(torch.zeros(1, 2), torch.full((1, 2), 0.5), "mse")
+
+
+def test_supervised_loss_is_minus_mean_log_prob():
+    assert supervised_loss(torch.tensor([-1.0, -2.0, -4.5])).item() == pytest.approx(2.5)
+
+
+def test_perturb_rewards_adds_group_scaled_gaussian_noise():
+    rewards = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 4.0]])
+    sigma = torch.tensor([[math.sqrt(2 / 3)], [math.sqrt(32 / 9)]])  # population std per group
+    noise = torch.randn(2, 3, generator=torch.Generator().manual_seed(5))
+    noisy = perturb_rewards(rewards, 0.3, torch.Generator().manual_seed(5))
+    assert torch.allclose(noisy, rewards + 0.3 * sigma * noise)
+    assert torch.equal(perturb_rewards(rewards, 0.0, torch.Generator()), rewards)
+
+
+def test_perturb_rewards_noise_scale_is_beta_sigma():
+    rewards = torch.tensor([[0.0, 2.0]]).expand(20000, -1)  # σ_G = 1
+    noise = perturb_rewards(rewards, 0.5, torch.Generator().manual_seed(0)) - rewards
+    assert noise.std().item() == pytest.approx(0.5, rel=0.03)
+    with pytest.raises(ConfigError, match="reward_noise"):
+        perturb_rewards(rewards, -0.1, torch.Generator())
+
+
+def test_gradient_descent_on_eq5_moves_the_generator_to_the_reference():
+    """N=5, L=3: the group is all 60 lists, so Eq. 5 = H(π_ref) + KL(π_ref ‖ π_θ) exactly."""
+    generator = PlackettLuce(num_items=5, list_len=3, seed=0)
+    batch = make_batch(size=2, n_cand=5, list_len=3, num_items=5, seed=1)
+    group = all_lists(5, 3).expand(2, -1, -1)  # (B, 60, L)
+    item_value = torch.randn(6, generator=torch.Generator().manual_seed(2))[batch.candidates]  # (B, N)
+    listed_value = item_value[:, None].expand(-1, 60, -1).gather(2, group)  # (B, 60, L)
+    rewards = (listed_value * torch.tensor([1.0, 0.6, 0.3])).sum(2)  # position-discounted, DCG-like
+    reference = reference_policy(rewards, temperature=0.5)
+    entropy = -(reference * reference.log()).sum(dim=1).mean()
+
+    def kl() -> torch.Tensor:
+        log_probs = generator.log_prob(generator.encode(batch), group)
+        return (reference * (reference.log() - log_probs)).sum(dim=1).mean()
+
+    with torch.no_grad():
+        assert torch.allclose(generator.log_prob(generator.encode(batch), group).exp().sum(dim=1), torch.ones(2))
+        before = kl()
+    optimizer = torch.optim.Adam(generator.parameters(), lr=0.05)
+    for _ in range(100):
+        loss = group_relative_loss(generator.log_prob(generator.encode(batch), group), reference)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = kl()
+        loss = group_relative_loss(generator.log_prob(generator.encode(batch), group), reference)
+    assert torch.allclose(loss, entropy + after, atol=1e-4)
+    assert after < 0.1 * before  # 3.15 → 0.04: the reward is close to Plackett–Luce-representable
