@@ -1,0 +1,66 @@
+"""DNN (Covington et al., 2016): the item-wise generator-only baseline (paper §4.1.2, App. D.2).
+
+Each candidate is scored independently from its embedding and the user vector by an MLP, and the
+list is the top-L by score. It sees no other candidate, so it cannot model list context: the
+baseline that shows what list-wise modelling adds. Choice left open by the paper: the user
+vector comes from the shared history encoder (blocks.UserContextEncoder), and the MLP input is
+[item, user, item ⊙ user] so that the dot-product interaction is easy to learn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from goalrank.config import check
+from goalrank.data.storage import RankingBatch
+from goalrank.models.base import Ranker, RankOutput, topk_lists
+from goalrank.models.blocks import UserContextEncoder, check_width, item_embedding
+
+
+@dataclass
+class DNNConfig:
+    n_items: int
+    d_model: int = 128
+    n_heads: int = 4
+    history_layers: int = 1
+    hidden_layers: int = 2
+    ffn_mult: int = 4
+    dropout: float = 0.0
+    list_len: int = 6
+
+    def __post_init__(self) -> None:
+        check(self.n_items >= 1, "model.n_items", ">= 1", self.n_items)
+        check_width("model", self.d_model, self.n_heads, self.ffn_mult, self.dropout)
+        check(self.hidden_layers >= 1, "model.hidden_layers", ">= 1", self.hidden_layers)
+        check(self.list_len >= 1, "model.list_len", ">= 1", self.list_len)
+
+
+class DNNRanker(Ranker):
+    """Item-wise MLP scorer; ``rank`` sorts candidates by score."""
+
+    def __init__(self, config: DNNConfig) -> None:
+        super().__init__(config.list_len)
+        self.config = config
+        width = config.d_model
+        self.items = item_embedding(config.n_items, width)
+        self.context = UserContextEncoder(self.items, config.n_heads, config.history_layers, config.ffn_mult,
+                                          config.dropout)
+        layers: list[nn.Module] = []
+        inputs = 3 * width
+        for _ in range(config.hidden_layers):
+            layers += [nn.Linear(inputs, width * config.ffn_mult // 2), nn.GELU(), nn.Dropout(config.dropout)]
+            inputs = width * config.ffn_mult // 2
+        self.mlp = nn.Sequential(*layers, nn.Linear(inputs, 1))
+
+    def score(self, batch: RankingBatch) -> torch.Tensor:
+        """(B, N) logits of each candidate being a positive."""
+        user = self.context(batch.history, batch.history_labels).user[:, None]  # (B, 1, D)
+        items = self.items(batch.candidates)  # (B, N, D)
+        features = torch.cat([items, user.expand_as(items), items * user], dim=-1)  # (B, N, 3D)
+        return self.mlp(features).squeeze(-1)  # (B, N)
+
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        return topk_lists(self.score(batch), self.list_len)

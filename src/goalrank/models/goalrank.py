@@ -1,0 +1,243 @@
+"""GoalRank's generator: the autoregressive list policy π_θ(l | u, C) of paper Eq. 6.
+
+Architecture (paper App. D.2): a *lower block* crosses every candidate with the user context
+through Transformer encoder layers over the N candidates, and an *upper block*, a Transformer
+decoder, predicts the next item's score over the whole candidate set at each step; a list is
+built by picking items one by one (top-1 or sampling), never repeating one.
+
+The encoding of a request is computed once and shared by every list of that request: the
+group-relative loss (Eq. 5) scores K lists per request by teacher forcing in one parallel pass,
+and decoding reuses it at every step with a key/value cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from goalrank.config import check
+from goalrank.data.storage import RankingBatch
+from goalrank.models.base import Ranker, RankOutput, scores_from_lists
+from goalrank.models.blocks import (
+    DecoderLayer,
+    KeyValues,
+    KVCache,
+    PointerHead,
+    TransformerEncoder,
+    UserContextEncoder,
+    check_width,
+    item_embedding,
+    masked_log_softmax,
+)
+
+
+@dataclass
+class GeneratorConfig:
+    """GoalRank generator size. Width/depth/heads span ~1M to ~100M parameters (scaling study, §4).
+
+    list_len is the output length L; n_items the number of item indices (from the dataset).
+    """
+
+    n_items: int
+    d_model: int = 128
+    n_heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    history_layers: int = 1
+    ffn_mult: int = 4
+    dropout: float = 0.0
+    list_len: int = 6
+
+    def __post_init__(self) -> None:
+        check(self.n_items >= 1, "model.n_items", ">= 1", self.n_items)
+        check_width("model", self.d_model, self.n_heads, self.ffn_mult, self.dropout)
+        check(self.encoder_layers >= 0, "model.encoder_layers", ">= 0", self.encoder_layers)
+        check(self.decoder_layers >= 1, "model.decoder_layers", ">= 1", self.decoder_layers)
+        check(self.history_layers >= 0, "model.history_layers", ">= 0", self.history_layers)
+        check(self.list_len >= 1, "model.list_len", ">= 1", self.list_len)
+
+
+@dataclass
+class Encoding:
+    """One request batch encoded once, reused by every list and every decoding step.
+
+    memory:       (B, N, D) candidate representations from the lower block.
+    user:         (B, D) user vector.
+    cross_kv:     per decoder layer, the memory's cross-attention keys/values (B, h, N, dh).
+    pointer_keys: (B, N, D) the pointer head's candidate keys.
+    """
+
+    memory: torch.Tensor
+    user: torch.Tensor
+    cross_kv: list[KeyValues]
+    pointer_keys: torch.Tensor
+
+
+class GoalRankGenerator(Ranker):
+    """Implements the ``ListGenerator`` protocol (models/base.py) and the ``Ranker`` interface."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__(config.list_len)
+        self.config = config
+        width = config.d_model
+        self.items = item_embedding(config.n_items, width)
+        self.user_encoder = UserContextEncoder(
+            self.items, config.n_heads, config.history_layers, config.ffn_mult, config.dropout
+        )
+        self.user_to_candidates = nn.Linear(width, width)
+        self.candidate_encoder = TransformerEncoder(
+            width, config.n_heads, config.encoder_layers, config.ffn_mult, config.dropout
+        )
+        self.start = nn.Parameter(torch.randn(width))
+        self.positions = nn.Embedding(config.list_len, width)
+        self.decoder = nn.ModuleList(
+            DecoderLayer(width, config.n_heads, config.ffn_mult, config.dropout)
+            for _ in range(config.decoder_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(width)
+        self.pointer = PointerHead(width)
+
+    def encode(self, batch: RankingBatch) -> Encoding:
+        """Cross every candidate with the user context; no positional encoding (App. D.2).
+
+        Candidates arrive in a random, meaningless order, so the candidate encoder is
+        permutation-equivariant: permuting the candidates permutes ``memory`` the same way.
+        """
+        user = self.user_encoder(batch.history, batch.history_labels).user  # (B, D)
+        tokens = self.items(batch.candidates) + self.user_to_candidates(user)[:, None]  # (B, N, D)
+        memory = self.candidate_encoder(tokens)  # (B, N, D)
+        return Encoding(
+            memory=memory,
+            user=user,
+            cross_kv=[layer.cross_attention.project_kv(memory) for layer in self.decoder],
+            pointer_keys=self.pointer.project_keys(memory),
+        )
+
+    def _inputs(self, encoding: Encoding, fed: torch.Tensor, start: int) -> torch.Tensor:
+        """Decoder inputs (B, K, T, D) of steps start, start+1, … given the items ``fed`` (B, K, F).
+
+        Step 0's input is the learned start token plus the user vector (so T = 1 + F when
+        ``start`` is 0, else T = F); the input of step t > 0 is the memory of the item chosen at
+        step t − 1. Every step adds its position embedding.
+        """
+        batch, lists_per_request, fed_len = fed.shape
+        width = encoding.memory.shape[-1]
+        index = fed.reshape(batch, lists_per_request * fed_len, 1).expand(-1, -1, width)  # (B, K*F, D)
+        inputs = encoding.memory.gather(1, index)  # (B, K*F, D)
+        inputs = inputs.view(batch, lists_per_request, fed_len, width)  # (B, K, F, D)
+        if start == 0:
+            first = (self.start + encoding.user)[:, None, None]  # (B, 1, 1, D)
+            first = first.expand(-1, lists_per_request, -1, -1)  # (B, K, 1, D)
+            inputs = torch.cat([first, inputs], dim=2)  # (B, K, 1+F, D)
+        steps = torch.arange(start, start + inputs.shape[2], device=fed.device)
+        return inputs + self.positions(steps)  # (B, K, T, D)
+
+    def _decode(self, encoding: Encoding, inputs: torch.Tensor, caches: list[KVCache] | None) -> torch.Tensor:
+        """Decoder inputs (B, K, S, D) -> next-item logits (B, K, S, N); ``caches`` continue earlier steps."""
+        batch, lists_per_request, steps, width = inputs.shape
+        x = inputs.reshape(batch * lists_per_request, steps, width)  # (B*K, S, D)
+        for index, layer in enumerate(self.decoder):
+            x = layer(x, encoding.cross_kv[index], None if caches is None else caches[index])
+        hidden = self.decoder_norm(x).view(batch, lists_per_request, steps, width)  # (B, K, S, D)
+        return self.pointer.scores(hidden, encoding.pointer_keys)  # (B, K, S, N)
+
+    def step_logits(self, encoding: Encoding, lists: torch.Tensor) -> torch.Tensor:
+        """(B, K, T, N) logits of every step by teacher forcing lists (B, K, T), in one pass.
+
+        Step t's logits depend on lists[..., :t] only (causal self-attention); the last item
+        of each list is never an input. Logits are raw: chosen items are not yet excluded.
+        """
+        inputs = self._inputs(encoding, lists[..., :-1], start=0)  # (B, K, T, D)
+        return self._decode(encoding, inputs, caches=None)
+
+    def log_prob(self, encoding: Encoding, lists: torch.Tensor) -> torch.Tensor:
+        """(B, K) exact log π_θ(l) = Σ_t log masked-softmax_t(l_t) (Eq. 6) of lists (B, K, T), T ≤ L.
+
+        Lists must hold distinct positions. Step t excludes the items chosen before it.
+        """
+        n_candidates = encoding.memory.shape[1]
+        logits = self.step_logits(encoding, lists)  # (B, K, T, N)
+        picked = F.one_hot(lists, n_candidates)  # (B, K, T, N)
+        chosen_before = (picked.cumsum(dim=2) - picked).bool()  # (B, K, T, N)
+        log_probs = masked_log_softmax(logits, chosen_before)  # (B, K, T, N)
+        return log_probs.gather(-1, lists[..., None]).squeeze(-1).sum(dim=-1)  # (B, K)
+
+    def first_step_logits(self, encoding: Encoding) -> torch.Tensor:
+        """(B, N) logits of the first position: an item-wise score of every candidate."""
+        batch = encoding.memory.shape[0]
+        empty = encoding.memory.new_zeros(batch, 1, 0, dtype=torch.long)  # (B, 1, 0)
+        return self._decode(encoding, self._inputs(encoding, empty, start=0), caches=None)[:, 0, 0]
+
+    def generate(
+        self,
+        encoding: Encoding,
+        num_lists: int,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        rng: torch.Generator | None = None,
+        prefix: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lists (B, K, L) and the log-probability (B, K) of their generated part under the sampler.
+
+        The prefix (B, K, t0) is fed in one teacher-forced chunk, then the remaining L − t0
+        items are chosen step by step; each step feeds only its new token, attending to
+        earlier steps through a key/value cache, and the encoder never re-runs. Sampling is
+        Gumbel-max over the masked log-softmax of logits / temperature: exact softmax sampling
+        whose noise comes from ``rng`` (on any device), so equal seeds give equal lists.
+        The returned log-probability sums log softmax(logits / temperature) over generated steps.
+        """
+        check(temperature > 0, "temperature", "> 0", temperature)
+        batch, n_candidates, _ = encoding.memory.shape
+        if prefix is None:
+            prefix = encoding.memory.new_zeros(batch, num_lists, 0, dtype=torch.long)
+        if prefix.shape[:2] != (batch, num_lists) or prefix.shape[2] > self.list_len:
+            raise ValueError(
+                f"prefix: shape {tuple(prefix.shape)},"
+                f" expected (B={batch}, K={num_lists}, t0<={self.list_len})"
+            )
+        lists = prefix
+        total = encoding.memory.new_zeros(batch, num_lists)  # (B, K)
+        excluded = F.one_hot(prefix, n_candidates).sum(dim=2).bool()  # (B, K, N)
+        caches = [KVCache() for _ in self.decoder]
+        fed, start = prefix, 0
+        for step in range(prefix.shape[2], self.list_len):
+            inputs = self._inputs(encoding, fed, start)  # (B, K, 1+t0, D) first, then (B, K, 1, D)
+            logits = self._decode(encoding, inputs, caches)[:, :, -1] / temperature  # (B, K, N)
+            log_probs = masked_log_softmax(logits, excluded)  # (B, K, N)
+            scores = log_probs if greedy else log_probs + _gumbel(log_probs.shape, rng, log_probs.device)
+            choice = scores.argmax(dim=-1, keepdim=True)  # (B, K, 1)
+            total = total + log_probs.gather(-1, choice).squeeze(-1)
+            lists = torch.cat([lists, choice], dim=2)  # (B, K, step+1)
+            excluded = excluded.scatter(-1, choice, True)
+            fed, start = choice, step + 1
+        return lists, total
+
+    def decode(
+        self,
+        encoding: Encoding,
+        num_lists: int,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        rng: torch.Generator | None = None,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, K, L) lists: K per request, sampled (or greedy), continuing ``prefix`` (B, K, t0) if given."""
+        return self.generate(encoding, num_lists, greedy, temperature, rng, prefix)[0]
+
+    @torch.no_grad()
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        """The greedy list; candidate scores rank the rest by their first-step logit."""
+        encoding = self.encode(batch)
+        lists = self.decode(encoding, num_lists=1, greedy=True)[:, 0]  # (B, L)
+        return RankOutput(lists=lists, scores=scores_from_lists(lists, self.first_step_logits(encoding)))
+
+
+def _gumbel(shape: torch.Size, rng: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard Gumbel noise drawn on ``rng``'s device, then moved to ``device``."""
+    source = rng.device if rng is not None else device
+    uniform = torch.rand(shape, generator=rng, device=source).to(device)
+    tiny = torch.finfo(uniform.dtype).tiny
+    return -torch.log(-torch.log(uniform.clamp(tiny, 1.0 - 1e-7)))

@@ -1,0 +1,210 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from builders import random_split
+
+from goalrank.config import from_dict
+from goalrank.data.storage import RankingBatch, Split
+from goalrank.errors import ConfigError
+from goalrank.models.blocks import count_parameters
+from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
+
+N_ITEMS, HISTORY = 30, 4
+
+
+def make_batch(size: int, n_candidates: int, list_len: int, seed: int = 0) -> RankingBatch:
+    """Random valid requests; the first one is a new user (all-padding history)."""
+    arrays = random_split(np.random.default_rng(seed), size, N_ITEMS, n_candidates, list_len, HISTORY)
+    arrays["history"][0] = 0
+    arrays["history_labels"][0] = 0
+    return Split("test", arrays).batch(slice(None))
+
+
+def make_generator(list_len: int, seed: int = 0, **sizes: int) -> GoalRankGenerator:
+    torch.manual_seed(seed)
+    config = GeneratorConfig(n_items=N_ITEMS, d_model=16, n_heads=2, ffn_mult=2, list_len=list_len, **sizes)
+    return GoalRankGenerator(config).eval()
+
+
+def all_lists(n_candidates: int, list_len: int, size: int) -> torch.Tensor:
+    """(B, K, L) every ordered list without repeats, for each of ``size`` requests."""
+    lists = torch.tensor(list(itertools.permutations(range(n_candidates), list_len)))
+    return lists.expand(size, -1, -1)
+
+
+def test_probabilities_of_all_ordered_lists_sum_to_one():
+    generator = make_generator(list_len=3)
+    batch = make_batch(3, n_candidates=5, list_len=3)
+    encoding = generator.encode(batch)
+    lists = all_lists(5, 3, 3)
+    assert lists.shape == (3, 60, 3)
+    log_probs = generator.log_prob(encoding, lists)
+    assert torch.isfinite(log_probs).all()
+    torch.testing.assert_close(log_probs.exp().sum(dim=1), torch.ones(3))
+    prefixes = generator.log_prob(encoding, all_lists(5, 2, 3))  # T < L: marginals of 2-item prefixes
+    torch.testing.assert_close(prefixes.exp().sum(dim=1), torch.ones(3))
+
+
+def test_sampled_lists_have_teacher_forced_log_probs_and_never_repeat_items():
+    generator = make_generator(list_len=4)
+    encoding = generator.encode(make_batch(2, n_candidates=6, list_len=4))
+    rng = torch.Generator().manual_seed(0)
+    for temperature in (1.0, 5.0):
+        lists, sampled = generator.generate(encoding, 300, temperature=temperature, rng=rng)
+        assert lists.shape == (2, 300, 4)
+        assert all(len(set(row)) == 4 for row in lists.reshape(-1, 4).tolist())
+        if temperature == 1.0:
+            torch.testing.assert_close(sampled, generator.log_prob(encoding, lists), atol=1e-5, rtol=0)
+
+
+def test_full_permutations_never_repeat_items():
+    generator = make_generator(list_len=5)
+    encoding = generator.encode(make_batch(2, n_candidates=5, list_len=5))
+    lists = generator.decode(encoding, 200, temperature=5.0, rng=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(lists.sort(dim=-1).values, torch.arange(5).expand(2, 200, -1))
+
+
+def test_sample_frequencies_match_list_probabilities():
+    generator = make_generator(list_len=2)
+    encoding = generator.encode(make_batch(1, n_candidates=4, list_len=2))
+    lists = generator.decode(encoding, 20000, rng=torch.Generator().manual_seed(2))[0]
+    codes = lists[:, 0] * 4 + lists[:, 1]
+    frequencies = torch.bincount(codes, minlength=16).float() / codes.numel()
+    enumerated = all_lists(4, 2, 1)
+    probabilities = generator.log_prob(encoding, enumerated)[0].exp()
+    torch.testing.assert_close(frequencies[enumerated[0, :, 0] * 4 + enumerated[0, :, 1]], probabilities,
+                               atol=0.015, rtol=0)
+
+
+def test_temperature_flattens_the_first_step_distribution():
+    generator = make_generator(list_len=2)
+    encoding = generator.encode(make_batch(1, n_candidates=4, list_len=2))
+    lists = generator.decode(encoding, 20000, temperature=3.0, rng=torch.Generator().manual_seed(3))[0]
+    frequencies = torch.bincount(lists[:, 0], minlength=4).float() / lists.shape[0]
+    expected = (generator.first_step_logits(encoding)[0] / 3.0).softmax(dim=0)
+    torch.testing.assert_close(frequencies, expected, atol=0.015, rtol=0)
+
+
+def test_sampling_is_reproducible_from_the_rng_seed():
+    generator = make_generator(list_len=3)
+    encoding = generator.encode(make_batch(4, n_candidates=8, list_len=3))
+
+    def sample(seed: int) -> torch.Tensor:
+        return generator.decode(encoding, 16, rng=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(sample(7), sample(7))
+    assert not torch.equal(sample(7), sample(8))
+
+
+def test_greedy_decode_equals_stepwise_argmax_without_cache():
+    generator = make_generator(list_len=4, decoder_layers=3)
+    batch = make_batch(3, n_candidates=7, list_len=4)
+    encoding = generator.encode(batch)
+    greedy = generator.decode(encoding, 1, greedy=True)
+    expected = torch.zeros(3, 1, 0, dtype=torch.long)
+    for step in range(4):
+        # step_logits' last input item is never fed, so a placeholder exposes this step's logits.
+        padded = torch.cat([expected, torch.zeros(3, 1, 1, dtype=torch.long)], dim=2)
+        logits = generator.step_logits(encoding, padded)[:, :, step].clone()  # (B, 1, N)
+        logits.scatter_(-1, expected, float("-inf"))
+        expected = torch.cat([expected, logits.argmax(-1, keepdim=True)], dim=2)
+    assert torch.equal(greedy, expected)
+    output = generator.rank(batch)
+    assert torch.equal(output.lists, greedy[:, 0])
+    listed = output.scores.gather(1, output.lists)
+    assert (listed[:, :-1] > listed[:, 1:]).all()
+    unlisted = output.scores.scatter(1, output.lists, -1.0)
+    assert (listed[:, -1] > unlisted.max(dim=1).values).all()
+
+
+def test_step_logits_do_not_see_future_items():
+    generator = make_generator(list_len=4)
+    encoding = generator.encode(make_batch(2, n_candidates=6, list_len=4))
+    lists = torch.tensor([[[0, 1, 2, 3]], [[5, 4, 3, 2]]])
+    changed = lists.clone()
+    changed[..., 2:] = torch.tensor([[[4, 5]], [[0, 1]]])
+    before, after = generator.step_logits(encoding, lists), generator.step_logits(encoding, changed)
+    torch.testing.assert_close(before[:, :, :3], after[:, :, :3])
+    assert not torch.allclose(before[:, :, 3], after[:, :, 3])
+
+
+def test_prefix_is_kept_and_continued_consistently():
+    generator = make_generator(list_len=4)
+    encoding = generator.encode(make_batch(2, n_candidates=7, list_len=4))
+    prefix = torch.tensor([[[3, 1], [0, 6], [3, 1]], [[2, 5], [5, 2], [4, 0]]])
+    lists, continuation = generator.generate(encoding, 3, prefix=prefix, rng=torch.Generator().manual_seed(4))
+    assert torch.equal(lists[..., :2], prefix)
+    assert all(len(set(row)) == 4 for row in lists.reshape(-1, 4).tolist())
+    expected = generator.log_prob(encoding, lists) - generator.log_prob(encoding, prefix)
+    torch.testing.assert_close(continuation, expected, atol=1e-5, rtol=0)
+    greedy = generator.decode(encoding, 1, greedy=True)
+    resumed = generator.decode(encoding, 1, greedy=True, prefix=greedy[..., :2])
+    assert torch.equal(resumed, greedy)
+    assert torch.equal(generator.decode(encoding, 1, prefix=greedy), greedy)  # t0 = L: nothing to add
+
+
+def test_encoder_is_permutation_equivariant_over_candidates():
+    generator = make_generator(list_len=3)
+    batch = make_batch(2, n_candidates=6, list_len=3)
+    permutation = torch.tensor([4, 2, 0, 5, 1, 3])
+    permuted = RankingBatch(**{**vars(batch), "candidates": batch.candidates[:, permutation]})
+    encoding, permuted_encoding = generator.encode(batch), generator.encode(permuted)
+    torch.testing.assert_close(permuted_encoding.memory, encoding.memory[:, permutation])
+    torch.testing.assert_close(generator.first_step_logits(permuted_encoding),
+                               generator.first_step_logits(encoding)[:, permutation])
+    lists = torch.tensor([[[0, 1, 2], [5, 3, 4]]]).expand(2, -1, -1)
+    inverse = permutation.argsort()
+    torch.testing.assert_close(generator.log_prob(permuted_encoding, inverse[lists]),
+                               generator.log_prob(encoding, lists))
+
+
+def test_new_user_gets_finite_outputs_and_every_parameter_gets_a_gradient():
+    generator = make_generator(list_len=3).train()
+    batch = make_batch(2, n_candidates=5, list_len=3)
+    assert batch.history[0].eq(0).all()
+    encoding = generator.encode(batch)
+    log_probs = generator.log_prob(encoding, batch.exposed[:, None])
+    assert torch.isfinite(log_probs).all() and torch.isfinite(generator.first_step_logits(encoding)).all()
+    log_probs.sum().backward()
+    for name, parameter in generator.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+
+
+def hand_count(n_items: int, d: int, f: int, history: int, encoder: int, decoder: int, length: int) -> int:
+    """Parameters of the architecture counted by hand, layer by layer."""
+    attention = 2 * d + 4 * d * d + 4 * d  # LayerNorm, query, key+value, output
+    ffn = 2 * d + (d * f * d + f * d) + (f * d * d + d)
+    encoder_layer, decoder_layer = attention + ffn, 2 * attention + ffn
+    user = 2 * d + d + history * encoder_layer + 2 * d + (d + 1)  # labels, context token, layers, norm, pool
+    candidates = (d * d + d) + encoder * encoder_layer + 2 * d
+    # start token, positions, decoder layers, final norm, pointer head
+    upper = d + length * d + decoder * decoder_layer + 2 * d + 2 * (d * d + d)
+    return (n_items + 1) * d + user + candidates + upper
+
+
+def test_parameter_count_matches_hand_count_and_reaches_100m():
+    def size(**fields: int) -> int:
+        with torch.device("meta"):  # sized, never allocated
+            return count_parameters(GoalRankGenerator(GeneratorConfig(n_items=1000, **fields)))
+
+    base = size()
+    assert base == hand_count(1000, d=128, f=4, history=1, encoder=2, decoder=2, length=6)
+    assert 0.5e6 < base < 2e6
+    assert size(d_model=256) > base and size(encoder_layers=4) > base and size(decoder_layers=4) > base
+    large = size(d_model=1024, n_heads=16, encoder_layers=3, decoder_layers=3)
+    assert large == hand_count(1000, d=1024, f=4, history=1, encoder=3, decoder=3, length=6)
+    assert 90e6 < large < 110e6
+
+
+def test_config_is_validated_and_built_from_overrides():
+    config = from_dict(GeneratorConfig, {"n_items": "30", "d_model": "32", "list_len": "4"})
+    assert (config.n_items, config.d_model, config.list_len) == (30, 32, 4)
+    with pytest.raises(ConfigError, match="model.n_heads"):
+        GeneratorConfig(n_items=30, d_model=30, n_heads=4)
+    with pytest.raises(ConfigError, match="model.decoder_layers"):
+        GeneratorConfig(n_items=30, decoder_layers=0)
+    generator = make_generator(list_len=3)
+    with pytest.raises(ConfigError, match="temperature"):
+        generator.decode(generator.encode(make_batch(1, 5, 3)), 2, temperature=0.0)
