@@ -11,9 +11,19 @@ from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """How to build and train one ranker.
+
+    objective: "pointwise" — BCE of ``model.score(batch)`` (B, N) against the candidates' labels;
+    "group_relative" — GoalRank's Eq. 5 loss; "model" — the model's own
+    ``training_loss(batch) -> (loss, stats)`` (e.g. evaluator-guided generators).
+    needs_evaluator: the model is built as ``model_cls(config, evaluator)`` with the trained
+    reward model, which it uses to train and/or to choose among candidate lists when ranking.
+    """
+
     config_cls: type
     model_cls: type
-    objective: Literal["pointwise", "group_relative"]
+    objective: Literal["pointwise", "group_relative", "model"]
+    needs_evaluator: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {

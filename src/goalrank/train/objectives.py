@@ -98,6 +98,16 @@ class PointwiseObjective:
 
 
 @dataclass
+class ModelObjective:
+    """A model that defines its own loss (``training_loss``), e.g. an evaluator-guided generator."""
+
+    model: torch.nn.Module
+
+    def __call__(self, batch: RankingBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.model.training_loss(batch)
+
+
+@dataclass
 class GroupRelativeObjective:
     """GoalRank's loss on one batch: Eq. 4 reference policy, Eq. 5 cross-entropy.
 

@@ -25,6 +25,7 @@ from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.train.loop import CHECKPOINT, fit
 from goalrank.train.objectives import (
     GroupRelativeObjective,
+    ModelObjective,
     PointwiseObjective,
     ReferenceConfig,
     RewardObjective,
@@ -104,12 +105,16 @@ def train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any
     spec = MODELS[name]
     rng = seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
-    model = spec.model_cls(model_config).to(device)
-    if spec.objective == "group_relative":
+    evaluator = None
+    if spec.objective == "group_relative" or spec.needs_evaluator:
         if reward_dir is None:
             raise ConfigError(f"--model {name}: needs --reward RUN_DIR (a trained reward model)")
         evaluator = load_reward_model(reward_dir, device)
+    model = build_model(name, model_config, evaluator).to(device)
+    if spec.objective == "group_relative":
         objective = GroupRelativeObjective(model, evaluator, config.group, config.reference, rng)
+    elif spec.objective == "model":
+        objective = ModelObjective(model)
     else:
         objective = PointwiseObjective(model)
     run_dir = _new_run_dir(run_dir)
@@ -136,7 +141,8 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.n
     if name == REWARD:
         model: torch.nn.Module = RewardModel(from_dict(RewardConfig, config["model"], "model"))
     elif name in MODELS:
-        model = MODELS[name].model_cls(from_dict(MODELS[name].config_cls, config["model"], "model"))
+        evaluator = load_reward_model(Path(config["reward"]), device) if MODELS[name].needs_evaluator else None
+        model = build_model(name, from_dict(MODELS[name].config_cls, config["model"], "model"), evaluator)
     else:
         raise ArtifactError(f"{run_dir / 'config.json'}: unknown model_name {name!r}")
     path = run_dir / CHECKPOINT
@@ -148,6 +154,12 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.n
         raise ArtifactError(f"{path}: unreadable checkpoint ({exc})") from exc
     model.load_state_dict(state)
     return model.to(device).eval(), config
+
+
+def build_model(name: str, model_config: Any, evaluator: RewardModel | None) -> torch.nn.Module:
+    """Instantiate ranker ``name``; evaluator-based rankers also get the (frozen) reward model."""
+    spec = MODELS[name]
+    return spec.model_cls(model_config, evaluator) if spec.needs_evaluator else spec.model_cls(model_config)
 
 
 def load_reward_model(run_dir: Path, device: torch.device) -> RewardModel:
