@@ -87,6 +87,14 @@ def _cmd_bench_prepare(args: argparse.Namespace) -> None:
     print(bench_prepare(args))
 
 
+def _cmd_bench_train(args: argparse.Namespace) -> None:
+    from goalrank.train.bench import bench_train
+
+    mix = {name: 1.0 for name in args.policies.split(",")} if args.policies else None
+    sizes = [int(k) for k in args.group_sizes.split(",")]
+    print(bench_train(args.data, args.reward, sizes, args.batch_size, args.steps, device_name=args.device, mix=mix))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="goalrank",
@@ -178,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sizes", default="1000000,10000000", help="simulated log sizes (interactions)")
     b.add_argument("--workdir", type=Path, default=Path("runs/bench-prepare"), help="scratch folder")
     b.set_defaults(handler=_cmd_bench_prepare)
+    b = bench.add_parser("train", help="time per GoalRank training step, split by stage, vs a supervised step")
+    b.add_argument("--data", type=Path, required=True, help="prepared-dataset folder")
+    b.add_argument("--reward", type=Path, required=True, help="reward-model run folder")
+    b.add_argument("--group-sizes", default="5,20,100", help="comma-separated K values")
+    b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--steps", type=int, default=5, help="timed steps per K (after 2 warm-up steps)")
+    b.add_argument("--policies", help="comma-separated policy names (default: the GroupConfig mix)")
+    b.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    b.set_defaults(handler=_cmd_bench_train)
     return parser
 
 

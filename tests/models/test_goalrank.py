@@ -177,8 +177,9 @@ def hand_count(n_items: int, d: int, f: int, history: int, encoder: int, decoder
     attention = 2 * d + 4 * d * d + 4 * d  # LayerNorm, query, key+value, output
     ffn = 2 * d + (d * f * d + f * d) + (f * d * d + d)
     encoder_layer, decoder_layer = attention + ffn, 2 * attention + ffn
-    user = 2 * d + d + history * encoder_layer + 2 * d + (d + 1)  # labels, context token, layers, norm, pool
-    candidates = (d * d + d) + encoder * encoder_layer + 2 * d
+    user = 2 * d + d + history * encoder_layer + 2 * d + d  # labels, context token, layers, norm, pool
+    cross = (3 * d * d + d) + (d * d + d)  # FeatureCross MLP
+    candidates = cross + encoder * encoder_layer + 2 * d
     # start token, positions, decoder layers, final norm, pointer head
     upper = d + length * d + decoder * decoder_layer + 2 * d + 2 * (d * d + d)
     return (n_items + 1) * d + user + candidates + upper

@@ -89,3 +89,40 @@ class ListEvaluator(Protocol):
 
     def list_reward(self, batch: RankingBatch, lists: torch.Tensor) -> torch.Tensor:
         """(B, K) estimated reward of lists (B, K, T) of candidate positions, any T ≤ L."""
+
+
+def attach_evaluator(ranker: nn.Module, evaluator: ListEvaluator) -> None:
+    """Give a generator–evaluator ranker its frozen evaluator without making it a submodule.
+
+    Every G-E baseline shares the one trained reward model (paper §4.1.2), so it is set as a
+    plain attribute: it stays out of the ranker's ``state_dict`` (checkpoints hold only the
+    ranker's own weights and are rebuilt with the reward run they were trained against), out of
+    ``parameters()`` (never optimised), and out of ``train()``/``eval()``/``to()`` (its dropout
+    stays off while the ranker trains; the loader already put it on the run's device).
+    """
+    object.__setattr__(ranker, "evaluator", evaluator)
+
+
+@torch.no_grad()
+def select_best_list(
+    evaluator: ListEvaluator,
+    batch: RankingBatch,
+    lists: torch.Tensor,
+    base_scores: torch.Tensor,
+    max_lists_per_call: int | None = None,
+) -> RankOutput:
+    """The evaluator's arg-max among each request's proposals: the G-E selection step (paper §2).
+
+    ``lists`` (B, K, L) are the generators' proposals; the evaluator scores them in calls of at
+    most ``max_lists_per_call`` lists (B·k ≤ it, at least one proposal per request per call) so
+    that K = L! permutations fit in memory. Ties go to the earliest proposal. Scores rank the
+    rest of the candidates by ``base_scores`` (B, N).
+    """
+    size, num_lists, length = lists.shape
+    chunk = num_lists if max_lists_per_call is None else max(1, max_lists_per_call // size)
+    rewards = torch.cat(
+        [evaluator.list_reward(batch, lists[:, lo : lo + chunk]) for lo in range(0, num_lists, chunk)], dim=1
+    )  # (B, K)
+    best = rewards.argmax(dim=1)  # (B,)
+    chosen = lists.gather(1, best[:, None, None].expand(-1, 1, length))[:, 0]  # (B, L)
+    return RankOutput(lists=chosen, scores=scores_from_lists(chosen, base_scores))

@@ -3,8 +3,8 @@
 Each candidate is scored independently from its embedding and the user vector by an MLP, and the
 list is the top-L by score. It sees no other candidate, so it cannot model list context: the
 baseline that shows what list-wise modelling adds. Choice left open by the paper: the user
-vector comes from the shared history encoder (blocks.UserContextEncoder), and the MLP input is
-[item, user, item ⊙ user] so that the dot-product interaction is easy to learn.
+vector comes from the shared history encoder (blocks.UserContextEncoder), crossed with each item
+by the shared blocks.FeatureCross, then an MLP.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
 from goalrank.models.base import Ranker, RankOutput, topk_lists
-from goalrank.models.blocks import UserContextEncoder, check_width, item_embedding
+from goalrank.models.blocks import FeatureCross, UserContextEncoder, check_width, item_embedding
 
 
 @dataclass
@@ -48,8 +48,9 @@ class DNNRanker(Ranker):
         self.items = item_embedding(config.n_items, width)
         self.context = UserContextEncoder(self.items, config.n_heads, config.history_layers, config.ffn_mult,
                                           config.dropout)
+        self.cross = FeatureCross(width)
         layers: list[nn.Module] = []
-        inputs = 3 * width
+        inputs = width
         for _ in range(config.hidden_layers):
             layers += [nn.Linear(inputs, width * config.ffn_mult // 2), nn.GELU(), nn.Dropout(config.dropout)]
             inputs = width * config.ffn_mult // 2
@@ -57,9 +58,8 @@ class DNNRanker(Ranker):
 
     def score(self, batch: RankingBatch) -> torch.Tensor:
         """(B, N) logits of each candidate being a positive."""
-        user = self.context(batch.history, batch.history_labels).user[:, None]  # (B, 1, D)
-        items = self.items(batch.candidates)  # (B, N, D)
-        features = torch.cat([items, user.expand_as(items), items * user], dim=-1)  # (B, N, 3D)
+        user = self.context(batch.history, batch.history_labels).user  # (B, D)
+        features = self.cross(self.items(batch.candidates), user)  # (B, N, D)
         return self.mlp(features).squeeze(-1)  # (B, N)
 
     def rank(self, batch: RankingBatch) -> RankOutput:

@@ -23,6 +23,7 @@ from goalrank.data.storage import RankingBatch
 from goalrank.models.base import Ranker, RankOutput, scores_from_lists
 from goalrank.models.blocks import (
     DecoderLayer,
+    FeatureCross,
     KeyValues,
     KVCache,
     PointerHead,
@@ -87,7 +88,7 @@ class GoalRankGenerator(Ranker):
         self.user_encoder = UserContextEncoder(
             self.items, config.n_heads, config.history_layers, config.ffn_mult, config.dropout
         )
-        self.user_to_candidates = nn.Linear(width, width)
+        self.cross = FeatureCross(width)
         self.candidate_encoder = TransformerEncoder(
             width, config.n_heads, config.encoder_layers, config.ffn_mult, config.dropout
         )
@@ -107,7 +108,7 @@ class GoalRankGenerator(Ranker):
         permutation-equivariant: permuting the candidates permutes ``memory`` the same way.
         """
         user = self.user_encoder(batch.history, batch.history_labels).user  # (B, D)
-        tokens = self.items(batch.candidates) + self.user_to_candidates(user)[:, None]  # (B, N, D)
+        tokens = self.cross(self.items(batch.candidates), user)  # (B, N, D)
         memory = self.candidate_encoder(tokens)  # (B, N, D)
         return Encoding(
             memory=memory,

@@ -5,8 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from goalrank.models.dlcm import DLCMConfig, DLCMRanker
 from goalrank.models.dnn import DNNConfig, DNNRanker
+from goalrank.models.egrerank import EGRerank, EGRerankConfig
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
+from goalrank.models.mge import MGE, MGEConfig
+from goalrank.models.mir import MIRConfig, MIRRanker
+from goalrank.models.nar4rec import NAR4Rec, NAR4RecConfig
+from goalrank.models.pier import PIER, PIERConfig
+from goalrank.models.prm import PRMConfig, PRMRanker
+from goalrank.models.rankmixer import RankMixerConfig, RankMixerRanker
+from goalrank.models.setrank import SetRankConfig, SetRankRanker
 
 
 @dataclass(frozen=True)
@@ -29,4 +38,13 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "goalrank": ModelSpec(GeneratorConfig, GoalRankGenerator, "group_relative"),
     "dnn": ModelSpec(DNNConfig, DNNRanker, "pointwise"),
+    "dlcm": ModelSpec(DLCMConfig, DLCMRanker, "pointwise"),
+    "setrank": ModelSpec(SetRankConfig, SetRankRanker, "pointwise"),
+    "prm": ModelSpec(PRMConfig, PRMRanker, "pointwise"),
+    "mir": ModelSpec(MIRConfig, MIRRanker, "pointwise"),
+    "rankmixer": ModelSpec(RankMixerConfig, RankMixerRanker, "pointwise"),
+    "egrerank": ModelSpec(EGRerankConfig, EGRerank, "model", needs_evaluator=True),
+    "pier": ModelSpec(PIERConfig, PIER, "pointwise", needs_evaluator=True),
+    "nar4rec": ModelSpec(NAR4RecConfig, NAR4Rec, "model", needs_evaluator=True),
+    "mge": ModelSpec(MGEConfig, MGE, "model", needs_evaluator=True),
 }

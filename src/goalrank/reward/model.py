@@ -22,7 +22,13 @@ from torch import nn
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
 from goalrank.errors import DataError
-from goalrank.models.blocks import TransformerEncoder, UserContextEncoder, check_width, item_embedding
+from goalrank.models.blocks import (
+    FeatureCross,
+    TransformerEncoder,
+    UserContextEncoder,
+    check_width,
+    item_embedding,
+)
 
 
 @dataclass
@@ -77,7 +83,7 @@ class RewardModel(nn.Module):
         self.user_encoder = UserContextEncoder(
             self.items, config.n_heads, config.history_layers, config.ffn_mult, config.dropout
         )
-        self.user_to_list = nn.Linear(width, width)
+        self.cross = FeatureCross(width)
         self.positions = nn.Embedding(config.list_len, width)
         self.list_encoder = TransformerEncoder(
             width, config.n_heads, config.layers, config.ffn_mult, config.dropout
@@ -98,11 +104,8 @@ class RewardModel(nn.Module):
         width = self.config.d_model
         user = self.user_encoder(batch.history, batch.history_labels).user  # (B, D)
         items = batch.candidates.gather(1, lists.reshape(batch_size, -1))  # (B, K*T)
-        tokens = (
-            self.items(items).view(batch_size, lists_per_request, length, width)
-            + self.positions(torch.arange(length, device=lists.device))
-            + self.user_to_list(user)[:, None, None]
-        )  # (B, K, T, D)
+        items = self.items(items).view(batch_size, lists_per_request, length, width)  # (B, K, T, D)
+        tokens = self.cross(items, user) + self.positions(torch.arange(length, device=lists.device))
         hidden = self.list_encoder(
             tokens.view(batch_size * lists_per_request, length, width), causal=self.config.causal
         )  # (B*K, T, D)

@@ -1,0 +1,89 @@
+"""EGRerank (Huzhang et al., 2021): a generator trained by RL to please the evaluator (paper §4.1.2).
+
+The generator is GoalRank's autoregressive network (models/goalrank.py), so the two differ only in
+how they learn: EGRerank samples K lists per request from its own policy, scores them with the
+shared frozen evaluator and follows the policy gradient (REINFORCE) of the expected evaluator
+reward, with the per-request mean reward of the K samples as baseline; a supervised term on the
+logged list keeps the policy near the lists the evaluator was fitted on. Ranking is greedy.
+
+Out of scope: the original's discriminator, trained to tell logged from generated lists so that
+the evaluator's estimates stay honest away from the logs. Here the supervised term is the only
+pull towards logged lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from goalrank.config import check
+from goalrank.data.storage import RankingBatch
+from goalrank.models.base import ListEvaluator, attach_evaluator
+from goalrank.models.goalrank import Encoding, GeneratorConfig, GoalRankGenerator
+from goalrank.train.losses import supervised_loss
+
+
+@dataclass
+class EGRerankConfig(GeneratorConfig):
+    """GoalRank's generator fields plus the policy-gradient knobs.
+
+    num_samples: K lists sampled per request for REINFORCE (≥ 2: the baseline is their mean).
+    temperature: sampling temperature of those lists; 1 samples from π_θ itself (exact REINFORCE),
+        other values explore more or less at the price of a biased gradient.
+    supervised_weight: weight of −log π_θ(logged list), as in GoalRank's ReferenceConfig.
+    """
+
+    num_samples: int = 8
+    temperature: float = 1.0
+    supervised_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.num_samples >= 2, "model.num_samples", ">= 2 (the baseline is their mean)",
+              self.num_samples)
+        check(self.temperature > 0, "model.temperature", "> 0", self.temperature)
+        check(self.supervised_weight >= 0, "model.supervised_weight", ">= 0", self.supervised_weight)
+
+
+class EGRerank(GoalRankGenerator):
+    """GoalRank's generator with a REINFORCE ``training_loss`` against the frozen evaluator.
+
+    The evaluator is attached with ``attach_evaluator``: not in the state dict, never trained.
+    ``rank`` is the inherited greedy decoding.
+    """
+
+    def __init__(self, config: EGRerankConfig, evaluator: ListEvaluator) -> None:
+        super().__init__(config)
+        self.config: EGRerankConfig = config
+        attach_evaluator(self, evaluator)
+
+    def policy_gradient_loss(
+        self, batch: RankingBatch, encoding: Encoding, rng: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """REINFORCE surrogate −mean (r(l) − r̄) log π_θ(l) over K sampled lists; their rewards (B, K).
+
+        Lists are sampled without gradients and re-scored by teacher forcing in one pass, so the
+        gradient is that of the exact log π_θ(l) (Eq. 6) of each sampled list.
+        """
+        with torch.no_grad():
+            lists = self.decode(encoding, self.config.num_samples, temperature=self.config.temperature,
+                                rng=rng)  # (B, K, L)
+            rewards = self.evaluator.list_reward(batch, lists)  # (B, K)
+        advantages = rewards - rewards.mean(dim=1, keepdim=True)  # (B, K)
+        log_probs = self.log_prob(encoding, lists)  # (B, K)
+        return -(advantages * log_probs).mean(), rewards
+
+    def training_loss(self, batch: RankingBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Policy-gradient loss plus the weighted logged-list likelihood (objective "model").
+
+        Sampling draws from torch's global generator, which the run seeds from ``train.seed``.
+        """
+        encoding = self.encode(batch)
+        loss, rewards = self.policy_gradient_loss(batch, encoding)
+        stats = {"sampled_reward": rewards.mean().item()}
+        if self.config.supervised_weight > 0:
+            logged = supervised_loss(self.log_prob(encoding, batch.exposed[:, None])[:, 0])
+            loss = loss + self.config.supervised_weight * logged
+            stats["supervised"] = logged.item()
+        return loss, stats

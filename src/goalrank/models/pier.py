@@ -1,0 +1,62 @@
+"""PIER (Shi et al., 2023) as the GoalRank paper runs it (paper §4.1.2, following Yang et al., 2025).
+
+A pointwise model picks the top-L candidates; every one of their L! orders is scored by the shared
+evaluator and the best order is the list. The pointwise model is the DNN baseline (models/dnn.py),
+trained pointwise on its ``score`` exactly like DNN, so PIER = DNN's item set + the evaluator's
+best order of it. The original's SimHash permutation pre-selection (FPSM) is unnecessary when all
+L! permutations are scored, which is what the paper does for L = 6 (720 lists per request).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from goalrank.config import check
+from goalrank.data.storage import RankingBatch
+from goalrank.models.base import ListEvaluator, RankOutput, attach_evaluator, select_best_list
+from goalrank.models.dnn import DNNConfig, DNNRanker
+
+
+@dataclass
+class PIERConfig(DNNConfig):
+    """DNN's fields plus the permutation search's limits.
+
+    max_permutations: refuse list lengths whose L! exceeds this (8! = 40320 lists per request).
+    max_lists_per_call: lists the evaluator scores per call, to bound memory.
+    """
+
+    max_permutations: int = 40320
+    max_lists_per_call: int = 65536
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(math.factorial(self.list_len) <= self.max_permutations, "model.list_len",
+              f"L! <= model.max_permutations={self.max_permutations}", self.list_len)
+        check(self.max_lists_per_call >= 1, "model.max_lists_per_call", ">= 1", self.max_lists_per_call)
+
+
+class PIER(DNNRanker):
+    """DNN scorer whose top-L items are reordered by the evaluator's best permutation."""
+
+    def __init__(self, config: PIERConfig, evaluator: ListEvaluator) -> None:
+        super().__init__(config)
+        self.config: PIERConfig = config
+        attach_evaluator(self, evaluator)
+        orders = torch.tensor(list(itertools.permutations(range(config.list_len))))  # (L!, L)
+        self.register_buffer("permutations", orders, persistent=False)
+
+    def proposals(self, top: torch.Tensor) -> torch.Tensor:
+        """(B, L!, L) every order of each request's top-L positions ``top`` (B, L)."""
+        size, num_orders = top.shape[0], self.permutations.shape[0]
+        return top[:, None].expand(-1, num_orders, -1).gather(2, self.permutations.expand(size, -1, -1))
+
+    @torch.no_grad()
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        scores = self.score(batch)  # (B, N)
+        top = scores.topk(self.list_len, dim=1).indices  # (B, L)
+        lists = self.proposals(top)  # (B, L!, L)
+        return select_best_list(self.evaluator, batch, lists, scores, self.config.max_lists_per_call)
