@@ -1,13 +1,15 @@
 """Training runs: build a model from a dataset and config, fit it, save a self-describing run folder.
 
 A run folder holds ``config.json`` (everything needed to rebuild the model: model name, model
-config, training config, dataset path), ``checkpoint.pt`` (best validation weights), ``log.jsonl``
-(per-epoch metrics) and ``metrics.json`` (validation metrics of the kept checkpoint).
+config, training config, dataset path), ``checkpoint.pt`` (best validation weights), ``last.pt``
+(the latest training state, to resume from), ``log.jsonl`` (per-epoch metrics) and ``metrics.json``
+(validation metrics of the kept checkpoint).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from goalrank.groups import GroupConfig
 from goalrank.io import read_json, write_json
 from goalrank.models.registry import MODELS
 from goalrank.reward.model import RewardConfig, RewardModel
+from goalrank.train.distributed import Distributed, rank_seed
 from goalrank.train.loop import CHECKPOINT, fit
 from goalrank.train.objectives import (
     GroupRelativeObjective,
@@ -30,7 +33,7 @@ from goalrank.train.objectives import (
     ReferenceConfig,
     RewardObjective,
 )
-from goalrank.train.runtime import TrainConfig, resolve_device, save_run_config, seed_everything
+from goalrank.train.runtime import TrainConfig, save_run_config, seed_everything
 
 REWARD = "reward"
 
@@ -74,62 +77,77 @@ def build_ranker_config(name: str, dataset: PreparedDataset, values: dict[str, A
     return dataclasses.replace(run_config, model=to_dict(model_config)), model_config
 
 
-def train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any]) -> dict[str, float]:
-    """Fit the list-wise reward model on training lists, choose it by validation AUC."""
+def train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume: bool = False) -> dict[str, float]:
+    """Fit the list-wise reward model on training lists, choose it by validation AUC.
+
+    ``resume`` continues a killed run in ``run_dir`` (its config must be the same). Under
+    torchrun, every rank trains and rank 0 writes; all ranks return rank 0's metrics.
+    """
     dataset = PreparedDataset(data_dir)
     config = build_reward_config(dataset, values)
-    rng = seed_everything(config.train.seed)
-    device = resolve_device(config.train.device)
+    dist = Distributed.current()
+    device = dist.device(config.train.device)
+    seed_everything(config.train.seed)
     model = RewardModel(config.model).to(device)
-    run_dir = _new_run_dir(run_dir)
-    save_run_config(run_dir, {"model_name": REWARD, "data": str(Path(data_dir).resolve()), **to_dict(config)})
+    rng = seed_everything(rank_seed(config.train.seed, dist.rank))
+    payload = {"model_name": REWARD, "data": str(Path(data_dir).resolve()), **to_dict(config)}
+    run_dir = dist.on_main(lambda: open_run_dir(run_dir, payload, resume))
     valid = dataset.split("valid")
     objective = RewardObjective(model, config.negatives, rng)
     fit(model, objective, lambda: {"auc": reward_auc(model, valid, config.train.eval_batch_size, device)},
-        "auc", dataset.split("train"), config.train, run_dir, device)
-    metrics = {"valid_auc": reward_auc(model, valid, config.train.eval_batch_size, device),
-               "test_auc": reward_auc(model, dataset.split("test"), config.train.eval_batch_size, device)}
-    simulator = simulator_for(dataset)
-    if simulator is not None:
-        true_reward = TrueReward(simulator, dataset, beam_width=1)
-        metrics["spearman_vs_true_reward"] = reward_fidelity(model, dataset.split("test"), true_reward, device)
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+        "auc", dataset.split("train"), config.train, run_dir, device, rng, resume, dist)
+
+    def final_metrics() -> dict[str, float]:
+        metrics = {"valid_auc": reward_auc(model, valid, config.train.eval_batch_size, device),
+                   "test_auc": reward_auc(model, dataset.split("test"), config.train.eval_batch_size, device)}
+        simulator = simulator_for(dataset)
+        if simulator is not None:
+            true_reward = TrueReward(simulator, dataset, beam_width=1)
+            metrics["spearman_vs_true_reward"] = reward_fidelity(model, dataset.split("test"), true_reward, device)
+        write_json(run_dir / "metrics.json", metrics)
+        return metrics
+
+    return dist.on_main(final_metrics)
 
 
 def train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any],
-                 reward_dir: Path | None = None) -> dict[str, float]:
-    """Fit ranker ``name``; GoalRank also needs a trained reward model run (``reward_dir``)."""
+                 reward_dir: Path | None = None, resume: bool = False) -> dict[str, float]:
+    """Fit ranker ``name``; GoalRank also needs a trained reward model run (``reward_dir``).
+
+    ``resume`` and torchrun behave as in ``train_reward``.
+    """
     dataset = PreparedDataset(data_dir)
     config, model_config = build_ranker_config(name, dataset, values)
     spec = MODELS[name]
-    rng = seed_everything(config.train.seed)
-    device = resolve_device(config.train.device)
+    dist = Distributed.current()
+    device = dist.device(config.train.device)
+    seed_everything(config.train.seed)
     evaluator = None
     if spec.objective == "group_relative" or spec.needs_evaluator:
         if reward_dir is None:
             raise ConfigError(f"--model {name}: needs --reward RUN_DIR (a trained reward model)")
         evaluator = load_reward_model(reward_dir, device)
     model = build_model(name, model_config, evaluator).to(device)
+    rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     if spec.objective == "group_relative":
         objective = GroupRelativeObjective(model, evaluator, config.group, config.reference, rng)
     elif spec.objective == "model":
         objective = ModelObjective(model)
     else:
         objective = PointwiseObjective(model)
-    run_dir = _new_run_dir(run_dir)
-    save_run_config(run_dir, {"model_name": name, "data": str(Path(data_dir).resolve()),
-                              "reward": str(Path(reward_dir).resolve()) if reward_dir else None,
-                              **to_dict(config)})
+    payload = {"model_name": name, "data": str(Path(data_dir).resolve()),
+               "reward": str(Path(reward_dir).resolve()) if reward_dir else None, **to_dict(config)}
+    run_dir = dist.on_main(lambda: open_run_dir(run_dir, payload, resume))
     valid = dataset.split("valid")
     select = f"{config.select_metric}@{dataset.list_len}" if config.select_metric != "AUC" else "AUC"
 
     def validate() -> dict[str, float]:
         return evaluate_ranker(model, valid, config.train.eval_batch_size, device, progress=False)
 
-    result = fit(model, objective, validate, select, dataset.split("train"), config.train, run_dir, device)
+    result = fit(model, objective, validate, select, dataset.split("train"), config.train, run_dir, device,
+                 rng, resume, dist)
     metrics = {"best_epoch": result.best_epoch, **{f"valid_{k}": v for k, v in result.best_metrics.items()}}
-    write_json(run_dir / "metrics.json", metrics)
+    dist.on_main(lambda: write_json(run_dir / "metrics.json", metrics))
     return metrics
 
 
@@ -152,7 +170,11 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.n
         state = torch.load(path, map_location=device)["model"]
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise ArtifactError(f"{path}: unreadable checkpoint ({exc})") from exc
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path}: does not match the model in config.json (made by another version?): "
+                            f"{str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), config
 
 
@@ -207,9 +229,30 @@ def reward_fidelity(model: RewardModel, split: Any, true_reward: TrueReward, dev
     return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
 
 
-def _new_run_dir(run_dir: Path) -> Path:
+def open_run_dir(run_dir: Path, config: dict[str, Any], resume: bool = False) -> Path:
+    """Create ``run_dir`` and write its config.json; refuse a non-empty folder unless resuming.
+
+    With ``resume``, an existing run folder is reopened only if its config.json equals
+    ``config``: a resumed run must train exactly what the interrupted one did.
+    """
     run_dir = Path(run_dir)
+    saved = run_dir / "config.json"
+    if resume and saved.is_file():
+        differences = _differences(read_json(saved), json.loads(json.dumps(config)))
+        if differences:
+            raise ConfigError(f"{saved}: --resume needs the run's own config, but " + "; ".join(differences))
+        return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise ArtifactError(f"{run_dir}: run folder exists and is not empty; choose another --out")
+        hint = "it has no config.json to resume from" if resume else "choose another --out or pass --resume"
+        raise ArtifactError(f"{run_dir}: run folder exists and is not empty; {hint}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_config(run_dir, config)
     return run_dir
+
+
+def _differences(saved: Any, now: Any, where: str = "") -> list[str]:
+    """``key: saved X, now Y`` for every (dotted) key whose value differs."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [line for key in sorted(set(saved) | set(now))
+                for line in _differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)]
+    return [] if saved == now else [f"{where or 'config'}: saved {saved!r}, now {now!r}"]

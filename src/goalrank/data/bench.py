@@ -1,0 +1,98 @@
+"""`goalrank bench prepare`: wall time and peak memory of `goalrank prepare` on logs of several sizes.
+
+Each log is prepared in a fresh child process, so its peak resident memory (``ru_maxrss`` of
+that child, from ``os.wait4``) is its own and not inflated by earlier runs. Simulated logs come
+from `goalrank simulate` with the number of users scaled to reach the requested size; they are
+generated once and reused from ``--workdir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from goalrank.errors import ConfigError, DataError
+from goalrank.io import read_json
+
+KIB_PER_MIB = 1024
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One `prepare` run: what was prepared, how long it took and its peak memory."""
+
+    name: str
+    interactions: int
+    lists: int
+    wall_s: float
+    peak_rss_mib: float
+
+
+def bench_prepare(args: argparse.Namespace) -> str:
+    """Run `prepare` on ML-100K (``args.ml100k``) and simulated logs (``args.sizes``); a markdown table."""
+    sizes = parse_sizes(args.sizes)
+    workdir = Path(args.workdir)
+    rows = []
+    if args.ml100k is not None:
+        rows.append(measure_prepare("ML-100K", "movielens", Path(args.ml100k), workdir / "prepared-ml100k"))
+    for size in sizes:
+        folder = simulated_log(size, workdir / f"simulated-{size}")
+        rows.append(measure_prepare(f"simulated {size:,}", "simulator", folder,
+                                    workdir / f"prepared-{size}"))
+    return format_table(rows)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"1000000,10000000"`` → [1000000, 10000000]."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--sizes={text!r}: expected comma-separated integers") from exc
+    if any(size <= 0 for size in sizes):
+        raise ConfigError(f"--sizes={text!r}: expected positive sizes")
+    return sizes
+
+
+def simulated_log(size: int, folder: Path) -> Path:
+    """A `goalrank simulate` folder with about ``size`` interactions (reused if already there)."""
+    from goalrank.simulate.simulator import MANIFEST, SimConfig, simulate
+
+    if (folder / MANIFEST).is_file():
+        return folder
+    defaults = SimConfig()
+    per_user = defaults.sessions_per_user * defaults.list_len
+    simulate(SimConfig(n_users=math.ceil(size / per_user)), folder, overwrite=True)
+    return folder
+
+
+def measure_prepare(name: str, source: str, log: Path, out: Path) -> Measurement:
+    """Run `goalrank prepare` on ``log`` in a child process; time it and read its peak RSS."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "goalrank.cli", "prepare", "--source", source,
+               "--input", str(log), "--out", str(out), "--overwrite"]
+    stderr_path = out.parent / f"{out.name}.stderr.txt"
+    with open(stderr_path, "w") as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise DataError(f"prepare of {log} failed (exit code {child.returncode}); see {stderr_path}")
+    total = read_json(out / "manifest.json")["stats"]["total"]
+    return Measurement(name, total["interactions"], total["lists"], wall, usage.ru_maxrss / KIB_PER_MIB)
+
+
+def format_table(rows: list[Measurement]) -> str:
+    """Markdown table of measurements."""
+    lines = ["| log | interactions (k-cored) | lists | wall time (s) | peak RSS (MiB) |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.name} | {r.interactions:,} | {r.lists:,} | {r.wall_s:.1f} | {r.peak_rss_mib:,.0f} |"
+              for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""`goalrank prepare`: a raw interaction log becomes a prepared dataset (paper §4.1.1, App. D.1).
+
+load (``loaders``) → k-core filter (``filtering``) → dense ids → cut each user's history into
+exposed lists of L items with their context (``lists``) → global temporal split (``split``) →
+train the MF retriever on interactions before the validation cut (``goalrank.retrieval.mf``) →
+N candidates per list → write the folder atomically (``storage.write_prepared``).
+
+User indices are 0..U-1 and item indices 1..I, both in sorted order of the raw ids (0 pads).
+The output is a pure function of the config and the input bytes: one seed drives the retriever
+and the candidate shuffles, so preparing twice gives bit-identical arrays.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from goalrank.config import check, to_dict
+from goalrank.data.filtering import kcore
+from goalrank.data.lists import Lists, UserLog, build_samples, cut_lists
+from goalrank.data.loaders import KuaiRandLabel, Source, load_log, source_files
+from goalrank.data.split import TemporalSplit, temporal_split
+from goalrank.data.storage import SPLITS, PreparedDataset, write_prepared
+from goalrank.errors import ArtifactError, DataError
+from goalrank.io import sha256_file
+from goalrank.retrieval.mf import RetrieverConfig, train_bpr
+
+STATS_COLUMNS = ("users", "items", "interactions", "lists")
+
+
+@dataclass
+class PrepareConfig:
+    """How a log becomes ranking samples.
+
+    Label rule: ``min_positive_rating`` makes a rated interaction (MovieLens, Amazon) positive
+    when rating >= it; ``kuairand_positive`` picks KuaiRand's positive column (long_view, the
+    paper's signal, or is_click). Generic and simulator logs carry their own 0/1 label.
+    ``chunk_size`` lists are built at a time, which bounds the working memory.
+    """
+
+    source: Source
+    input: str
+    min_positive_rating: float = 4.0
+    kuairand_positive: KuaiRandLabel = "long_view"
+    kcore: int = 20
+    list_len: int = 6
+    n_candidates: int = 50
+    history_len: int = 50
+    test_fraction: float = 0.2
+    valid_fraction: float = 0.1
+    seed: int = 0
+    chunk_size: int = 65536
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
+
+    def __post_init__(self) -> None:
+        sources = typing.get_args(Source)
+        check(self.source in sources, "source", f"one of {list(sources)}", self.source)
+        labels = typing.get_args(KuaiRandLabel)
+        check(self.kuairand_positive in labels, "kuairand_positive", f"one of {list(labels)}",
+              self.kuairand_positive)
+        check(bool(str(self.input)), "input", "a log file or folder", self.input)
+        check(np.isfinite(self.min_positive_rating), "min_positive_rating", "a finite number",
+              self.min_positive_rating)
+        check(self.kcore >= 1, "kcore", "an integer >= 1", self.kcore)
+        check(self.list_len >= 1, "list_len", "an integer >= 1", self.list_len)
+        check(self.n_candidates > self.list_len, "n_candidates", f"more than list_len={self.list_len}",
+              self.n_candidates)
+        check(self.history_len >= 1, "history_len", "an integer >= 1", self.history_len)
+        check(0 < self.test_fraction < 1, "test_fraction", "a number in (0, 1)", self.test_fraction)
+        check(0 < self.valid_fraction < 1, "valid_fraction", "a number in (0, 1)", self.valid_fraction)
+        check(self.chunk_size >= 1, "chunk_size", "an integer >= 1", self.chunk_size)
+
+
+def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False) -> PreparedDataset:
+    """Prepare the dataset of ``config`` into ``out_dir``; nothing is left there if any step fails."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ArtifactError(f"{out}: already exists (pass --overwrite to replace it)")
+    log = load_log(config.source, config.input, config.min_positive_rating, config.kuairand_positive)
+    log, core = kcore(log, config.kcore)
+    if log.height == 0:
+        raise DataError(f"{config.input}: no interactions left after {config.kcore}-core filtering "
+                        f"(of {core.interactions_before}); lower kcore")
+    user_raw_ids, item_raw_ids, log = _dense_ids(log)
+    n_users, n_items = user_raw_ids.shape[0], item_raw_ids.shape[0] - 1
+    if n_items < config.n_candidates:
+        raise DataError(f"{config.input}: {n_items} distinct items after {config.kcore}-core filtering, "
+                        f"fewer than n_candidates={config.n_candidates}")
+    user_log = UserLog.from_frame(log)
+    del log
+    lists = cut_lists(user_log, config.list_len)
+    if len(lists) == 0:
+        raise DataError(f"{config.input}: no user has {config.list_len} interactions to form a list")
+    split = temporal_split(user_log.timestamps[lists.starts],
+                           user_log.timestamps[lists.starts + config.list_len - 1],
+                           config.test_fraction, config.valid_fraction)
+
+    retriever_seed, shuffle_seed = np.random.SeedSequence(config.seed).generate_state(2)
+    known = (user_log.timestamps < split.t_valid) & (user_log.labels == 1)
+    model, loss = train_bpr(user_log.users[known], user_log.items[known], n_users, n_items,
+                            config.retriever, int(retriever_seed))
+    retrieved = model.top_items(torch.arange(n_users), config.n_candidates,
+                                config.retriever.score_batch_size).numpy()  # (U, N)
+    rng = np.random.default_rng(shuffle_seed)
+    splits = {
+        name: build_samples(user_log, lists, split.index[name], retrieved, config.history_len,
+                            config.n_candidates, rng, config.chunk_size, desc=name)
+        for name in SPLITS
+    }
+    manifest = {
+        "config": to_dict(config),
+        "seed": config.seed,
+        "source": config.source,
+        "source_checksums": {str(p): sha256_file(p) for p in source_files(config.source, config.input)},
+        "n_users": n_users,
+        "n_items": n_items,
+        "list_len": config.list_len,
+        "n_candidates": config.n_candidates,
+        "history_len": config.history_len,
+        "kcore": core.to_dict(),
+        "lists": {"cut": lists.cut, "repeated_item_dropped": lists.repeats_dropped,
+                  "straddling_dropped": split.straddling},
+        "cuts": {"t_valid": split.t_valid, "t_test": split.t_test},
+        "retriever": {"train_positives": int(known.sum()), "final_loss": loss},
+        "stats": split_stats(user_log, lists, split),
+    }
+    if config.source == "simulator":
+        manifest["simulator"] = str(Path(config.input).resolve())
+    write_prepared(out, splits, user_raw_ids, item_raw_ids, manifest, overwrite=overwrite)
+    return PreparedDataset(out)
+
+
+def split_stats(log: UserLog, lists: Lists, split: TemporalSplit) -> dict[str, dict[str, int]]:
+    """App. D.1's table per split and in total: users, items and interactions of the log within
+    the split's time window, and the number of lists (samples) in the split."""
+    windows = {"train": (None, split.t_valid), "valid": (split.t_valid, split.t_test),
+               "test": (split.t_test, None)}
+    stats = {}
+    for name, (lo, hi) in windows.items():
+        inside = np.ones(len(log), dtype=bool)
+        if lo is not None:
+            inside &= log.timestamps >= lo
+        if hi is not None:
+            inside &= log.timestamps < hi
+        stats[name] = _counts(log.users[inside], log.items[inside], split.index[name].shape[0])
+    stats["total"] = _counts(log.users, log.items, sum(stats[name]["lists"] for name in windows))
+    return stats
+
+
+def format_stats(manifest: dict[str, Any]) -> str:
+    """The statistics table of a prepared dataset (paper App. D.1) and what preparation dropped."""
+    missing = [key for key in ("stats", "kcore", "lists", "cuts") if key not in manifest]
+    if missing:
+        raise ArtifactError(f"manifest lacks {missing} (not written by `goalrank prepare`?)")
+    lines = ["| split | " + " | ".join(STATS_COLUMNS) + " |", "|---" + "|---:" * len(STATS_COLUMNS) + "|"]
+    for name in (*SPLITS, "total"):
+        row = manifest["stats"][name]
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:,}" for c in STATS_COLUMNS) + " |")
+    core, lists, cuts = manifest["kcore"], manifest["lists"], manifest["cuts"]
+    lines += [
+        "",
+        f"{core['k']}-core filtering: {core['rounds']} round(s), dropped {core['users_dropped']:,} users, "
+        f"{core['items_dropped']:,} items, {core['interactions_dropped']:,} interactions",
+        f"lists: {lists['cut']:,} cut, {lists['repeated_item_dropped']:,} with a repeated item dropped, "
+        f"{lists['straddling_dropped']:,} straddling a time cut dropped",
+        f"time cuts: valid from t={cuts['t_valid']}, test from t={cuts['t_test']} "
+        "(users/items/interactions: the log inside each split's time window)",
+    ]
+    return "\n".join(lines)
+
+
+def _counts(users: np.ndarray, items: np.ndarray, n_lists: int) -> dict[str, int]:
+    return {"users": int(np.count_nonzero(np.bincount(users))),
+            "items": int(np.count_nonzero(np.bincount(items))),
+            "interactions": int(users.shape[0]), "lists": int(n_lists)}
+
+
+def _dense_ids(log: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
+    """Raw ids → user indices 0..U-1 and item indices 1..I (sorted raw order); the raw-id arrays."""
+    user_raw_ids = log["user"].unique().sort().to_numpy()
+    item_raw_ids = np.r_[-1, log["item"].unique().sort().to_numpy()]
+    log = log.with_columns(
+        (pl.col("user").rank("dense") - 1).cast(pl.Int64),
+        pl.col("item").rank("dense").cast(pl.Int64),
+    )
+    return user_raw_ids, item_raw_ids, log
