@@ -211,3 +211,24 @@ def test_diversity_overlaps_existing_less_than_random():
     diverse = mean_overlap(DiversityPolicy().propose(ctx, 4))
     random = mean_overlap(RandomPolicy().propose(ctx, 200))
     assert diverse < random - 0.5
+
+
+def test_markov_restricted_to_top_candidates_uses_only_them():
+    ctx = make_context(3, 20, 4, seed=5)
+    top = ctx.generator.first_step_logits(ctx.encoding).topk(6, dim=1).indices  # (B, 6)
+    lists = MarkovPolicy(top=6).propose(ctx, 50)
+    assert_valid_lists(lists, 3, 50, 4, 20)
+    for b in range(3):
+        assert set(lists[b].flatten().tolist()) <= set(top[b].tolist())
+
+
+def test_tree_branches_follow_next_item_log_probs():
+    ctx = make_context(2, 8, 3, seed=4)
+    prefixes = torch.tensor([[[1], [4]], [[0], [7]]])  # (B, 2, 1)
+    next_log_probs = ctx.generator.next_log_probs(ctx.encoding, prefixes)  # (B, 2, N)
+    extended = torch.cat([prefixes[:, :, None].expand(-1, -1, 8, -1),
+                          torch.arange(8).view(1, 1, 8, 1).expand(2, 2, -1, -1)], dim=3)  # (B, 2, 8, 2)
+    full = ctx.generator.log_prob(ctx.encoding, extended.flatten(1, 2)).view(2, 2, 8)
+    prefix_lp = ctx.generator.log_prob(ctx.encoding, prefixes)[..., None]
+    valid = ~torch.zeros(2, 2, 8, dtype=torch.bool).scatter(2, prefixes, True)
+    torch.testing.assert_close(next_log_probs[valid], (full - prefix_lp)[valid])

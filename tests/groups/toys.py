@@ -41,6 +41,11 @@ class PlackettLuce(nn.Module):
             used = used.scatter(2, lists[:, :, t : t + 1], True)
         return total
 
+    def next_log_probs(self, encoding: torch.Tensor, prefixes: torch.Tensor) -> torch.Tensor:
+        logits = encoding[:, None].expand(-1, prefixes.shape[1], -1)  # (B, P, N)
+        used = torch.zeros(logits.shape, dtype=torch.bool).scatter(2, prefixes, True)
+        return logits.masked_fill(used, -torch.inf).log_softmax(dim=2)
+
     def decode(self, encoding, num_lists, greedy=False, temperature=1.0, rng=None, prefix=None):
         size, n_cand = encoding.shape
         if prefix is None:

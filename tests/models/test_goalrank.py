@@ -209,3 +209,18 @@ def test_config_is_validated_and_built_from_overrides():
     generator = make_generator(list_len=3)
     with pytest.raises(ConfigError, match="temperature"):
         generator.decode(generator.encode(make_batch(1, 5, 3)), 2, temperature=0.0)
+
+
+def test_next_log_probs_equal_log_prob_differences():
+    generator = make_generator(list_len=3)
+    batch = make_batch(2, n_candidates=5, list_len=3)
+    encoding = generator.encode(batch)
+    prefixes = torch.tensor([[[0, 3], [2, 1]], [[4, 0], [1, 2]]])  # (B, 2, 2)
+    next_log_probs = generator.next_log_probs(encoding, prefixes)  # (B, 2, N)
+    assert torch.allclose(next_log_probs.exp().sum(dim=2), torch.ones(2, 2), atol=1e-5)
+    for item in range(5):
+        lists = torch.cat([prefixes, torch.full((2, 2, 1), item)], dim=2)
+        unused = ~(prefixes == item).any(dim=2)
+        expected = generator.log_prob(encoding, lists) - generator.log_prob(encoding, prefixes)
+        torch.testing.assert_close(next_log_probs[..., item][unused], expected[unused], atol=1e-5, rtol=1e-5)
+        assert (next_log_probs[..., item][~unused].exp() < 1e-6).all()

@@ -40,7 +40,7 @@ class GroupConfig:
     mix: policy name → non-negative weight; K is split by largest-remainder rounding. The default
         weighs all seven policies equally. A ``group.mix.NAME=w`` override replaces the whole
         default mix by the names given.
-    *_temperature, tree_branching, tree_depth, substitution_max_swaps, markov_chunk_size: the
+    *_temperature, tree_branching, tree_depth, substitution_max_swaps, markov_chunk_size, markov_top: the
         knobs of the policies in ``goalrank.groups.policies``; tree lists beyond its
         branching**depth leaves are completed at ``autoregressive_temperature``.
     max_fill_rounds: rounds of drawing random lists to replace duplicates.
@@ -56,6 +56,7 @@ class GroupConfig:
     gumbel_temperature: float = 1.0
     markov_temperature: float = 1.0
     markov_chunk_size: int = 4096
+    markov_top: int = 12
     substitution_max_swaps: int = 2
     diversity_temperature: float = 1.0
     max_fill_rounds: int = 10
@@ -72,7 +73,7 @@ class GroupConfig:
         for name in ("autoregressive", "gumbel", "markov", "diversity"):
             value = getattr(self, f"{name}_temperature")
             check(value > 0, f"group.{name}_temperature", "> 0", value)
-        for name in ("tree_branching", "tree_depth", "markov_chunk_size", "substitution_max_swaps", "max_fill_rounds"):
+        for name in ("tree_branching", "tree_depth", "markov_chunk_size", "markov_top", "substitution_max_swaps", "max_fill_rounds"):
             check(getattr(self, name) >= 1, f"group.{name}", ">= 1", getattr(self, name))
         check(
             self.spaced_pool_size is None or self.spaced_pool_size > self.group_size,
@@ -96,7 +97,7 @@ def make_policies(config: GroupConfig) -> dict[str, GroupPolicy]:
         AutoregressivePolicy(config.autoregressive_temperature),
         TreePolicy(config.tree_branching, config.tree_depth, config.autoregressive_temperature),
         GumbelPolicy(config.gumbel_temperature),
-        MarkovPolicy(config.markov_temperature, config.markov_chunk_size),
+        MarkovPolicy(config.markov_temperature, config.markov_chunk_size, config.markov_top),
         RandomPolicy(),
         SubstitutionPolicy(config.substitution_max_swaps),
         DiversityPolicy(config.diversity_temperature),

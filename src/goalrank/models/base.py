@@ -72,6 +72,9 @@ class ListGenerator(Protocol):
     def log_prob(self, encoding: Any, lists: torch.Tensor) -> torch.Tensor:
         """(B, K) exact log π_θ(l) = Σ_t log masked-softmax_t for lists (B, K, T) of positions, T ≤ L."""
 
+    def next_log_probs(self, encoding: Any, prefixes: torch.Tensor) -> torch.Tensor:
+        """(B, P, N) log π_θ(next item | prefix) for prefixes (B, P, t), t < L; chosen items get -inf-like."""
+
     def decode(
         self,
         encoding: Any,

@@ -166,6 +166,18 @@ class GoalRankGenerator(Ranker):
         log_probs = masked_log_softmax(logits, chosen_before)  # (B, K, T, N)
         return log_probs.gather(-1, lists[..., None]).squeeze(-1).sum(dim=-1)  # (B, K)
 
+    def next_log_probs(self, encoding: Encoding, prefixes: torch.Tensor) -> torch.Tensor:
+        """(B, P, N) log-probabilities of the next item after prefixes (B, P, t), t < L, in one pass.
+
+        One decoder pass per prefix instead of one per (prefix, next item) pair: what
+        tree-structured group construction needs to branch cheaply.
+        """
+        batch, num_prefixes, length = prefixes.shape
+        placeholder = prefixes.new_zeros(batch, num_prefixes, 1)  # never an input (see step_logits)
+        logits = self.step_logits(encoding, torch.cat([prefixes, placeholder], dim=2))[:, :, -1]  # (B, P, N)
+        chosen = torch.zeros_like(logits, dtype=torch.bool).scatter_(2, prefixes, True)
+        return masked_log_softmax(logits, chosen)
+
     def first_step_logits(self, encoding: Encoding) -> torch.Tensor:
         """(B, N) logits of the first position: an item-wise score of every candidate."""
         batch = encoding.memory.shape[0]
