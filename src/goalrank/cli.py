@@ -54,15 +54,18 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from goalrank.config import load_values
+    from goalrank.train.distributed import process_group
     from goalrank.train.run import REWARD, train_ranker, train_reward
 
     values = load_values(args.config, args.overrides)
-    if args.model == REWARD:
-        metrics = train_reward(args.data, args.out, values)
-    else:
-        metrics = train_ranker(args.model, args.data, args.out, values, args.reward)
-    print(json.dumps(metrics, indent=2))
-    print(f"run written to {args.out}")
+    with process_group() as dist:
+        if args.model == REWARD:
+            metrics = train_reward(args.data, args.out, values, resume=args.resume)
+        else:
+            metrics = train_ranker(args.model, args.data, args.out, values, args.reward, resume=args.resume)
+    if dist.is_main:
+        print(json.dumps(metrics, indent=2))
+        print(f"run written to {args.out}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -81,6 +84,16 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(run_demo(args.out, from_dict(DemoConfig, values)))
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> None:
+    import shlex
+
+    from goalrank.evaluate.benchmark import load_benchmark_config, run_benchmark
+
+    flags = {"datasets": args.datasets, "seeds": args.seeds, "studies": args.only, "ml100k": args.ml100k}
+    config = load_benchmark_config(args.profile, args.config, args.overrides, flags)
+    print(run_benchmark(args.out, config, shlex.join(["goalrank", *args.argv])))
+
+
 def _cmd_bench_prepare(args: argparse.Namespace) -> None:
     from goalrank.data.bench import bench_prepare
 
@@ -93,6 +106,21 @@ def _cmd_bench_train(args: argparse.Namespace) -> None:
     mix = {name: 1.0 for name in args.policies.split(",")} if args.policies else None
     sizes = [int(k) for k in args.group_sizes.split(",")]
     print(bench_train(args.data, args.reward, sizes, args.batch_size, args.steps, device_name=args.device, mix=mix))
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from goalrank.config import from_dict
+    from goalrank.serve.app import ServeConfig, serve
+
+    values = {key: getattr(args, key) for key in ("run", "host", "port", "max_batch", "max_wait_ms", "backend",
+                                                  "threads")}
+    serve(from_dict(ServeConfig, {**values, "run": str(args.run)}))
+
+
+def _cmd_bench_serve(args: argparse.Namespace) -> None:
+    from goalrank.serve.bench import bench_serve
+
+    print(bench_serve(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,12 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one model. `--model reward` fits the list-wise reward model; "
         "`--model goalrank` fits the generator against the group-relative reference policy "
         "built with a trained reward model (--reward). Per-epoch metrics go to OUT/log.jsonl, "
-        "the best validation checkpoint to OUT/checkpoint.pt, the config to OUT/config.json.",
+        "the best validation checkpoint to OUT/checkpoint.pt, the config to OUT/config.json, and "
+        "every train.checkpoint_every batches the training state to OUT/last.pt. Launched by "
+        "torchrun, it trains data-parallel (DDP) with rank 0 writing OUT.",
     )
     p.add_argument("--model", required=True, help="reward, goalrank, or a baseline name (e.g. dnn)")
     p.add_argument("--data", type=Path, required=True, help="prepared-dataset folder")
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
     p.add_argument("--reward", type=Path, help="reward-model run folder (needed by goalrank)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its last.pt (same config required)")
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_train)
 
@@ -177,6 +209,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser(
+        "serve", help="serve a trained ranker over HTTP (POST /rank, GET /healthz, /readyz)",
+        description="Load a run once and serve POST /rank with micro-batching: requests arriving "
+        "together are ranked as one batch (up to --max-batch, waiting at most --max-wait-ms). "
+        "Requests and responses use the log's raw user and item ids; see /docs for the schema.",
+    )
+    p.add_argument("--run", type=Path, required=True, help="run folder of a trained ranker")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--max-batch", type=int, default=64, help="largest micro-batch")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a micro-batch to fill")
+    p.add_argument("--backend", default="eager", choices=["eager", "torchscript", "compile"],
+                   help="inference path (see `goalrank bench serve --backends`)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.set_defaults(handler=_cmd_serve)
+
+    p = sub.add_parser(
+        "benchmark", help="the reproduction report: Table 1, group-size and reward-bias ablations, scaling",
+        description="Train and evaluate every method of the paper's Table 1, the Table 3 ablations and "
+        "the Fig. 3 scaling study on the simulator and/or ML-100K; writes CSVs, markdown tables, PNG "
+        "plots and report.md under --out. Finished runs are reused, so re-running resumes and "
+        "regenerates the report. `quick` is a few-minute smoke test; `full` is the real experiment.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--profile", choices=["quick", "full"], default="quick", help="sizes and budgets preset")
+    p.add_argument("--datasets", help="comma-separated: sim, ml100k (default: both; ml100k needs --ml100k)")
+    p.add_argument("--ml100k", help="ML-100K ratings file (ratings.csv or u.data)")
+    p.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
+    p.add_argument("--only", help="comma-separated studies: table1, groupsize, bias, scaling (default: all)")
+    _add_config_flags(p)
+    p.set_defaults(handler=_cmd_benchmark)
+
+    p = sub.add_parser(
         "bench", help="performance benchmarks (wall time, peak memory, step time)",
         description="Performance targets live here, never in unit tests.",
     )
@@ -186,6 +250,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sizes", default="1000000,10000000", help="simulated log sizes (interactions)")
     b.add_argument("--workdir", type=Path, default=Path("runs/bench-prepare"), help="scratch folder")
     b.set_defaults(handler=_cmd_bench_prepare)
+    b = bench.add_parser(
+        "serve", help="ranking latency and throughput, in-process and over HTTP, GoalRank vs baselines",
+        description="p50/p95/p99 latency and throughput of single and batched requests for each run, "
+        "in-process and over HTTP on loopback (server in a subprocess), the GoalRank/MG-E latency "
+        "ratio (paper App. D.3), FLOPs of one GoalRank request and its share of the measured "
+        "matmul peak. --load adds a load test with a share of malformed requests.",
+    )
+    b.add_argument("--run", type=Path, required=True, help="GoalRank run folder")
+    b.add_argument("--mge-run", type=Path, help="MG-E run folder to compare with")
+    b.add_argument("--pier-run", type=Path, help="PIER run folder to compare with")
+    b.add_argument("--requests", type=int, default=200, help="requests per measurement (upper bound)")
+    b.add_argument("--max-seconds", type=float, default=20.0, help="time bound per measurement")
+    b.add_argument("--batch-size", type=int, default=64, help="batch size of the batched path")
+    b.add_argument("--concurrency", type=int, default=16, help="concurrent HTTP clients of the batched path")
+    b.add_argument("--load", type=int, default=0, help="requests of the HTTP load test (0: skip)")
+    b.add_argument("--malformed", type=float, default=0.2, help="share of malformed load-test requests")
+    b.add_argument("--backends", default="", help="comma-separated inference paths to compare "
+                   "(eager,torchscript,compile); empty: skip")
+    b.add_argument("--threads", type=int, default=1, help="torch intra-op threads of client and server "
+                   "(0: torch's default; 1 avoids oversubscription when clients share the cores)")
+    b.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
+    b.add_argument("--seed", type=int, default=0, help="seed of request sampling")
+    b.set_defaults(handler=_cmd_bench_serve)
     b = bench.add_parser("train", help="time per GoalRank training step, split by stage, vs a supervised step")
     b.add_argument("--data", type=Path, required=True, help="prepared-dataset folder")
     b.add_argument("--reward", type=Path, required=True, help="reward-model run folder")
@@ -200,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.handler(args)
     except GoalRankError as exc:

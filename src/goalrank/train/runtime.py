@@ -2,6 +2,8 @@
 
 One seed drives everything: Python, NumPy and torch generators are all derived from it, and
 batch order comes from ``Split.batches(seed=...)``, so a run is reproducible on the same machine.
+``capture_rng``/``restore_rng`` carry those generators' states through a checkpoint, so that a
+resumed run draws the same numbers as one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from goalrank.io import write_json
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by every model's training loop."""
+    """Optimisation settings shared by every model's training loop.
+
+    batch_size is the global batch: under torchrun each of the W processes takes ~1/W of it.
+    checkpoint_every: batches between writes of ``last.pt`` (0: only at epoch ends), the state
+    ``--resume`` continues from.
+    """
 
     epochs: int = 10
     batch_size: int = 128
@@ -34,6 +41,7 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 512
     max_steps_per_epoch: int = 0
+    checkpoint_every: int = 200
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
@@ -45,6 +53,8 @@ class TrainConfig:
         check(self.eval_batch_size >= 1, "train.eval_batch_size", ">= 1", self.eval_batch_size)
         check(self.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", ">= 0 (0: whole epoch)",
               self.max_steps_per_epoch)
+        check(self.checkpoint_every >= 0, "train.checkpoint_every", ">= 0 batches (0: only at epoch ends)",
+              self.checkpoint_every)
         check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
               "train.device", "auto, cpu, cuda[:i] or mps", self.device)
 
@@ -57,6 +67,36 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def capture_rng(generator: torch.Generator | None, device: torch.device) -> dict[str, Any]:
+    """States of the Python, NumPy, torch CPU (and ``device``'s CUDA) and ``generator`` streams.
+
+    Plain lists, ints and tensors only, so the checkpoint loads with ``weights_only=True``.
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator | None, device: torch.device) -> None:
+    """Put back the streams ``capture_rng`` recorded."""
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU."""
     if name == "auto":
@@ -65,13 +105,29 @@ def resolve_device(name: str) -> torch.device:
 
 
 class RunLog:
-    """Appends one JSON line per event to ``run_dir/log.jsonl`` (per-epoch metrics, skips, ...)."""
+    """Appends one JSON line per event to ``run_dir/log.jsonl`` (per-epoch metrics, skips, ...).
 
-    def __init__(self, run_dir: Path) -> None:
+    ``enabled=False`` makes every call a no-op: ranks other than 0 of a distributed run log nothing.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
         self.path = Path(run_dir) / "log.jsonl"
+        self.enabled = enabled
         self.start = time.perf_counter()
 
+    def size(self) -> int:
+        """Bytes logged so far; a checkpoint records it so a resumed run can cut what follows."""
+        return self.path.stat().st_size if self.enabled and self.path.is_file() else 0
+
+    def truncate(self, size: int) -> None:
+        """Drop the records written after byte ``size``: the part a resumed run is about to replay."""
+        if self.enabled and self.path.is_file():
+            with open(self.path, "r+b") as handle:
+                handle.truncate(size)
+
     def write(self, **record: Any) -> None:
+        if not self.enabled:
+            return
         record = {"elapsed_s": round(time.perf_counter() - self.start, 3), **record}
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")

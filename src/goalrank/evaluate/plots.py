@@ -1,0 +1,54 @@
+"""PNG figures of the benchmark: one panel per metric, one line per method, mean ± std over seeds.
+
+Drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, no global state), so
+figures render the same on a headless server, in tests and in CI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+PANEL_SIZE_INCHES = 3.2
+
+
+@dataclass
+class Curve:
+    """One method's points: ``x`` (e.g. parameter count) and, per metric, mean and std over seeds."""
+
+    label: str
+    x: list[float]
+    mean: dict[str, list[float]]
+    std: dict[str, list[float]]
+
+
+def plot_panels(curves: Sequence[Curve], metrics: Sequence[str], x_label: str, title: str,
+                path: Path, log_x: bool = True) -> Path:
+    """Write ``path`` (PNG): a row of panels, one per metric, each with every curve as error bars.
+
+    The paper's Fig. 3 plots metric against model size on a log axis; ``log_x`` does the same.
+    """
+    figure = Figure(figsize=(PANEL_SIZE_INCHES * len(metrics), PANEL_SIZE_INCHES), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for curve in curves:
+            order = sorted(range(len(curve.x)), key=curve.x.__getitem__)
+            ax.errorbar([curve.x[i] for i in order], [curve.mean[metric][i] for i in order],
+                        yerr=[curve.std[metric][i] for i in order], marker="o", capsize=3, label=curve.label)
+        if log_x:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
+        ax.set_xlabel(x_label)
+        ax.set_title(metric)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize="small")
+    figure.suptitle(title)
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    return path

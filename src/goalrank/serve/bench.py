@@ -1,0 +1,331 @@
+"""`goalrank bench serve`: ranking latency and throughput, GoalRank against the baselines (paper App. D.3).
+
+The paper reports 18.6 ms online latency for GoalRank against 34.2 ms for the multi-generator
+(MG-E) pipeline: one generator call versus several generators plus an evaluator. This benchmark
+measures the same comparison on this machine, for any runs that rank through ``Ranker.rank``:
+
+* in-process: ``ranker.rank`` on pre-encoded requests, one at a time (``single``) and in batches
+  of ``--batch-size`` (``batched``);
+* over HTTP on loopback: the service runs in a subprocess, this process is the client;
+  ``single`` sends one request at a time, ``batched`` keeps ``--concurrency`` requests in flight
+  so the server's micro-batcher gathers them (the API ranks one request per call);
+* FLOPs of one GoalRank request (FlopCounterMode) and the share of the machine's measured
+  float32 matmul peak that the single-request path reaches;
+* ``--load N``: N HTTP requests, a share of them malformed, counting status codes (no 5xx).
+
+Requests are the test split's lists of each run's dataset, in raw ids. Every measurement stops
+after ``--requests`` requests or ``--max-seconds``, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from goalrank.config import check
+from goalrank.data.storage import PreparedDataset, RankingBatch
+from goalrank.errors import ArtifactError
+from goalrank.models.blocks import PAD
+from goalrank.serve.batcher import concat
+from goalrank.serve.catalog import Catalog, HistoryEvent
+from goalrank.serve.export import compare_backends, format_backends
+from goalrank.train.run import load_run
+
+READY_TIMEOUT_S = 120.0
+PEAK_MATMUL_SIZE = 1024
+OVERSIZED_BYTES = 512 * 1024  # over ServeConfig.max_body_bytes
+
+
+@dataclass
+class Latency:
+    """One measurement: per-call latencies (ms) and requests served per second."""
+
+    model: str
+    mode: str
+    path: str
+    batch_size: int
+    latencies_ms: np.ndarray
+    throughput: float
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q))
+
+
+def bench_serve(args: argparse.Namespace) -> str:
+    """Run every measurement ``args`` asks for and return the markdown report."""
+    check(args.requests >= 1, "--requests", ">= 1", args.requests)
+    check(args.batch_size >= 1, "--batch-size", ">= 1", args.batch_size)
+    check(args.concurrency >= 1, "--concurrency", ">= 1", args.concurrency)
+    check(0.0 <= args.malformed <= 1.0, "--malformed", "in [0, 1]", args.malformed)
+    check(args.threads >= 0, "--threads", ">= 0", args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = {name: run for name, run in (("GoalRank", args.run), ("MG-E", args.mge_run), ("PIER", args.pier_run))
+            if run is not None}
+    results: list[Latency] = []
+    sections = []
+    for name, run in runs.items():
+        ranker, config = load_run(run, "cpu")
+        dataset = PreparedDataset(config["data"])
+        catalog = Catalog(dataset, ranker.list_len)
+        bodies = request_bodies(catalog, dataset, args.requests, args.seed)
+        singles = [encode(catalog, body) for body in bodies]
+        results += in_process(name, ranker, singles, args.batch_size, args.max_seconds)
+        if name == "GoalRank":
+            sections.append(flops_section(ranker, singles[0], results[0]))
+            if args.backends:
+                batched = concat((singles * args.batch_size)[: args.batch_size])
+                sections.append("## Inference paths (GoalRank, CPU)\n\n" + format_backends(compare_backends(
+                    ranker, {"single": singles[0], "batched": batched}, tuple(args.backends.split(",")))))
+        if not args.no_http:
+            with ServerProcess(run, args.batch_size, args.threads) as url:
+                results += over_http(name, url, bodies, args.concurrency, args.max_seconds)
+                if name == "GoalRank" and args.load:
+                    sections.append(load_section(url, bodies, args.load, args.malformed, args.concurrency,
+                                                 args.seed))
+    report = [f"## Ranking latency (CPU, {torch.get_num_threads()} torch threads)\n", format_latencies(results)]
+    if "MG-E" in runs:
+        report += ["\n## GoalRank / MG-E latency (p50; paper App. D.3: 18.6 / 34.2 = 0.54)\n", ratio_table(results)]
+    return "\n\n".join(["\n".join(report), *sections])
+
+
+def request_bodies(catalog: Catalog, dataset: PreparedDataset, count: int, seed: int) -> list[dict[str, Any]]:
+    """Up to ``count`` JSON request bodies from random test lists, in raw ids."""
+    test = dataset.split("test")
+    rows = np.random.default_rng(seed).permutation(len(test))[:count]
+    raw = catalog.item_raw
+    user_raw = np.asarray(dataset.user_raw_ids)
+    bodies = []
+    for row in rows:
+        history, labels = test.arrays["history"][row], test.arrays["history_labels"][row]
+        bodies.append({
+            "user": int(user_raw[test.arrays["users"][row]]),
+            "history": [{"item": int(raw[i]), "label": int(v)} for i, v in zip(history, labels) if i != PAD],
+            "candidates": [int(raw[i]) for i in test.arrays["candidates"][row]],
+        })
+    return bodies
+
+
+def encode(catalog: Catalog, body: dict[str, Any]) -> RankingBatch:
+    history = [HistoryEvent(h["item"], h["label"]) for h in body["history"]]
+    return catalog.encode(body["user"], history, body["candidates"])
+
+
+def _timed_calls(call: Callable[[int], int], count: int, max_seconds: float) -> tuple[np.ndarray, float, int]:
+    """Run ``call(i)`` (returns requests served) until ``count`` calls or ``max_seconds``."""
+    latencies, served = [], 0
+    start = time.perf_counter()
+    for index in range(count):
+        begin = time.perf_counter()
+        served += call(index)
+        latencies.append(1e3 * (time.perf_counter() - begin))
+        if time.perf_counter() - start > max_seconds:
+            break
+    return np.array(latencies), time.perf_counter() - start, served
+
+
+def in_process(name: str, ranker: torch.nn.Module, singles: list[RankingBatch], batch_size: int,
+               max_seconds: float) -> list[Latency]:
+    """``ranker.rank`` alone: one request per call, then ``batch_size`` requests per call."""
+    batches = [concat([singles[(start + k) % len(singles)] for k in range(batch_size)])
+               for start in range(0, len(singles), batch_size)]
+    results = []
+    with torch.inference_mode():
+        ranker.rank(singles[0])  # warm-up: lazy initialisation is not latency
+        for path, inputs in (("single", singles), ("batched", batches)):
+
+            def call(index: int, inputs: list[RankingBatch] = inputs) -> int:
+                ranker.rank(inputs[index])
+                return len(inputs[index])
+
+            latencies, elapsed, served = _timed_calls(call, len(inputs), max_seconds)
+            results.append(Latency(name, "in-process", path, len(inputs[0]), latencies, served / elapsed))
+    return results
+
+
+def over_http(name: str, url: str, bodies: list[dict[str, Any]], concurrency: int,
+              max_seconds: float) -> list[Latency]:
+    """Sequential requests, then ``concurrency`` clients in flight (micro-batched by the server)."""
+    with httpx.Client(base_url=url) as client:
+
+        def call(index: int) -> int:
+            client.post("/rank", json=bodies[index]).raise_for_status()
+            return 1
+
+        latencies, elapsed, served = _timed_calls(call, len(bodies), max_seconds)
+    results = [Latency(name, "http", "single", 1, latencies, served / elapsed)]
+    statuses, latencies, elapsed = concurrent_posts(url, [json.dumps(b).encode() for b in bodies], concurrency,
+                                                    max_seconds)
+    if set(statuses) != {200}:
+        raise ArtifactError(f"{url}: valid benchmark requests answered {dict(statuses)}")
+    results.append(Latency(name, "http", "batched", concurrency, latencies, sum(statuses.values()) / elapsed))
+    return results
+
+
+def concurrent_posts(url: str, payloads: list[bytes], concurrency: int,
+                     max_seconds: float) -> tuple[Counter[int], np.ndarray, float]:
+    """POST every payload from ``concurrency`` threads; status counts (0: no answer) and latencies."""
+    statuses: Counter[int] = Counter()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    next_index = iter(range(len(payloads)))
+    start = time.perf_counter()
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            while time.perf_counter() - start < max_seconds:
+                with lock:
+                    index = next(next_index, None)
+                if index is None:
+                    return
+                begin = time.perf_counter()
+                try:
+                    status = client.post("/rank", content=payloads[index],
+                                         headers={"content-type": "application/json"}).status_code
+                except httpx.HTTPError:
+                    status = 0
+                with lock:
+                    statuses[status] += 1
+                    latencies.append(1e3 * (time.perf_counter() - begin))
+
+    threads = [threading.Thread(target=client_loop) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses, np.array(latencies), time.perf_counter() - start
+
+
+class ServerProcess:
+    """``goalrank serve`` in a subprocess on a free loopback port; the context yields its URL once ready."""
+
+    def __init__(self, run: Path, max_batch: int, threads: int) -> None:
+        self.run = Path(run)
+        self.max_batch = max_batch
+        self.threads = threads
+
+    def __enter__(self) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.log = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "goalrank.cli", "serve", "--run", str(self.run), "--port", str(port),
+             "--max-batch", str(self.max_batch), "--threads", str(self.threads)],
+            stdout=subprocess.DEVNULL, stderr=self.log, text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.process.kill()
+        self.process.wait()
+        self.log.seek(0)
+        raise ArtifactError(f"--run {self.run}: server not ready within {READY_TIMEOUT_S:.0f} s:"
+                            f" {self.log.read()[-500:]}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def malformed_payloads(body: dict[str, Any], list_len: int) -> list[bytes]:
+    """One payload per kind of malformed request, built from a valid ``body``."""
+    candidates = body["candidates"]
+    kinds: list[Any] = [
+        {**body, "unexpected": 1},
+        {**body, "candidates": [candidates[0], *candidates[:-1]]},
+        {**body, "candidates": candidates[: list_len - 1]},
+        {**body, "candidates": [str(c) for c in candidates]},
+        {**body, "history": [{"item": 1, "label": 5}]},
+        {**body, "candidates": [max(candidates) + 10**12, *candidates[1:]]},
+    ]
+    return [json.dumps(kind).encode() for kind in kinds] + [b'{"candidates": [', b"x" * OVERSIZED_BYTES]
+
+
+def load_section(url: str, bodies: list[dict[str, Any]], count: int, malformed_share: float, concurrency: int,
+                 seed: int) -> str:
+    """``count`` requests, a share malformed, from ``concurrency`` clients: status counts and latency."""
+    rng = np.random.default_rng(seed)
+    list_len = len(httpx.post(f"{url}/rank", json=bodies[0]).json()["items"])
+    bad = malformed_payloads(bodies[0], list_len)
+    payloads = [bad[rng.integers(len(bad))] if rng.random() < malformed_share
+                else json.dumps(bodies[rng.integers(len(bodies))]).encode() for _ in range(count)]
+    statuses, latencies, elapsed = concurrent_posts(url, payloads, concurrency, max_seconds=float("inf"))
+    alive = httpx.get(f"{url}/healthz").status_code == 200
+    server_errors = sum(n for status, n in statuses.items() if status >= 500 or status == 0)
+    lines = [f"## Load test (GoalRank over HTTP): {sum(statuses.values())} requests, "
+             f"{concurrency} clients, {elapsed:.1f} s, {sum(statuses.values()) / elapsed:.0f} req/s\n",
+             "| status | count |", "|---|---|"]
+    lines += [f"| {status or 'no answer'} | {n} |" for status, n in sorted(statuses.items())]
+    lines += ["", f"5xx or no answer: {server_errors}; server alive after the test: {alive}; latency p50 "
+              f"{np.percentile(latencies, 50):.2f} ms, p95 {np.percentile(latencies, 95):.2f} ms, "
+              f"p99 {np.percentile(latencies, 99):.2f} ms"]
+    return "\n".join(lines)
+
+
+def matmul_peak_flops(size: int = PEAK_MATMUL_SIZE, repeats: int = 10) -> float:
+    """Measured float32 matmul FLOP/s of this machine: the best of ``repeats`` (size x size) products."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def flops_section(ranker: torch.nn.Module, single: RankingBatch, single_latency: Latency) -> str:
+    """FLOPs of one request and the share of the matmul peak its in-process p50 latency reaches."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        ranker.rank(single)
+    flops = counter.get_total_flops()
+    peak = matmul_peak_flops()
+    achieved = flops / (single_latency.percentile(50) / 1e3)
+    return ("## Compute of one GoalRank request (in-process, single)\n\n| quantity | value |\n|---|---|\n"
+            f"| FLOPs per request | {flops / 1e6:.2f} M |\n| achieved at p50 | {achieved / 1e9:.3f} GFLOP/s |\n"
+            f"| measured matmul peak ({PEAK_MATMUL_SIZE}², fp32, {torch.get_num_threads()} threads) |"
+            f" {peak / 1e9:.1f} GFLOP/s |\n| share of peak | {100 * achieved / peak:.3f} % |")
+
+
+def format_latencies(results: list[Latency]) -> str:
+    lines = ["| model | mode | path | B / clients | calls | p50 ms | p95 ms | p99 ms | req/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.model} | {r.mode} | {r.path} | {r.batch_size} | {len(r.latencies_ms)} |"
+                     f" {r.percentile(50):.2f} | {r.percentile(95):.2f} | {r.percentile(99):.2f} |"
+                     f" {r.throughput:.0f} |")
+    return "\n".join(lines)
+
+
+def ratio_table(results: list[Latency]) -> str:
+    by_key = {(r.model, r.mode, r.path): r for r in results}
+    lines = ["| mode | path | GoalRank p50 / MG-E p50 |", "|---|---|---|"]
+    for (model, mode, path), result in by_key.items():
+        other = by_key.get(("MG-E", mode, path))
+        if model == "GoalRank" and other is not None:
+            lines.append(f"| {mode} | {path} | {result.percentile(50) / other.percentile(50):.2f} |")
+    return "\n".join(lines)

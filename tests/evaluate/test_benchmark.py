@@ -1,0 +1,180 @@
+"""`goalrank benchmark`: report contents, shared and reused runs, the significance test, CLI errors.
+
+One tiny end-to-end run (simulator of 60 users, 2 training steps per model, d_model 8) is shared
+by the module; the statistical functions are checked on hand-made per-list data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from goalrank.cli import main
+from goalrank.errors import ConfigError
+from goalrank.evaluate.benchmark import (
+    STUDIES,
+    TABLE1_BASELINES,
+    best_baseline,
+    merge_values,
+    paired_bootstrap,
+    parse_size,
+)
+from goalrank.models.blocks import count_parameters
+from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
+
+TINY = [
+    "simulate.n_users=60", "simulate.n_items=40", "simulate.sessions_per_user=5", "simulate.list_len=3",
+    "prepare.list_len=3", "prepare.kcore=2", "prepare.n_candidates=8", "prepare.history_len=5",
+    "prepare.retriever.epochs=1", "reward.model.d_model=8", "reward.train.max_steps_per_epoch=2",
+    "ranker.model.d_model=8", "ranker.train.max_steps_per_epoch=2", "ranker.group.group_size=4",
+    "group_sizes=2,4", "reward_noises=0,0.5", "scaling_sizes=4x1,8x2", "scaling_generators=3",
+    "beam_width=2", "bootstrap_samples=200",
+]
+LIST_LEN = 3
+TABLE1_LABELS = [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "MG-E G-20", "MG-E G-100", "GoalRank"]
+ARTEFACTS = ("checkpoint.pt", "metrics.json", "eval-test.json", "per-list-test.npz")
+
+
+def _benchmark(out: Path) -> int:
+    argv = ["benchmark", "--out", str(out), "--profile", "quick", "--datasets", "sim", "--seeds", "0"]
+    return main(argv + [arg for item in TINY for arg in ("--set", item)])
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    assert _benchmark(out) == 0
+    return out
+
+
+def _section(report: str, title: str) -> str:
+    return report.split(f"## {title}")[1].split("\n## ")[0]
+
+
+def _table_rows(section: str) -> dict[str, list[str]]:
+    """First markdown table of a section: {row label: cells}."""
+    table = section.strip().split("\n\n")[1].splitlines()[2:]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table)}
+
+
+def test_report_has_all_table1_rows_with_numeric_cells(bench: Path) -> None:
+    report = (bench / "report.md").read_text()
+    rows = _table_rows(_section(report, "Table 1 — sim"))
+    assert list(rows) == TABLE1_LABELS
+    for cells in rows.values():
+        assert len(cells) == 7  # five metrics, true reward, oracle ratio
+        assert all(re.fullmatch(r"-?\d+\.\d{4} ± \d+\.\d{4}", cell) for cell in cells)
+    table1 = pl.read_csv(bench / "table1.csv")
+    assert table1.height == len(TABLE1_LABELS)
+    for column in (f"H@{LIST_LEN}", f"NDCG@{LIST_LEN}", f"MAP@{LIST_LEN}", f"F1@{LIST_LEN}", "AUC", "true_reward"):
+        assert table1[column].is_between(0, 10).all()
+    assert "goalrank benchmark --out" in report and "ML-1M" in report
+
+
+def test_significance_row_per_metric_names_the_best_baseline(bench: Path) -> None:
+    table1 = pl.read_csv(bench / "table1.csv")
+    section = _section((bench / "report.md").read_text(), "Table 1 — sim")
+    significance = section.split("paired bootstrap over test lists):")[1].strip().split("\n\n")[0].splitlines()[2:]
+    for line, metric in zip(significance, [f"H@{LIST_LEN}", f"NDCG@{LIST_LEN}", f"MAP@{LIST_LEN}",
+                                            f"F1@{LIST_LEN}", "AUC", "true_reward"], strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        baselines = table1.filter(pl.col("label") != "GoalRank")
+        best = baselines.filter(pl.col(metric) == baselines[metric].max())["label"].to_list()
+        assert cells[0] == metric and cells[1] in best
+        assert 0 < float(cells[6]) <= 1
+
+
+def test_studies_share_runs_and_count_parameters(bench: Path) -> None:
+    table1, groups, bias, scaling = (pl.read_csv(bench / f"{study}.csv") for study in STUDIES)
+    goalrank_run = table1.filter(pl.col("label") == "GoalRank")["run"][0]
+    assert groups.filter(pl.col("setting") == "K=4")["run"][0] == goalrank_run  # K=4 is the default group size
+    assert bias.filter(pl.col("grid_value") == 0.0)["run"][0] == goalrank_run
+    assert scaling.filter(pl.col("label") == "GoalRank 8x2")["run"][0] == goalrank_run  # d_model 8, 2 layers
+    mge_run = table1.filter(pl.col("label") == "MG-E G-3")["run"][0]
+    assert scaling.filter(pl.col("label") == "MG-E G-3")["run"][0] == mge_run
+    n_items = int(pl.read_json(bench / "data" / "sim" / "manifest.json")["n_items"][0])
+    small = GoalRankGenerator(GeneratorConfig(n_items=n_items, d_model=4, encoder_layers=1, decoder_layers=1,
+                                              list_len=LIST_LEN))
+    assert scaling.filter(pl.col("label") == "GoalRank 4x1")["parameters"][0] == count_parameters(small)
+    assert (bench / "scaling-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (bench / "groupsize-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_reuses_every_run(bench: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = {run for study in STUDIES for run in pl.read_csv(bench / f"{study}.csv")["run"]}
+    artefacts = [bench / run / name for run in runs for name in ARTEFACTS]
+    assert all(path.is_file() for path in artefacts)
+    before = {p: p.stat().st_mtime_ns for p in artefacts}
+    report_before = (bench / "report.md").read_text()
+    capsys.readouterr()
+    assert _benchmark(bench) == 0
+    out = capsys.readouterr().out
+    assert "[run ]" not in out and "[skip]" in out
+    assert {p: p.stat().st_mtime_ns for p in artefacts} == before
+    strip_time = lambda text: re.sub(r"took \d+ s", "", text)  # noqa: E731
+    assert strip_time((bench / "report.md").read_text()) == strip_time(report_before)
+
+
+def test_bad_study_or_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["benchmark", "--out", str(tmp_path / "b"), "--only", "table1,tabel3"]) == 2
+    assert "--only" in capsys.readouterr().err
+    assert main(["benchmark", "--out", str(tmp_path / "b"), "--datasets", "ml1m"]) == 2
+    assert "--datasets" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_ml100k_without_a_path_is_skipped_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["benchmark", "--out", str(tmp_path), "--datasets", "ml100k", "--only", "table1"]) == 0
+    assert "--ml100k" in capsys.readouterr().out
+    assert "`ml100k` skipped" in (tmp_path / "report.md").read_text()
+
+
+def test_paired_bootstrap_identical_inputs_give_p_one() -> None:
+    values = np.random.default_rng(0).random((2, 50))
+    result = paired_bootstrap(values, values.copy(), samples=500, seed=0)
+    assert result.p_value == 1.0 and result.mean_difference == 0.0
+    assert result.ci_low == 0.0 == result.ci_high
+
+
+@pytest.mark.parametrize("shift", [0.05, -0.05])
+def test_paired_bootstrap_shifted_copy_is_significant(shift: float) -> None:
+    control = np.random.default_rng(1).random((2, 200))
+    noise = np.random.default_rng(2).normal(0, 0.01, control.shape)
+    result = paired_bootstrap(control + shift + noise, control, samples=1000, seed=0)
+    assert result.p_value == pytest.approx(1 / 1001)
+    assert np.sign(result.mean_difference) == np.sign(shift)
+    assert result.ci_low <= result.mean_difference <= result.ci_high
+    assert not result.ci_low <= 0 <= result.ci_high
+
+
+def test_paired_bootstrap_matches_exhaustive_enumeration_and_drops_nan_lists() -> None:
+    differences = np.array([1.0, -1.0, 3.0])
+    observed = differences.mean()
+    resample_means = [np.mean(c) for c in itertools.product(differences, repeat=3)]  # 27 equally likely
+    exact = np.mean([abs(m - observed) >= abs(observed) for m in resample_means])
+    treatment = np.array([[1.0, -1.0, 3.0, np.nan]])
+    result = paired_bootstrap(treatment, np.zeros_like(treatment), samples=40_000, seed=0)
+    assert result.n_lists == 3 and result.mean_difference == pytest.approx(observed)
+    assert result.p_value == pytest.approx(exact, abs=0.01)
+
+
+def test_best_baseline_and_relative_improvement_hand_computed() -> None:
+    label, improvement = best_baseline({"DNN": 0.50, "PIER": 0.60, "GoalRank": 0.75}, "GoalRank")
+    assert label == "PIER" and improvement == pytest.approx(0.25)
+    label, improvement = best_baseline({"DNN": 0.80, "GoalRank": 0.60}, "GoalRank")
+    assert label == "DNN" and improvement == pytest.approx(-0.25)
+
+
+def test_merge_values_and_parse_size() -> None:
+    merged = merge_values({"ranker": {"train": {"epochs": 1, "lr": 0.1}, "model": {"d_model": 8}}, "seeds": (0, 1)},
+                          {"ranker": {"train": {"epochs": "3"}}, "seeds": "4"})
+    assert merged == {"ranker": {"train": {"epochs": "3", "lr": 0.1}, "model": {"d_model": 8}}, "seeds": "4"}
+    assert parse_size("256x4") == (256, 4)
+    for bad in ("256", "x4", "0x2", "axb"):
+        with pytest.raises(ConfigError, match="scaling_sizes"):
+            parse_size(bad)
