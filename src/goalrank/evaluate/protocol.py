@@ -34,8 +34,8 @@ class TrueReward:
 
     def __init__(self, simulator: Any, dataset: PreparedDataset, beam_width: int) -> None:
         self.simulator = simulator
-        self.user_raw = torch.from_numpy(np.asarray(dataset.user_raw_ids))
-        self.item_raw = torch.from_numpy(np.asarray(dataset.item_raw_ids))
+        self.user_raw = torch.from_numpy(np.array(dataset.user_raw_ids))
+        self.item_raw = torch.from_numpy(np.array(dataset.item_raw_ids))
         self.beam_width = beam_width
 
     def raw(self, batch: RankingBatch) -> tuple[torch.Tensor, torch.Tensor]:
