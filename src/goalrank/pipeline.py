@@ -32,8 +32,8 @@ class DemoConfig:
     models: tuple[str, ...] = ("goalrank", "dnn")
     simulate: dict[str, Any] = field(default_factory=dict)
     prepare: dict[str, Any] = field(default_factory=dict)
-    reward: dict[str, Any] = field(default_factory=lambda: {"train": {"epochs": 4}})
-    ranker: dict[str, Any] = field(default_factory=lambda: {"train": {"epochs": 4}})
+    reward: dict[str, Any] = field(default_factory=lambda: {"train": {"epochs": 3}})
+    ranker: dict[str, Any] = field(default_factory=lambda: {"train": {"epochs": 3}})
 
 
 def _stage(done_marker: Path, run: Callable[[], Any], label: str) -> None:
@@ -82,7 +82,7 @@ def _with_train(values: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]
 def summary_table(rows: dict[str, list[dict[str, float]]], seeds: tuple[int, ...]) -> str:
     """Markdown table of mean ± std (over seeds) of every metric for every model."""
     first = next(iter(rows.values()))[0]
-    keys = [k for k in first if k.split("@")[0] in TABLE_KEYS]
+    keys = sorted((k for k in first if k.split("@")[0] in TABLE_KEYS), key=lambda k: TABLE_KEYS.index(k.split("@")[0]))
     header = f"| model (seeds {', '.join(map(str, seeds))}) | " + " | ".join(keys) + " |"
     lines = [header, "|" + "---|" * (len(keys) + 1)]
     for name, results in rows.items():

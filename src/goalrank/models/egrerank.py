@@ -36,7 +36,7 @@ class EGRerankConfig(GeneratorConfig):
 
     num_samples: int = 8
     temperature: float = 1.0
-    supervised_weight: float = 0.1
+    supervised_weight: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
