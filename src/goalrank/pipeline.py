@@ -26,7 +26,11 @@ TABLE_KEYS = ("H", "NDCG", "MAP", "F1", "AUC", "true_reward", "oracle_ratio")
 
 @dataclass
 class DemoConfig:
-    """Sizes and budgets of the demo; the defaults finish in a few minutes on 2 CPU cores."""
+    """Sizes and budgets of the demo; the defaults finish in a few minutes on 2 CPU cores.
+
+    prepare: fields of PrepareConfig. Without ``source`` the demo simulates its own logs;
+    with e.g. ``prepare.source=movielens prepare.input=PATH`` it runs on that log instead.
+    """
 
     seeds: tuple[int, ...] = (0,)
     models: tuple[str, ...] = ("goalrank", "dnn")
@@ -50,8 +54,10 @@ def run_demo(out: Path, config: DemoConfig) -> str:
 
     out = Path(out)
     sim_dir, data_dir = out / "simulator", out / "data"
-    _stage(sim_dir / MANIFEST, lambda: simulate(from_dict(SimConfig, config.simulate), sim_dir), "simulate")
-    prep_values = {"source": "simulator", "input": str(sim_dir), **config.prepare}
+    prep_values = dict(config.prepare)
+    if "source" not in prep_values:
+        _stage(sim_dir / MANIFEST, lambda: simulate(from_dict(SimConfig, config.simulate), sim_dir), "simulate")
+        prep_values.update(source="simulator", input=str(sim_dir))
     _stage(data_dir / MANIFEST, lambda: prepare(from_dict(PrepareConfig, prep_values), data_dir), "prepare")
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in config.models}
     for seed in config.seeds:

@@ -1,0 +1,33 @@
+import json
+
+from goalrank.cli import main
+
+TINY = [
+    "--set", "simulate.n_users=60", "--set", "simulate.n_items=60", "--set", "simulate.sessions_per_user=12",
+    "--set", "prepare.kcore=5", "--set", "prepare.n_candidates=12", "--set", "prepare.history_len=8",
+    "--set", "prepare.retriever.epochs=1",
+    "--set", "reward.train.epochs=1", "--set", "reward.model.d_model=16",
+    "--set", "ranker.train.epochs=1", "--set", "ranker.model.d_model=16", "--set", "ranker.group.group_size=4",
+]
+
+
+def test_demo_runs_end_to_end_and_resumes_by_skipping_finished_stages(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--seeds", "0,1", *TINY]) == 0
+    table = (out / "results.md").read_text()
+    assert "| goalrank |" in table and "| dnn |" in table and "true_reward" in table
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows["goalrank"]) == len(rows["dnn"]) == 2
+    assert all(0.0 <= r["NDCG@6"] <= 1.0 and r["oracle_ratio"] <= 1.0 + 1e-6 for r in rows["goalrank"])
+    capsys.readouterr()
+    mtime = (out / "goalrank-seed0" / "checkpoint.pt").stat().st_mtime
+    assert main(["demo", "--out", str(out), "--seeds", "0,1", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[skip]") == 2 + 2 * 3 and "[run ]" not in printed
+    assert (out / "goalrank-seed0" / "checkpoint.pt").stat().st_mtime == mtime
+    assert (out / "results.md").read_text() == table
+
+
+def test_demo_rejects_unknown_config_keys(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--set", "nonsense=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
