@@ -51,12 +51,24 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON via a temporary file and rename, so readers never see a partial file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` via a temporary sibling file and rename, so readers never see a partial file.
+
+    The rename replaces ``path`` in one step; if writing fails, ``path`` keeps its old content
+    and the temporary file is removed.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (``write_text_atomic``), so readers never see a partial file."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -43,7 +43,7 @@ from goalrank.errors import ConfigError, DataError
 from goalrank.evaluate.metrics import metric_names, per_list_metrics
 from goalrank.evaluate.plots import Curve, plot_panels
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
-from goalrank.io import read_json, write_json
+from goalrank.io import read_json, write_json, write_text_atomic
 from goalrank.models.base import Ranker, RankOutput
 from goalrank.models.blocks import count_parameters
 from goalrank.models.registry import MODELS
@@ -467,7 +467,7 @@ def best_baseline(means: dict[str, float], treatment: str) -> tuple[str, float]:
 
 def write_report(out: Path, config: BenchmarkConfig, rows: list[dict[str, Any]], list_lens: dict[str, int],
                  command: str, notes: list[str], seconds: float) -> str:
-    """Write one CSV per study, the PNG plots and ``report.md`` (returned) from the result rows."""
+    """Write one CSV per study, the PNG plots and ``report.md`` (returned); CSVs and report atomically."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "benchmark-config.json", to_dict(config))
     sections = [_report_header(config, command, notes, seconds, len({r["run"] for r in rows}))]
@@ -477,12 +477,12 @@ def write_report(out: Path, config: BenchmarkConfig, rows: list[dict[str, Any]],
         study_rows = [r for r in rows if r["study"] == study]
         if not study_rows:
             continue
-        pl.from_dicts(study_rows, infer_schema_length=None).write_csv(out / f"{study}.csv")
+        write_text_atomic(out / f"{study}.csv", pl.from_dicts(study_rows, infer_schema_length=None).write_csv())
         for dataset, list_len in list_lens.items():
             dataset_rows = [r for r in study_rows if r["dataset"] == dataset]
             sections.append(renderers[study](out, config, dataset, list_len, dataset_rows))
     report = "\n\n".join(sections) + "\n"
-    (out / "report.md").write_text(report)
+    write_text_atomic(out / "report.md", report)
     return report
 
 

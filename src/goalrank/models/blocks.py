@@ -367,18 +367,17 @@ class UserContextEncoder(nn.Module):
 
 
 @dataclass
-class RerankerConfig:
-    """Sizes every re-ranking baseline shares (paper §4.1.2: hidden size 128 for all models).
+class ModelConfig:
+    """Sizes every model shares (paper §4.1.2: hidden size 128 for all models).
 
-    layers: depth of the model's own stack over the candidates; history_layers: depth of the
-    user-context encoder; n_heads, ffn_mult and dropout serve both. Baselines subclass this
-    dataclass and add their own fields.
+    n_items comes from the dataset; history_layers is the depth of the user-context encoder;
+    n_heads, ffn_mult and dropout serve every stack of the model; list_len is L. Each model's
+    config subclasses this dataclass and adds its own depth fields.
     """
 
     n_items: int
     d_model: int = 128
     n_heads: int = 4
-    layers: int = 2
     history_layers: int = 1
     ffn_mult: int = 4
     dropout: float = 0.0
@@ -387,9 +386,19 @@ class RerankerConfig:
     def __post_init__(self) -> None:
         check(self.n_items >= 1, "model.n_items", ">= 1", self.n_items)
         check_width("model", self.d_model, self.n_heads, self.ffn_mult, self.dropout)
-        check(self.layers >= 1, "model.layers", ">= 1", self.layers)
         check(self.history_layers >= 0, "model.history_layers", ">= 0", self.history_layers)
         check(self.list_len >= 1, "model.list_len", ">= 1", self.list_len)
+
+
+@dataclass
+class RerankerConfig(ModelConfig):
+    """A model with one stack of ``layers`` over its tokens (the re-ranking baselines, the reward model)."""
+
+    layers: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.layers >= 1, "model.layers", ">= 1", self.layers)
 
 
 def check_max_candidates(n_candidates: int, max_candidates: int) -> None:

@@ -17,25 +17,18 @@ from torch import nn
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
 from goalrank.models.base import Ranker, RankOutput, topk_lists
-from goalrank.models.blocks import FeatureCross, UserContextEncoder, check_width, item_embedding
+from goalrank.models.blocks import FeatureCross, ModelConfig, UserContextEncoder, item_embedding
 
 
 @dataclass
-class DNNConfig:
-    n_items: int
-    d_model: int = 128
-    n_heads: int = 4
-    history_layers: int = 1
+class DNNConfig(ModelConfig):
+    """hidden_layers: depth of the per-item MLP."""
+
     hidden_layers: int = 2
-    ffn_mult: int = 4
-    dropout: float = 0.0
-    list_len: int = 6
 
     def __post_init__(self) -> None:
-        check(self.n_items >= 1, "model.n_items", ">= 1", self.n_items)
-        check_width("model", self.d_model, self.n_heads, self.ffn_mult, self.dropout)
+        super().__post_init__()
         check(self.hidden_layers >= 1, "model.hidden_layers", ">= 1", self.hidden_layers)
-        check(self.list_len >= 1, "model.list_len", ">= 1", self.list_len)
 
 
 class DNNRanker(Ranker):

@@ -26,39 +26,30 @@ from goalrank.models.blocks import (
     FeatureCross,
     KeyValues,
     KVCache,
+    ModelConfig,
     PointerHead,
     TransformerEncoder,
     UserContextEncoder,
-    check_width,
     item_embedding,
     masked_log_softmax,
 )
 
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(ModelConfig):
     """GoalRank generator size. Width/depth/heads span ~1M to ~100M parameters (scaling study, §4).
 
-    list_len is the output length L; n_items the number of item indices (from the dataset).
+    encoder_layers: depth of the lower block over the N candidates; decoder_layers: depth of the
+    upper (autoregressive) block.
     """
 
-    n_items: int
-    d_model: int = 128
-    n_heads: int = 4
     encoder_layers: int = 2
     decoder_layers: int = 2
-    history_layers: int = 1
-    ffn_mult: int = 4
-    dropout: float = 0.0
-    list_len: int = 6
 
     def __post_init__(self) -> None:
-        check(self.n_items >= 1, "model.n_items", ">= 1", self.n_items)
-        check_width("model", self.d_model, self.n_heads, self.ffn_mult, self.dropout)
+        super().__post_init__()
         check(self.encoder_layers >= 0, "model.encoder_layers", ">= 0", self.encoder_layers)
         check(self.decoder_layers >= 1, "model.decoder_layers", ">= 1", self.decoder_layers)
-        check(self.history_layers >= 0, "model.history_layers", ">= 0", self.history_layers)
-        check(self.list_len >= 1, "model.list_len", ">= 1", self.list_len)
 
 
 @dataclass

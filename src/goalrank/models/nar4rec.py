@@ -27,9 +27,9 @@ from goalrank.data.storage import RankingBatch
 from goalrank.models.base import ListEvaluator, Ranker, RankOutput, attach_evaluator, select_best_list
 from goalrank.models.blocks import (
     PointerHead,
+    RerankerConfig,
     TransformerEncoder,
     UserContextEncoder,
-    check_width,
     item_embedding,
     masked_log_softmax,
 )
@@ -38,7 +38,7 @@ SEED_RANGE = 2**62
 
 
 @dataclass
-class NAR4RecConfig:
+class NAR4RecConfig(RerankerConfig):
     """Network size, loss weight and decoding.
 
     layers: Transformer layers over the L position tokens and N candidates together.
@@ -47,24 +47,12 @@ class NAR4RecConfig:
     temperature: sampling temperature of the K − 1 sampled lists.
     """
 
-    n_items: int
-    d_model: int = 128
-    n_heads: int = 4
-    layers: int = 2
-    history_layers: int = 1
-    ffn_mult: int = 4
-    dropout: float = 0.0
-    list_len: int = 6
     unlikelihood_weight: float = 1.0
     num_decoded: int = 8
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        check(self.n_items >= 1, "model.n_items", ">= 1", self.n_items)
-        check_width("model", self.d_model, self.n_heads, self.ffn_mult, self.dropout)
-        check(self.layers >= 1, "model.layers", ">= 1", self.layers)
-        check(self.history_layers >= 0, "model.history_layers", ">= 0", self.history_layers)
-        check(self.list_len >= 1, "model.list_len", ">= 1", self.list_len)
+        super().__post_init__()
         check(self.unlikelihood_weight >= 0, "model.unlikelihood_weight", ">= 0", self.unlikelihood_weight)
         check(self.num_decoded >= 1, "model.num_decoded", ">= 1", self.num_decoded)
         check(self.temperature > 0, "model.temperature", "> 0", self.temperature)

@@ -24,15 +24,15 @@ from goalrank.data.storage import RankingBatch
 from goalrank.errors import DataError
 from goalrank.models.blocks import (
     FeatureCross,
+    RerankerConfig,
     TransformerEncoder,
     UserContextEncoder,
-    check_width,
     item_embedding,
 )
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(RerankerConfig):
     """Reward model size and reward definition.
 
     position_weights: "dcg" weighs position t (0-based) by 1/log2(t + 2), as users look less
@@ -41,23 +41,12 @@ class RewardConfig:
     of the whole list.
     """
 
-    n_items: int
-    d_model: int = 128
-    n_heads: int = 4
-    layers: int = 2
-    history_layers: int = 1
-    ffn_mult: int = 4
     dropout: float = 0.1
-    list_len: int = 6
     position_weights: Literal["dcg", "uniform"] = "dcg"
     causal: bool = False
 
     def __post_init__(self) -> None:
-        check(self.n_items >= 1, "model.n_items", ">= 1", self.n_items)
-        check_width("model", self.d_model, self.n_heads, self.ffn_mult, self.dropout)
-        check(self.layers >= 1, "model.layers", ">= 1", self.layers)
-        check(self.history_layers >= 0, "model.history_layers", ">= 0", self.history_layers)
-        check(self.list_len >= 1, "model.list_len", ">= 1", self.list_len)
+        super().__post_init__()
         check(self.position_weights in ("dcg", "uniform"), "model.position_weights",
               "'dcg' or 'uniform'", self.position_weights)
 

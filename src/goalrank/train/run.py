@@ -25,7 +25,7 @@ from goalrank.io import read_json, write_json
 from goalrank.models.registry import MODELS
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.train.distributed import Distributed, rank_seed
-from goalrank.train.loop import CHECKPOINT, fit
+from goalrank.train.loop import CHECKPOINT, fit, load_checkpoint
 from goalrank.train.objectives import (
     GroupRelativeObjective,
     ModelObjective,
@@ -152,7 +152,7 @@ def train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any
 
 
 def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from its run folder (config.json + checkpoint.pt)."""
+    """Rebuild a trained model from its run folder (config.json + checkpoint.pt, checksum verified)."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
     name = config.get("model_name")
@@ -166,10 +166,7 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.n
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise ArtifactError(f"{path}: checkpoint not found (did training finish an epoch?)")
-    try:
-        state = torch.load(path, map_location=device)["model"]
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ArtifactError(f"{path}: unreadable checkpoint ({exc})") from exc
+    state = load_checkpoint(path, device)["model"]
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
