@@ -1,7 +1,7 @@
 import pytest
 
 from goalrank.errors import ArtifactError
-from goalrank.io import atomic_dir, read_json, sha256_file, write_json
+from goalrank.io import atomic_dir, read_json, sha256_file, write_json, write_text_atomic
 
 
 def test_atomic_dir_renames_only_on_success(tmp_path):
@@ -50,3 +50,20 @@ def test_sha256_matches_hashlib(tmp_path):
     payload = bytes(range(256)) * 5000
     path.write_bytes(payload)
     assert sha256_file(path, chunk_size=1000) == hashlib.sha256(payload).hexdigest()
+
+
+def test_write_text_atomic_replaces_whole_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "report.md"
+    path.write_text("old report, much longer than the new one\n")
+    write_text_atomic(path, "new\n")
+    assert path.read_text() == "new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_write_text_atomic_keeps_old_content_when_writing_fails(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, "\ud800")  # a lone surrogate cannot be encoded: the write fails midway
+    assert path.read_text() == "a,b\n1,2\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]

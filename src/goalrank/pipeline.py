@@ -3,7 +3,8 @@
 simulate → prepare → train the reward model → train GoalRank and the pointwise DNN baseline
 (one run per seed) → evaluate on the test split → a markdown table of mean ± std over seeds.
 Each stage writes its own folder under ``--out`` and is skipped when that folder is already
-complete, so a crashed or interrupted demo resumes where it stopped instead of starting over.
+complete, and an interrupted training run continues from its last checkpoint (``last.pt``), so a
+crashed or interrupted demo resumes where it stopped instead of starting over.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class DemoConfig:
     simulate: dict[str, Any] = field(default_factory=dict)
     prepare: dict[str, Any] = field(default_factory=dict)
     reward: dict[str, Any] = field(default_factory=lambda: {"train": {"epochs": 3}})
-    ranker: dict[str, Any] = field(default_factory=lambda: {"train": {"epochs": 3}})
+    ranker: dict[str, Any] = field(default_factory=lambda: {"train": {"epochs": 2}})
 
 
 def _stage(done_marker: Path, run: Callable[[], Any], label: str) -> None:
@@ -64,13 +65,13 @@ def run_demo(out: Path, config: DemoConfig) -> str:
         seed_train = {"seed": seed}
         reward_dir = out / f"reward-seed{seed}"
         reward_values = _with_train(config.reward, seed_train)
-        _stage(reward_dir / "metrics.json", lambda: train_reward(data_dir, reward_dir, reward_values),
+        _stage(reward_dir / "metrics.json", lambda: train_reward(data_dir, reward_dir, reward_values, resume=True),
                f"train reward model (seed {seed})")
         for name in config.models:
             run_dir = out / f"{name}-seed{seed}"
             values = _with_train(config.ranker, seed_train)
             _stage(run_dir / "metrics.json",
-                   lambda: train_ranker(name, data_dir, run_dir, values, reward_dir),
+                   lambda: train_ranker(name, data_dir, run_dir, values, reward_dir, resume=True),
                    f"train {name} (seed {seed})")
             if not (run_dir / "eval-test.json").is_file():
                 print(evaluate_run(run_dir, data_dir, "test", beam_width=64))

@@ -14,6 +14,7 @@ request is a 4xx with a message: 422 for schema and content errors, 413 for a bo
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from goalrank.config import check
@@ -180,6 +182,18 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """422 naming the field and the rule, without echoing the offending input.
+
+    FastAPI's default handler copies the input into the response, and some inputs (non-UTF-8
+    bytes, NaN, Infinity, lone surrogates) cannot be encoded, which turned a 422 into a 500
+    (found by tests/serve/test_fuzz.py; fastapi issue 13111).
+    """
+    detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+    return Response(json.dumps({"detail": detail}, ensure_ascii=True), status_code=422,
+                    media_type="application/json")
+
+
 def create_app(service: RankingService, max_body_bytes: int) -> FastAPI:
     """The FastAPI app over a loaded service; the batcher runs for the app's lifetime."""
 
@@ -193,6 +207,7 @@ def create_app(service: RankingService, max_body_bytes: int) -> FastAPI:
 
     app = FastAPI(title="goalrank", summary=f"{service.model_name} ranking service", lifespan=lifespan)
     app.state.service = service
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     @app.post("/rank", response_model=RankResponse)
     async def rank(request: RankRequest) -> RankResponse:
