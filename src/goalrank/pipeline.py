@@ -27,7 +27,7 @@ TABLE_KEYS = ("H", "NDCG", "MAP", "F1", "AUC", "true_reward", "oracle_ratio")
 
 @dataclass
 class DemoConfig:
-    """Sizes and budgets of the demo; the defaults finish in a few minutes on 2 CPU cores.
+    """Sizes and budgets of the demo; one seed takes roughly 10-15 minutes on 2 CPU cores.
 
     prepare: fields of PrepareConfig. Without ``source`` the demo simulates its own logs;
     with e.g. ``prepare.source=movielens prepare.input=PATH`` it runs on that log instead.
