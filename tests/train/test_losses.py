@@ -125,3 +125,16 @@ def test_gradient_descent_on_eq5_moves_the_generator_to_the_reference():
         loss = group_relative_loss(generator.log_prob(generator.encode(batch), group), reference)
     assert torch.allclose(loss, entropy + after, atol=1e-4)
     assert after < 0.1 * before  # 3.15 → 0.04: the reward is close to Plackett–Luce-representable
+
+
+def test_row_spearman_matches_scipy():
+    from scipy.stats import spearmanr
+
+    from goalrank.train.run import _row_spearman
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 9, generator=generator), torch.randn(5, 9, generator=generator)
+    y[0] = x[0] * 3 + 1
+    expected = torch.tensor([spearmanr(x[i], y[i]).statistic for i in range(5)], dtype=torch.float64)
+    torch.testing.assert_close(_row_spearman(x, y), expected)
+    assert abs(_row_spearman(x, y)[0].item() - 1.0) < 1e-12

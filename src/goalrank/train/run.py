@@ -220,10 +220,14 @@ def reward_fidelity(model: RewardModel, split: Any, true_reward: TrueReward, dev
     lists = noise.argsort(dim=2)[..., : model.config.list_len].to(device)  # (B, K, L) random lists
     estimated = model.list_reward(batch, lists).cpu()
     true = true_reward.of_lists(batch, lists).cpu()
-    ranks = lambda x: x.argsort(dim=1).argsort(dim=1).double()  # noqa: E731 (ties have measure zero)
-    a, b = ranks(estimated), ranks(true)
+    return float(_row_spearman(estimated, true).mean())
+
+
+def _row_spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) Spearman correlation of each row of x and y (B, K); continuous rewards have no ties."""
+    a, b = (v.argsort(dim=1).argsort(dim=1).double() for v in (x, y))
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
 
 
 def open_run_dir(run_dir: Path, config: dict[str, Any], resume: bool = False) -> Path:
