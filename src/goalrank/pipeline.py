@@ -9,6 +9,7 @@ crashed or interrupted demo resumes where it stopped instead of starting over.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,12 +42,19 @@ class DemoConfig:
     ranker: dict[str, Any] = field(default_factory=lambda: {"train": {"epochs": 2}})
 
 
-def _stage(done_marker: Path, run: Callable[[], Any], label: str) -> None:
-    if done_marker.is_file():
-        print(f"[skip] {label}: {done_marker.parent} is complete")
+def stage(marker: Path, build: Callable[[], Any], label: str, partial_dir: Path | None = None) -> None:
+    """Run ``build`` unless ``marker`` exists; first remove ``partial_dir`` if a crash left it half-written.
+
+    Shared by the demo and ``goalrank benchmark``: re-running either skips finished stages.
+    """
+    if marker.is_file():
+        print(f"[skip] {label}: {marker.parent} is complete")
         return
-    print(f"[run ] {label}")
-    run()
+    if partial_dir is not None and partial_dir.exists():
+        print(f"[redo] {label}: {partial_dir} is incomplete, removing it")
+        shutil.rmtree(partial_dir)
+    print(f"[run ] {label}", flush=True)
+    build()
 
 
 def run_demo(out: Path, config: DemoConfig) -> str:
@@ -57,20 +65,20 @@ def run_demo(out: Path, config: DemoConfig) -> str:
     sim_dir, data_dir = out / "simulator", out / "data"
     prep_values = dict(config.prepare)
     if "source" not in prep_values:
-        _stage(sim_dir / MANIFEST, lambda: simulate(from_dict(SimConfig, config.simulate), sim_dir), "simulate")
+        stage(sim_dir / MANIFEST, lambda: simulate(from_dict(SimConfig, config.simulate), sim_dir), "simulate")
         prep_values.update(source="simulator", input=str(sim_dir))
-    _stage(data_dir / MANIFEST, lambda: prepare(from_dict(PrepareConfig, prep_values), data_dir), "prepare")
+    stage(data_dir / MANIFEST, lambda: prepare(from_dict(PrepareConfig, prep_values), data_dir), "prepare")
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in config.models}
     for seed in config.seeds:
         seed_train = {"seed": seed}
         reward_dir = out / f"reward-seed{seed}"
         reward_values = _with_train(config.reward, seed_train)
-        _stage(reward_dir / "metrics.json", lambda: train_reward(data_dir, reward_dir, reward_values, resume=True),
+        stage(reward_dir / "metrics.json", lambda: train_reward(data_dir, reward_dir, reward_values, resume=True),
                f"train reward model (seed {seed})")
         for name in config.models:
             run_dir = out / f"{name}-seed{seed}"
             values = _with_train(config.ranker, seed_train)
-            _stage(run_dir / "metrics.json",
+            stage(run_dir / "metrics.json",
                    lambda: train_ranker(name, data_dir, run_dir, values, reward_dir, resume=True),
                    f"train {name} (seed {seed})")
             if not (run_dir / "eval-test.json").is_file():

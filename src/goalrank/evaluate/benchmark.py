@@ -23,10 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,7 +46,7 @@ from goalrank.io import read_json, write_json, write_text_atomic
 from goalrank.models.base import Ranker, RankOutput
 from goalrank.models.blocks import count_parameters
 from goalrank.models.registry import MODELS
-from goalrank.pipeline import summary_table
+from goalrank.pipeline import stage, summary_table
 from goalrank.simulate.simulator import SimConfig, simulate
 from goalrank.train.run import (
     build_model,
@@ -284,24 +283,12 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
     return report
 
 
-def _ensure(marker: Path, build: Callable[[], Any], label: str, partial_dir: Path | None = None) -> None:
-    """Run ``build`` unless ``marker`` exists; first remove ``partial_dir`` a crash left half-written."""
-    if marker.is_file():
-        print(f"[skip] {label}: {marker.parent} is complete")
-        return
-    if partial_dir is not None and partial_dir.exists():
-        print(f"[redo] {label}: {partial_dir} is incomplete, removing it")
-        shutil.rmtree(partial_dir)
-    print(f"[run ] {label}", flush=True)
-    build()
-
-
 def _prepare_dataset(out: Path, name: str, config: BenchmarkConfig) -> Path | None:
     """Prepared-dataset folder of ``name`` (built if missing); None when ml100k has no input file."""
     data_dir = out / "data" / name
     if name == "sim":
         world = out / "data" / "sim-world"
-        _ensure(world / MANIFEST, lambda: simulate(from_dict(SimConfig, config.simulate, "simulate"), world),
+        stage(world / MANIFEST, lambda: simulate(from_dict(SimConfig, config.simulate, "simulate"), world),
                 "simulate")
         source, log = "simulator", world
     else:
@@ -312,7 +299,7 @@ def _prepare_dataset(out: Path, name: str, config: BenchmarkConfig) -> Path | No
         if not log.is_file():
             raise DataError(f"--ml100k {log}: file not found; expected an ML-100K ratings.csv or u.data")
     values = {**config.prepare, "source": source, "input": str(log)}
-    _ensure(data_dir / MANIFEST, lambda: prepare(from_dict(PrepareConfig, values, "prepare"), data_dir),
+    stage(data_dir / MANIFEST, lambda: prepare(from_dict(PrepareConfig, values, "prepare"), data_dir),
             f"prepare {name}")
     return data_dir
 
@@ -321,7 +308,7 @@ def _ensure_reward(seed_dir: Path, dataset: PreparedDataset, reward: dict[str, A
     """The seed's reward model (the one evaluator every G-E method and GoalRank share), trained if missing."""
     values = merge_values(reward, {"train": {"seed": seed}})
     run_dir = seed_dir / f"reward-{_digest(to_dict(build_reward_config(dataset, values)))}"
-    _ensure(run_dir / METRICS_FILE, partial(train_reward, dataset.root, run_dir, values),
+    stage(run_dir / METRICS_FILE, partial(train_reward, dataset.root, run_dir, values),
             f"{where} train reward model", run_dir)
     return run_dir
 
@@ -335,10 +322,10 @@ def _ensure_ranker(seed_dir: Path, dataset: PreparedDataset, spec: RunSpec, conf
     uses_reward = model_spec.needs_evaluator or model_spec.objective == "group_relative"
     identity = {"model_name": spec.model, "reward": reward_dir.name if uses_reward else None, **to_dict(run_config)}
     run_dir = seed_dir / f"{spec.model}-{_digest(identity)}"
-    _ensure(run_dir / METRICS_FILE,
+    stage(run_dir / METRICS_FILE,
             partial(train_ranker, spec.model, dataset.root, run_dir, values, reward_dir if uses_reward else None),
             f"{where} train", run_dir)
-    _ensure(run_dir / RESULTS_FILE, partial(evaluate_test, run_dir, config.beam_width), f"{where} evaluate")
+    stage(run_dir / RESULTS_FILE, partial(evaluate_test, run_dir, config.beam_width), f"{where} evaluate")
     return run_dir
 
 
