@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from goalrank.data.bench import Measurement, format_table, measure_prepare, parse_sizes
+from goalrank.data.bench import Measurement, format_table, industry_shape, measure_prepare, parse_sizes
 from goalrank.errors import ConfigError, DataError
 from goalrank.io import read_json
 
@@ -16,8 +16,16 @@ def test_parse_sizes():
 
 
 def test_format_table():
-    table = format_table([Measurement("simulated 1,000", 1000, 160, 2.345, 512.4)])
-    assert table.splitlines()[2] == "| simulated 1,000 | 1,000 | 160 | 2.3 | 512 |"
+    table = format_table([Measurement("simulated 1,000", 12, 40, 1000, 160, 2.345, 512.4)])
+    assert table.splitlines()[2] == "| simulated 1,000 | 12 | 40 | 1,000 | 160 | 2.3 | 512 |"
+
+
+def test_industry_shape_scales_users_and_items_like_industry_01b():
+    config = industry_shape(100_000_000)
+    interactions = config.n_users * config.sessions_per_user * config.list_len
+    assert abs(interactions - 1e8) < 100 and abs(config.n_users - 1.11e6) < 0.01e6
+    assert abs(config.n_items - 0.303e6) < 0.002e6 and config.logging_pool == 200
+    assert industry_shape(1000).n_items == 1000  # small logs keep a catalogue the pool can cover
 
 
 def test_measure_prepare_runs_a_child_and_reads_its_manifest(tmp_path):
@@ -28,7 +36,7 @@ def test_measure_prepare_runs_a_child_and_reads_its_manifest(tmp_path):
                   "label": rng.integers(0, 2, 3600).astype(np.int8)}).write_csv(tmp_path / "log.csv")
     row = measure_prepare("tiny", "generic", tmp_path / "log.csv", tmp_path / "prepared")
     dropped = read_json(tmp_path / "prepared" / "manifest.json")["lists"]["straddling_dropped"]
-    assert (row.interactions, row.lists + dropped) == (3600, 600)  # 10 lists of 6 per user
+    assert (row.users, row.items, row.interactions, row.lists + dropped) == (60, 60, 3600, 600)  # 10 lists of 6 per user
     assert row.wall_s > 0 and row.peak_rss_mib > 50  # importing torch alone takes more
     with pytest.raises(DataError, match="exit code 2"):
         measure_prepare("missing", "generic", tmp_path / "nothing.csv", tmp_path / "never")

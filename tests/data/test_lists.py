@@ -1,8 +1,9 @@
 import numpy as np
 import polars as pl
+from builders import collect
 from synthetic_logs import synthetic_log
 
-from goalrank.data.lists import UserLog, build_samples, candidate_sets, contexts, cut_lists
+from goalrank.data.lists import UserLog, candidate_sets, contexts, cut_lists, sample_chunks
 
 LIST_LEN, HISTORY_LEN = 4, 6
 
@@ -59,8 +60,8 @@ def test_samples_hold_the_logged_lists_in_shuffled_positions():
     n_candidates = 10
     retrieved = np.tile(np.arange(7, 7 + n_candidates), (8, 1))  # (U, N) the same for every user
     index = np.arange(len(lists))
-    samples = build_samples(log, lists, index, retrieved, HISTORY_LEN, n_candidates,
-                            np.random.default_rng(0), chunk_size=7)
+    samples = collect(sample_chunks(log, lists, index, retrieved, HISTORY_LEN, n_candidates,
+                            np.random.default_rng(0), chunk_size=7))
     candidates, exposed, labels = samples["candidates"], samples["exposed"], samples["labels"]
     rows = lists.rows()
     np.testing.assert_array_equal(np.take_along_axis(candidates, exposed, 1), log.items[rows])

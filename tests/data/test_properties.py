@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 from hypothesis import given, reject, settings
+from builders import collect
 from hypothesis import strategies as st
 
 from goalrank.data.filtering import kcore
-from goalrank.data.lists import UserLog, build_samples, candidate_sets, cut_lists
+from goalrank.data.lists import UserLog, candidate_sets, cut_lists, sample_chunks
 from goalrank.data.split import temporal_split
 from goalrank.errors import DataError
 
@@ -71,8 +72,8 @@ def test_no_list_sees_the_future(rows, list_len, history_len, test_fraction, val
     retrieved = np.tile(np.arange(1, n_items + 1), (users.max() + 1, 1))  # (U, R) every item, R >= N
     window = {"train": (-np.inf, split.t_valid), "valid": (split.t_valid, split.t_test), "test": (split.t_test, np.inf)}
     for name, index in split.index.items():
-        samples = build_samples(log, lists, index, retrieved, history_len, list_len + 1,
-                                np.random.default_rng(0), chunk_size=5)
+        samples = collect(sample_chunks(log, lists, index, retrieved, history_len, list_len + 1,
+                                np.random.default_rng(0), chunk_size=5))
         list_rows = lists.rows(index)  # (S, L) log rows of each list
         start, end = log.timestamps[list_rows[:, 0]], log.timestamps[list_rows[:, -1]]
         low, high = window[name]

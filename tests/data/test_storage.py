@@ -1,10 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from builders import tiny_dataset
+from builders import random_split, tiny_dataset
 
-from goalrank.data.storage import PreparedDataset
+from goalrank.data.storage import MANIFEST, SPLITS, PreparedDataset, SplitSource, write_prepared
 from goalrank.errors import ArtifactError, DataError
+from goalrank.io import read_json, sha256_file, write_json
+
+SHAPE = {"n_users": 10, "n_items": 30, "list_len": 3, "n_candidates": 8, "history_len": 5}
 
 
 def test_round_trip_and_batches(tmp_path):
@@ -42,3 +45,52 @@ def test_corrupted_or_missing_files_are_named(tmp_path):
         PreparedDataset(tmp_path / "nothing")
     with pytest.raises(DataError, match="split 'dev'"):
         PreparedDataset(tiny_dataset(tmp_path / "e")).split("dev")
+
+
+def _write(root, splits, manifest=SHAPE):
+    return write_prepared(root, splits, np.arange(10), np.arange(-1, 30), dict(manifest))
+
+
+def _arrays(seed=0, size=20):
+    return random_split(np.random.default_rng(seed), size, 30, 8, 3, 5)
+
+
+def test_streamed_chunks_give_the_same_files_and_checksums_as_one_chunk(tmp_path):
+    arrays = _arrays()
+    whole = _write(tmp_path / "whole", {name: SplitSource(20, [arrays]) for name in SPLITS})
+    parts = [{key: value[lo : lo + 7] for key, value in arrays.items()} for lo in range(0, 20, 7)]
+    chunked = _write(tmp_path / "chunked", {name: SplitSource(20, iter(parts)) for name in SPLITS})
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*.npy"))
+    assert len(files) == 2 + 7 * len(SPLITS)
+    assert all(sha256_file(whole / f) == sha256_file(chunked / f) for f in files)
+    manifest = read_json(chunked / MANIFEST)
+    assert all(manifest["checksums"][str(f)] == sha256_file(chunked / f) for f in files)
+    train = PreparedDataset(chunked).split("train")
+    assert train.arrays["candidates"].dtype == np.int32 and train.batch(slice(0, 4)).candidates.dtype == torch.int64
+    np.testing.assert_array_equal(train.arrays["exposed"], arrays["exposed"])
+
+
+@pytest.mark.parametrize("declared", [19, 21])
+def test_a_split_with_other_than_its_declared_rows_leaves_no_folder(tmp_path, declared):
+    with pytest.raises(ValueError, match="declared|does not fit"):
+        _write(tmp_path / "d", {name: SplitSource(declared, [_arrays()]) for name in SPLITS})
+    assert not (tmp_path / "d").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_item_ids_beyond_the_stored_dtype_are_refused(tmp_path):
+    arrays = _arrays()
+    arrays["candidates"][0, 0] = 2**31
+    with pytest.raises(DataError, match="candidates.npy: values outside the range of int32"):
+        _write(tmp_path / "d", {name: SplitSource(20, [arrays]) for name in SPLITS})
+    with pytest.raises(DataError, match="do not fit the int32"):
+        _write(tmp_path / "e", {}, dict(SHAPE, n_items=2**31))
+
+
+def test_format_1_datasets_are_still_read_and_unknown_formats_refused(tmp_path):
+    root = tiny_dataset(tmp_path / "d")
+    manifest = read_json(root / MANIFEST)
+    write_json(root / MANIFEST, {**manifest, "format_version": 1})
+    assert len(PreparedDataset(root).split("test")) == 16
+    write_json(root / MANIFEST, {**manifest, "format_version": 3})
+    with pytest.raises(ArtifactError, match="format_version 3"):
+        PreparedDataset(root)

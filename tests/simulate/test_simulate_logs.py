@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from goalrank.cli import main
-from goalrank.errors import ArtifactError
+from goalrank.errors import ArtifactError, ConfigError
 from goalrank.io import read_json, sha256_file
 from goalrank.simulate.simulator import INTERACTIONS, MANIFEST, WORLD, SimConfig, Simulator, World, simulate
 
@@ -160,3 +160,22 @@ def test_cli_simulate_writes_folder_and_refuses_to_overwrite(tmp_path: Path, cap
     assert read_json(out / MANIFEST)["seed"] == 3
     assert main(["simulate", "--out", str(tmp_path / "bad"), "--set", "list_len=0"]) == 2
     assert "list_len" in capsys.readouterr().err
+
+
+def test_pooled_logging_shows_distinct_items_of_a_fixed_per_user_pool(tmp_path: Path) -> None:
+    """With ``logging_pool`` each user's sessions draw from one small pool; chunking changes nothing."""
+    pooled = dict(SMALL, n_items=400, logging_pool=12)
+    folder = simulate(SimConfig(**pooled, chunk_users=7), tmp_path / "pooled")
+    logs = _frame(folder)
+    lists = logs["item"].reshape(-1, SMALL["list_len"])
+    assert all(len(set(row)) == SMALL["list_len"] for row in lists.tolist())
+    per_user = [np.unique(logs["item"][logs["user"] == u]).size for u in range(SMALL["n_users"])]
+    assert max(per_user) <= 12 and len(np.unique(logs["item"])) > 12
+    one_chunk = simulate(SimConfig(**pooled, chunk_users=1000), tmp_path / "one")
+    assert pq.read_table(one_chunk / INTERACTIONS).equals(pq.read_table(folder / INTERACTIONS))
+
+
+@pytest.mark.parametrize("pool", [3, 401])
+def test_logging_pool_outside_its_range_is_rejected(pool: int) -> None:
+    with pytest.raises(ConfigError, match="logging_pool"):
+        SimConfig(**dict(SMALL, n_items=400, logging_pool=pool))

@@ -2,8 +2,8 @@
 
 Each log is prepared in a fresh child process, so its peak resident memory (``ru_maxrss`` of
 that child, from ``os.wait4``) is its own and not inflated by earlier runs. Simulated logs come
-from `goalrank simulate` with the number of users scaled to reach the requested size; they are
-generated once and reused from ``--workdir``.
+from `goalrank simulate` in the paper's Industry-0.1B shape scaled to the requested size
+(``industry_shape``); they are generated once and reused from ``--workdir``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from goalrank.errors import ConfigError, DataError
 from goalrank.io import read_json
 
+if TYPE_CHECKING:
+    from goalrank.simulate.simulator import SimConfig
+
 KIB_PER_MIB = 1024
+INDUSTRY_ITEMS_PER_USER = 0.3 / 1.1  # Industry-0.1B: 0.3M items, 1.1M users
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class Measurement:
     """One `prepare` run: what was prepared, how long it took and its peak memory."""
 
     name: str
+    users: int
+    items: int
     interactions: int
     lists: int
     wall_s: float
@@ -59,15 +66,30 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def industry_shape(size: int) -> SimConfig:
+    """A simulator config with about ``size`` interactions in the paper's Industry-0.1B shape.
+
+    Industry-0.1B has 100M interactions from 1.1M users on 0.3M items (App. D.1): users and items
+    scale with ``size`` in that ratio, each user has 15 sessions of L=6 (~91 interactions per user
+    in the paper), and the logging policy draws from a per-user pool of 200 items, so simulating
+    costs O(size) however large the catalogue (whole-catalogue logging would cost O(size · items)).
+    """
+    from goalrank.simulate.simulator import SimConfig
+
+    sessions, length = 15, 6
+    n_users = math.ceil(size / (sessions * length))
+    n_items = max(1000, round(n_users * INDUSTRY_ITEMS_PER_USER))
+    return SimConfig(n_users=n_users, n_items=n_items, sessions_per_user=sessions, list_len=length,
+                     logging_pool=200, chunk_users=2000)
+
+
 def simulated_log(size: int, folder: Path) -> Path:
-    """A `goalrank simulate` folder with about ``size`` interactions (reused if already there)."""
-    from goalrank.simulate.simulator import MANIFEST, SimConfig, simulate
+    """A `goalrank simulate` folder of ``industry_shape(size)`` (reused if already there)."""
+    from goalrank.simulate.simulator import MANIFEST, simulate
 
     if (folder / MANIFEST).is_file():
         return folder
-    defaults = SimConfig()
-    per_user = defaults.sessions_per_user * defaults.list_len
-    simulate(SimConfig(n_users=math.ceil(size / per_user)), folder, overwrite=True)
+    simulate(industry_shape(size), folder, overwrite=True)
     return folder
 
 
@@ -86,13 +108,14 @@ def measure_prepare(name: str, source: str, log: Path, out: Path) -> Measurement
     if child.returncode != 0:
         raise DataError(f"prepare of {log} failed (exit code {child.returncode}); see {stderr_path}")
     total = read_json(out / "manifest.json")["stats"]["total"]
-    return Measurement(name, total["interactions"], total["lists"], wall, usage.ru_maxrss / KIB_PER_MIB)
+    return Measurement(name, total["users"], total["items"], total["interactions"], total["lists"], wall,
+                       usage.ru_maxrss / KIB_PER_MIB)
 
 
 def format_table(rows: list[Measurement]) -> str:
     """Markdown table of measurements."""
-    lines = ["| log | interactions (k-cored) | lists | wall time (s) | peak RSS (MiB) |",
-             "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r.name} | {r.interactions:,} | {r.lists:,} | {r.wall_s:.1f} | {r.peak_rss_mib:,.0f} |"
-              for r in rows]
+    lines = ["| log | users | items | interactions (k-cored) | lists | wall time (s) | peak RSS (MiB) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.name} | {r.users:,} | {r.items:,} | {r.interactions:,} | {r.lists:,} | {r.wall_s:.1f} |"
+              f" {r.peak_rss_mib:,.0f} |" for r in rows]
     return "\n".join(lines)

@@ -7,12 +7,13 @@ interactions with a timestamp strictly earlier than the list's first one, so no 
 that happened at the same moment as, or after, the list can leak into its input.
 
 Ties in time are broken by the log's original row order, so the cut is deterministic.
-Everything is vectorised over interactions and processed in chunks of lists, so 10M
-interactions fit in memory roughly the size of the output arrays.
+Everything is vectorised over interactions, and samples are produced in chunks of lists that
+the caller streams to disk, so memory holds the log and one chunk, never all the samples.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -120,7 +121,7 @@ def candidate_sets(
     return candidates, labels, exposed
 
 
-def build_samples(
+def sample_chunks(
     log: UserLog,
     lists: Lists,
     index: np.ndarray,
@@ -130,32 +131,23 @@ def build_samples(
     rng: np.random.Generator,
     chunk_size: int,
     desc: str = "samples",
-) -> dict[str, np.ndarray]:
-    """The storage arrays (see goalrank.data.storage) of lists ``index``, built chunk by chunk.
+) -> Iterator[dict[str, np.ndarray]]:
+    """The storage arrays (see goalrank.data.storage) of lists ``index``, ``chunk_size`` lists at a time.
 
-    ``retrieved_by_user`` (U, R) holds the retriever's items of every user, best first.
+    A generator, so that the caller streams each chunk to disk and memory stays bounded by one
+    chunk however many lists there are. ``retrieved_by_user`` (U, R) holds the retriever's items
+    of every user, best first.
     """
-    size, list_len = index.shape[0], lists.list_len
-    out = {
-        "users": np.empty(size, np.int64),
-        "timestamps": np.empty(size, np.int64),
-        "history": np.empty((size, history_len), np.int64),
-        "history_labels": np.empty((size, history_len), np.int8),
-        "candidates": np.empty((size, n_candidates), np.int64),
-        "labels": np.empty((size, n_candidates), np.int8),
-        "exposed": np.empty((size, list_len), np.int64),
-    }
-    for lo in tqdm(range(0, size, chunk_size), desc=desc, unit="chunk", disable=None, leave=False):
-        part = slice(lo, lo + chunk_size)
-        starts = lists.starts[index[part]]  # (C,)
-        rows = lists.rows(index[part])  # (C, L)
+    for lo in tqdm(range(0, index.shape[0], chunk_size), desc=desc, unit="chunk", disable=None, leave=False):
+        part = index[lo : lo + chunk_size]
+        starts = lists.starts[part]  # (C,)
+        rows = lists.rows(part)  # (C, L)
         users = log.users[starts]
-        out["users"][part] = users
-        out["timestamps"][part] = log.timestamps[starts]
-        out["history"][part], out["history_labels"][part] = contexts(log, starts, history_len)
-        out["candidates"][part], out["labels"][part], out["exposed"][part] = candidate_sets(
-            log.items[rows], log.labels[rows], retrieved_by_user[users], n_candidates, rng)
-    return out
+        history, history_labels = contexts(log, starts, history_len)
+        candidates, labels, exposed = candidate_sets(log.items[rows], log.labels[rows], retrieved_by_user[users],
+                                                     n_candidates, rng)
+        yield {"users": users, "timestamps": log.timestamps[starts], "history": history,
+               "history_labels": history_labels, "candidates": candidates, "labels": labels, "exposed": exposed}
 
 
 def _run_starts(is_start: np.ndarray) -> np.ndarray:

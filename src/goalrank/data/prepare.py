@@ -3,7 +3,7 @@
 load (``loaders``) → k-core filter (``filtering``) → dense ids → cut each user's history into
 exposed lists of L items with their context (``lists``) → global temporal split (``split``) →
 train the MF retriever on interactions before the validation cut (``goalrank.retrieval.mf``) →
-N candidates per list → write the folder atomically (``storage.write_prepared``).
+N candidates per list → stream the samples into the folder, written atomically (``storage.write_prepared``).
 
 User indices are 0..U-1 and item indices 1..I, both in sorted order of the raw ids (0 pads).
 The output is a pure function of the config and the input bytes: one seed drives the retriever
@@ -23,10 +23,10 @@ import torch
 
 from goalrank.config import check, to_dict
 from goalrank.data.filtering import kcore
-from goalrank.data.lists import Lists, UserLog, build_samples, cut_lists
+from goalrank.data.lists import Lists, UserLog, cut_lists, sample_chunks
 from goalrank.data.loaders import KuaiRandLabel, Source, load_log, source_files
 from goalrank.data.split import TemporalSplit, temporal_split
-from goalrank.data.storage import SPLITS, PreparedDataset, write_prepared
+from goalrank.data.storage import SPLITS, PreparedDataset, SplitSource, write_prepared
 from goalrank.errors import ArtifactError, DataError
 from goalrank.io import sha256_file
 from goalrank.retrieval.mf import RetrieverConfig, train_bpr
@@ -41,7 +41,7 @@ class PrepareConfig:
     Label rule: ``min_positive_rating`` makes a rated interaction (MovieLens, Amazon) positive
     when rating >= it; ``kuairand_positive`` picks KuaiRand's positive column (long_view, the
     paper's signal, or is_click). Generic and simulator logs carry their own 0/1 label.
-    ``chunk_size`` lists are built at a time, which bounds the working memory.
+    ``chunk_size`` lists are built and written at a time, which bounds the working memory.
     """
 
     source: Source
@@ -108,9 +108,10 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
     retrieved = model.top_items(torch.arange(n_users), config.n_candidates,
                                 config.retriever.score_batch_size).numpy()  # (U, N)
     rng = np.random.default_rng(shuffle_seed)
-    splits = {
-        name: build_samples(user_log, lists, split.index[name], retrieved, config.history_len,
-                            config.n_candidates, rng, config.chunk_size, desc=name)
+    splits = {  # lazy: the chunks are built while write_prepared streams them to disk, in this order
+        name: SplitSource(split.index[name].shape[0], sample_chunks(
+            user_log, lists, split.index[name], retrieved, config.history_len, config.n_candidates, rng,
+            config.chunk_size, desc=name))
         for name in SPLITS
     }
     manifest = {

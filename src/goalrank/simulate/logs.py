@@ -5,7 +5,9 @@ the Plackett-Luce (Gumbel-top-L) sample over the whole catalogue with logits
 
     s(u, i) = (a(u, i) + logging_popularity · b_i) / logging_temperature,
 
-kept in sampled order: informative (it prefers items the user likes) yet biased towards popular
+kept in sampled order (over a per-user pool of ``logging_pool`` uniformly drawn items
+instead of the whole catalogue when that is set, for catalogues too large to score per session):
+informative (it prefers items the user likes) yet biased towards popular
 items and blind to position and category effects, like a real logging policy. Labels are drawn
 from the true model, label_k ~ Bernoulli(p_k) (see ``simulator``). A session starting at time t
 occupies timestamps t, t+1, ..., t+L-1; session starts are spread uniformly over
@@ -64,14 +66,20 @@ def session_table(
     simulator: Simulator, config: SimConfig, users: torch.Tensor, log_seed: np.random.SeedSequence
 ) -> pa.Table:
     """All sessions of consecutive ``users`` (B,) as rows ordered by user, session, position."""
-    n_sessions, length, n_items = config.sessions_per_user, config.list_len, config.n_items
-    uniforms = _user_uniforms(log_seed, int(users[0]), users.shape[0], n_sessions * (n_items + length + 1))
-    gumbel_u, label_u, time_u = np.split(uniforms, [n_sessions * n_items, n_sessions * (n_items + length)], 1)
-    gumbel = -torch.log(-torch.log(torch.from_numpy(gumbel_u.reshape(-1, n_sessions, n_items))))  # (B, S, I)
-    catalogue = torch.arange(n_items).expand(users.shape[0], -1)  # (B, I)
-    popularity = config.logging_popularity * simulator.world.item_bias  # (I,)
-    logits = (simulator.affinity(users, catalogue) + popularity) / config.logging_temperature  # (B, I)
-    lists = (logits[:, None, :] + gumbel).topk(length, dim=2).indices  # (B, S, L) in sampled order
+    n_sessions, length = config.sessions_per_user, config.list_len
+    pool_size = config.logging_pool or config.n_items
+    pool_draws = config.logging_pool  # uniforms that pick the pool; none for the whole catalogue
+    uniforms = _user_uniforms(log_seed, int(users[0]), users.shape[0],
+                              n_sessions * (pool_size + length + 1) + pool_draws)
+    gumbel_u, label_u, time_u, pool_u = np.split(uniforms, np.cumsum(
+        [n_sessions * pool_size, n_sessions * length, n_sessions]), 1)
+    gumbel = -torch.log(-torch.log(torch.from_numpy(gumbel_u.reshape(-1, n_sessions, pool_size))))
+    pool, duplicate = _logging_pool(config, users.shape[0], torch.from_numpy(pool_u))  # (B, P)
+    popularity = config.logging_popularity * simulator.world.item_bias[pool]  # (B, P)
+    logits = (simulator.affinity(users, pool) + popularity) / config.logging_temperature  # (B, P)
+    logits = logits.masked_fill(duplicate, -torch.inf)
+    picks = (logits[:, None, :] + gumbel).topk(length, dim=2).indices  # (B, S, L) in sampled order
+    lists = pool.gather(1, picks.flatten(1)).view_as(picks)
     probs = simulator.click_probs(users, lists)  # (B, S, L)
     labels = torch.from_numpy(label_u.reshape(-1, n_sessions, length)) < probs  # (B, S, L)
     room = config.time_span - n_sessions * length + 1
@@ -84,6 +92,21 @@ def session_table(
         "timestamp": timestamps.reshape(-1),
         "label": labels.flatten().numpy().astype(np.int8),
     }, schema=SCHEMA)
+
+
+def _logging_pool(config: SimConfig, n_users: int, uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, P) items the logging policy draws from and (B, P) True where an item repeats in its row.
+
+    The whole catalogue when ``logging_pool`` is 0; else P items drawn uniformly with replacement
+    per user, sorted, with repeats masked (a list can repeat an item only if the pool holds fewer
+    than L distinct items, and `prepare` drops such lists).
+    """
+    if not config.logging_pool:
+        return torch.arange(config.n_items).expand(n_users, -1), torch.zeros(n_users, config.n_items, dtype=torch.bool)
+    pool = (uniforms * config.n_items).long().clamp_(max=config.n_items - 1).sort(dim=1).values
+    duplicate = torch.zeros_like(pool, dtype=torch.bool)
+    duplicate[:, 1:] = pool[:, 1:] == pool[:, :-1]
+    return pool, duplicate
 
 
 def _user_uniforms(seed: np.random.SeedSequence, first: int, n_users: int, per_user: int) -> np.ndarray:

@@ -57,7 +57,10 @@ class SimConfig:
     The defaults generate ~120k interactions (1,000 users x 20 sessions x L=6) in seconds, with
     every item shown often enough to survive a 20-core filter. Log size is
     n_users · sessions_per_user · list_len; ``chunk_users`` bounds memory
-    (≈ 3 · chunk_users · sessions_per_user · n_items float64 values) and does not change the output.
+    (≈ 3 · chunk_users · sessions_per_user · pool float64 values, pool = ``logging_pool`` or
+    n_items) and does not change the output. ``logging_pool`` > 0 makes the logging policy draw
+    from a per-user pool of that many catalogue items instead of the whole catalogue: a large
+    catalogue (the paper's industrial 0.3M items) then costs O(pool), not O(n_items), per session.
     """
 
     seed: int = 0
@@ -79,6 +82,7 @@ class SimConfig:
     time_span: int = 10_000_000
     logging_temperature: float = 2.0
     logging_popularity: float = 1.0
+    logging_pool: int = 0
     chunk_users: int = 1000
 
     def __post_init__(self) -> None:
@@ -87,6 +91,9 @@ class SimConfig:
             check(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
         check(self.seed >= 0, "seed", "an integer >= 0", self.seed)
         check(self.list_len <= self.n_items, "list_len", f"<= n_items={self.n_items}", self.list_len)
+        check(self.logging_pool == 0 or self.list_len <= self.logging_pool <= self.n_items, "logging_pool",
+              f"0 (whole catalogue) or in [list_len={self.list_len}, n_items={self.n_items}]",
+              self.logging_pool)
         for name in ("category_cohesion", "complement_fraction"):
             check(0.0 <= getattr(self, name) <= 1.0, name, "a value in [0, 1]", getattr(self, name))
         for name in ("affinity_scale", "popularity_std", "position_decay", "saturation",
