@@ -1,7 +1,20 @@
+import subprocess
+
 import pytest
 
 from goalrank.errors import ArtifactError
-from goalrank.io import atomic_dir, read_json, sha256_file, write_json, write_text_atomic
+from goalrank.io import (
+    SUMS,
+    atomic_dir,
+    atomic_file,
+    read_json,
+    read_recorded_json,
+    sha256_file,
+    verify_checksum,
+    write_json,
+    write_recorded_json,
+    write_text_atomic,
+)
 
 
 def test_atomic_dir_renames_only_on_success(tmp_path):
@@ -67,3 +80,36 @@ def test_write_text_atomic_keeps_old_content_when_writing_fails(tmp_path):
         write_text_atomic(path, "\ud800")  # a lone surrogate cannot be encoded: the write fails midway
     assert path.read_text() == "a,b\n1,2\n"
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_recorded_json_round_trip_and_sha256sum_compatible_record(tmp_path):
+    write_recorded_json(tmp_path / "a.json", {"x": 1})
+    write_recorded_json(tmp_path / "b.json", [1, 2])
+    write_recorded_json(tmp_path / "a.json", {"x": 2})  # replaces a's line, keeps b's
+    assert read_recorded_json(tmp_path / "a.json") == {"x": 2}
+    assert len((tmp_path / SUMS).read_text().splitlines()) == 2
+    checked = subprocess.run(["sha256sum", "-c", SUMS], cwd=tmp_path, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_recorded_file_altered_truncated_or_unrecorded_is_named(tmp_path):
+    path = tmp_path / "eval-test.json"
+    write_recorded_json(path, {"ndcg": 0.5})
+    path.write_text(path.read_text().replace("0.5", "0.9"))  # still valid JSON: only the checksum can tell
+    with pytest.raises(ArtifactError, match=r"eval-test.json: checksum mismatch"):
+        read_recorded_json(path)
+    write_json(tmp_path / "other.json", {})
+    with pytest.raises(ArtifactError, match=r"other.json: no checksum recorded"):
+        read_recorded_json(tmp_path / "other.json")
+    with pytest.raises(ArtifactError, match="missing.json: file not found"):
+        verify_checksum(tmp_path / "missing.json")
+
+
+def test_atomic_file_keeps_the_suffix_and_leaves_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "plot.png"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_file(path) as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer died")
+    assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]

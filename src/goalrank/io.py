@@ -3,6 +3,12 @@
 Every artefact (prepared dataset, simulator world, run folder) is built in a temporary sibling
 folder and renamed into place only when complete, so a crash or a bad input never leaves a
 half-written folder that a later stage could mistake for a good one.
+
+Result files that later stages read back (a run's ``metrics.json`` and ``eval-*.json``, a
+benchmark's per-list metrics, CSVs, report and plots) are written atomically and recorded in
+their folder's ``SHA256SUMS`` (``sha256sum`` format, so ``sha256sum -c SHA256SUMS`` checks a
+folder by hand); ``read_recorded_json`` verifies before it parses, so a file truncated or edited
+after it was written is named instead of silently feeding a report.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -18,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from goalrank.errors import ArtifactError
+
+SUMS = "SHA256SUMS"
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -51,19 +60,61 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` via a temporary sibling file and rename, so readers never see a partial file.
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path to write; rename it to ``path`` if the block succeeds.
 
     The rename replaces ``path`` in one step; if writing fails, ``path`` keeps its old content
-    and the temporary file is removed.
+    and the temporary file is removed. The temporary name keeps ``path``'s suffix, for writers
+    that infer the format from it (matplotlib, numpy).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` through ``atomic_file``, so readers never see a partial file."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
+def record_checksum(path: Path) -> None:
+    """Record ``path``'s SHA-256 in its folder's ``SHA256SUMS``, replacing an older line for it.
+
+    Read-modify-rename of the record: safe against crashes, not against two processes writing
+    results into the same folder at the same moment (no goalrank command does).
+    """
+    path = Path(path)
+    digests = {**_recorded(path.parent), path.name: sha256_file(path)}
+    write_text_atomic(path.parent / SUMS, "".join(f"{d}  {name}\n" for name, d in sorted(digests.items())))
+
+
+def verify_checksum(path: Path) -> None:
+    """Raise ArtifactError naming ``path`` unless it matches its line in the folder's ``SHA256SUMS``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found")
+    expected = _recorded(path.parent).get(path.name)
+    if expected is None:
+        raise ArtifactError(f"{path}: no checksum recorded in {SUMS} (written by an older goalrank or by"
+                            " hand?); delete it to have it produced again")
+    if sha256_file(path) != expected:
+        raise ArtifactError(f"{path}: checksum mismatch with {SUMS} (file truncated or corrupted);"
+                            " delete it to have it produced again")
+
+
+def _recorded(folder: Path) -> dict[str, str]:
+    """File name → SHA-256 from ``folder/SHA256SUMS`` (empty when there is none)."""
+    record = folder / SUMS
+    if not record.is_file():
+        return {}
+    lines = record.read_bytes().decode("utf-8", errors="replace").splitlines()
+    return {match[2]: match[1] for line in lines if (match := re.fullmatch(r"([0-9a-f]{64})  (.+)", line))}
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -80,3 +131,15 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def write_recorded_json(path: Path, payload: Any) -> None:
+    """``write_json``, then ``record_checksum``: a result file that later stages read back."""
+    write_json(path, payload)
+    record_checksum(path)
+
+
+def read_recorded_json(path: Path) -> Any:
+    """``verify_checksum``, then ``read_json``: read a result file only if it is what was written."""
+    verify_checksum(path)
+    return read_json(path)

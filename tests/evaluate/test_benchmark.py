@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import pytest
 
 from goalrank.cli import main
 from goalrank.errors import ConfigError
+from goalrank.io import SUMS
 from goalrank.evaluate.benchmark import (
     STUDIES,
     TABLE1_BASELINES,
@@ -118,6 +121,23 @@ def test_rerun_reuses_every_run(bench: Path, capsys: pytest.CaptureFixture[str])
     assert {p: p.stat().st_mtime_ns for p in artefacts} == before
     strip_time = lambda text: re.sub(r"took \d+ s", "", text)  # noqa: E731
     assert strip_time((bench / "report.md").read_text()) == strip_time(report_before)
+
+
+def test_report_files_are_recorded_and_a_corrupted_run_result_is_named(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checked = subprocess.run(["sha256sum", "-c", SUMS], cwd=bench, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+    recorded = {line.split("  ", 1)[1] for line in (bench / SUMS).read_text().splitlines()}
+    assert {"report.md", "table1.csv", "scaling-sim.png", "benchmark-config.json"} <= recorded
+    copy = tmp_path / "bench"
+    shutil.copytree(bench, copy)
+    run = pl.read_csv(copy / "table1.csv")["run"][0]
+    results = copy / run / "eval-test.json"
+    results.write_text(results.read_text().replace("0.", "0.9", 1))
+    capsys.readouterr()
+    assert _benchmark(copy) == 2
+    assert f"{results}: checksum mismatch" in capsys.readouterr().err
 
 
 def test_bad_study_or_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -42,7 +41,15 @@ from goalrank.errors import ConfigError, DataError
 from goalrank.evaluate.metrics import metric_names, per_list_metrics
 from goalrank.evaluate.plots import Curve, plot_panels
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
-from goalrank.io import read_json, write_json, write_text_atomic
+from goalrank.io import (
+    atomic_file,
+    read_json,
+    read_recorded_json,
+    record_checksum,
+    verify_checksum,
+    write_recorded_json,
+    write_text_atomic,
+)
 from goalrank.models.base import Ranker, RankOutput
 from goalrank.models.blocks import count_parameters
 from goalrank.models.registry import MODELS
@@ -370,11 +377,10 @@ def evaluate_test(run_dir: Path, beam_width: int) -> dict[str, float]:
     recorder = PerListRecorder(model, true_reward)
     metrics = evaluate_ranker(recorder, dataset.split("test"), config["train"]["eval_batch_size"], device,
                               true_reward, progress=False)
-    tmp = run_dir / f".{PER_LIST_FILE}.tmp"
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **recorder.values())
-    os.replace(tmp, run_dir / PER_LIST_FILE)
-    write_json(run_dir / RESULTS_FILE, metrics)
+    with atomic_file(run_dir / PER_LIST_FILE) as tmp:
+        np.savez(tmp, **recorder.values())
+    record_checksum(run_dir / PER_LIST_FILE)
+    write_recorded_json(run_dir / RESULTS_FILE, metrics)
     return metrics
 
 
@@ -391,7 +397,7 @@ def _result_row(out: Path, spec: RunSpec, dataset: str, seed: int, run_dir: Path
     return {"study": spec.study, "dataset": dataset, "method": spec.method, "setting": spec.setting,
             "label": spec.label, "model": spec.model, "grid_value": spec.grid_value, "seed": seed,
             "parameters": parameter_count(run_dir), "run": str(run_dir.relative_to(out)),
-            **read_json(run_dir / RESULTS_FILE)}
+            **read_recorded_json(run_dir / RESULTS_FILE)}
 
 
 @dataclass(frozen=True)
@@ -454,9 +460,9 @@ def best_baseline(means: dict[str, float], treatment: str) -> tuple[str, float]:
 
 def write_report(out: Path, config: BenchmarkConfig, rows: list[dict[str, Any]], list_lens: dict[str, int],
                  command: str, notes: list[str], seconds: float) -> str:
-    """Write one CSV per study, the PNG plots and ``report.md`` (returned); CSVs and report atomically."""
+    """Write one CSV per study, the PNG plots and ``report.md`` (returned), atomically and in SHA256SUMS."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "benchmark-config.json", to_dict(config))
+    write_recorded_json(out / "benchmark-config.json", to_dict(config))
     sections = [_report_header(config, command, notes, seconds, len({r["run"] for r in rows}))]
     renderers = {"table1": _table1_section, "groupsize": _group_size_section, "bias": _bias_section,
                  "scaling": _scaling_section}
@@ -464,13 +470,18 @@ def write_report(out: Path, config: BenchmarkConfig, rows: list[dict[str, Any]],
         study_rows = [r for r in rows if r["study"] == study]
         if not study_rows:
             continue
-        write_text_atomic(out / f"{study}.csv", pl.from_dicts(study_rows, infer_schema_length=None).write_csv())
+        _write_recorded_text(out / f"{study}.csv", pl.from_dicts(study_rows, infer_schema_length=None).write_csv())
         for dataset, list_len in list_lens.items():
             dataset_rows = [r for r in study_rows if r["dataset"] == dataset]
             sections.append(renderers[study](out, config, dataset, list_len, dataset_rows))
     report = "\n\n".join(sections) + "\n"
-    write_text_atomic(out / "report.md", report)
+    _write_recorded_text(out / "report.md", report)
     return report
+
+
+def _write_recorded_text(path: Path, text: str) -> None:
+    write_text_atomic(path, text)
+    record_checksum(path)
 
 
 def _report_header(config: BenchmarkConfig, command: str, notes: list[str], seconds: float, n_runs: int) -> str:
@@ -550,7 +561,14 @@ def _table1_section(out: Path, config: BenchmarkConfig, dataset: str, list_len: 
 
 def _per_list(out: Path, runs: list[dict[str, Any]], key: str) -> np.ndarray:
     """(S, n) per-list values of ``key`` over the runs (one per seed) of one method."""
-    return np.stack([np.load(out / run["run"] / PER_LIST_FILE)[key] for run in runs])
+    return np.stack([_load_per_list(out / run["run"] / PER_LIST_FILE)[key] for run in runs])
+
+
+def _load_per_list(path: Path) -> dict[str, np.ndarray]:
+    """A run's per-list metrics, verified against the run's SHA256SUMS."""
+    verify_checksum(path)
+    with np.load(path) as arrays:
+        return dict(arrays)
 
 
 def _group_size_section(out: Path, config: BenchmarkConfig, dataset: str, list_len: int,
@@ -606,4 +624,6 @@ def _plot_grid(out: Path, rows: list[dict[str, Any]], list_len: int, x_label: st
             mean, std = _mean_std([r[key] for r in runs])
             curve.mean[key].append(mean)
             curve.std[key].append(std)
-    return plot_panels(list(curves.values()), keys, x_label, title, out / name)
+    path = plot_panels(list(curves.values()), keys, x_label, title, out / name)
+    record_checksum(path)
+    return path

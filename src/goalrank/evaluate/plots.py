@@ -14,6 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from goalrank.io import atomic_file
+
 PANEL_SIZE_INCHES = 3.2
 
 
@@ -50,5 +52,6 @@ def plot_panels(curves: Sequence[Curve], metrics: Sequence[str], x_label: str, t
     axes[0].legend(fontsize="small")
     figure.suptitle(title)
     path = Path(path)
-    figure.savefig(path, dpi=100)
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, dpi=100)
     return path

@@ -7,7 +7,7 @@ from pathlib import Path
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ConfigError
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
-from goalrank.io import write_json
+from goalrank.io import write_recorded_json
 from goalrank.train.run import REWARD, load_run
 from goalrank.train.runtime import resolve_device
 
@@ -22,7 +22,7 @@ def evaluate_run(run_dir: Path, data_dir: Path | None, split: str, beam_width: i
     simulator = simulator_for(dataset)
     true_reward = TrueReward(simulator, dataset, beam_width) if simulator is not None else None
     metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
-    write_json(Path(run_dir) / f"eval-{split}.json", metrics)
+    write_recorded_json(Path(run_dir) / f"eval-{split}.json", metrics)
     return format_metrics(f"{config['model_name']} on {split}", metrics)
 
 

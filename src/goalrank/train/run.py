@@ -21,7 +21,7 @@ from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError, ConfigError
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
 from goalrank.groups import GroupConfig
-from goalrank.io import read_json, write_json
+from goalrank.io import read_json, write_recorded_json
 from goalrank.models.registry import MODELS
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.train.distributed import Distributed, rank_seed
@@ -104,7 +104,7 @@ def train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume: 
         if simulator is not None:
             true_reward = TrueReward(simulator, dataset, beam_width=1)
             metrics["spearman_vs_true_reward"] = reward_fidelity(model, dataset.split("test"), true_reward, device)
-        write_json(run_dir / "metrics.json", metrics)
+        write_recorded_json(run_dir / "metrics.json", metrics)
         return metrics
 
     return dist.on_main(final_metrics)
@@ -147,7 +147,7 @@ def train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any
     result = fit(model, objective, validate, select, dataset.split("train"), config.train, run_dir, device,
                  rng, resume, dist)
     metrics = {"best_epoch": result.best_epoch, **{f"valid_{k}": v for k, v in result.best_metrics.items()}}
-    dist.on_main(lambda: write_json(run_dir / "metrics.json", metrics))
+    dist.on_main(lambda: write_recorded_json(run_dir / "metrics.json", metrics))
     return metrics
 
 
