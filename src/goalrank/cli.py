@@ -105,7 +105,8 @@ def _cmd_bench_train(args: argparse.Namespace) -> None:
 
     mix = {name: 1.0 for name in args.policies.split(",")} if args.policies else None
     sizes = [int(k) for k in args.group_sizes.split(",")]
-    print(bench_train(args.data, args.reward, sizes, args.batch_size, args.steps, device_name=args.device, mix=mix))
+    print(bench_train(args.data, args.reward, sizes, args.batch_size, args.steps, device_name=args.device, mix=mix,
+                      precision=args.precision, peak_tflops=args.peak_tflops))
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -232,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         "regenerates the report. `quick` is a few-minute smoke test; `full` is the real experiment.",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--profile", choices=["quick", "full"], default="quick", help="sizes and budgets preset")
+    p.add_argument("--profile", choices=["quick", "cpu", "full"], default="quick", help="sizes and budgets preset "
+                   "(quick: smoke test; cpu: Table 1, 3 seeds, ~2 h on 2 cores; full: everything, GPU-sized)")
     p.add_argument("--datasets", help="comma-separated: sim, ml100k (default: both; ml100k needs --ml100k)")
     p.add_argument("--ml100k", help="ML-100K ratings file (ratings.csv or u.data)")
     p.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
@@ -273,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
     b.add_argument("--seed", type=int, default=0, help="seed of request sampling")
     b.set_defaults(handler=_cmd_bench_serve)
-    b = bench.add_parser("train", help="time per GoalRank training step, split by stage, vs a supervised step")
+    b = bench.add_parser("train", help="time per GoalRank training step, split by stage, vs a supervised step, "
+                         "and its model FLOPs utilisation (MFU)")
     b.add_argument("--data", type=Path, required=True, help="prepared-dataset folder")
     b.add_argument("--reward", type=Path, required=True, help="reward-model run folder")
     b.add_argument("--group-sizes", default="5,20,100", help="comma-separated K values")
@@ -281,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=5, help="timed steps per K (after 2 warm-up steps)")
     b.add_argument("--policies", help="comma-separated policy names (default: the GroupConfig mix)")
     b.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    b.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="compute dtype (auto: bf16 autocast on CUDA, fp32 on CPU)")
+    b.add_argument("--peak-tflops", type=float, help="peak for MFU, e.g. a datasheet figure "
+                   "(default: the measured matmul peak in the compute dtype)")
     b.set_defaults(handler=_cmd_bench_train)
     return parser
 

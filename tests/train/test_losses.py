@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from groups.toys import PlackettLuce, all_lists, make_batch
 
 from goalrank.errors import ConfigError
 from goalrank.train.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
+from goalrank.train.objectives import ReferenceConfig, supervised_target
 
 
 def test_reference_policy_by_hand():
@@ -138,3 +140,13 @@ def test_row_spearman_matches_scipy():
     expected = torch.tensor([spearmanr(x[i], y[i]).statistic for i in range(5)], dtype=torch.float64)
     torch.testing.assert_close(_row_spearman(x, y), expected)
     assert abs(_row_spearman(x, y)[0].item() - 1.0) < 1e-12
+
+
+def test_supervised_target_moves_positives_to_the_top_and_keeps_the_rest_in_order():
+    labels = torch.zeros(2, 5)
+    labels[0, [3, 0]] = 1.0  # first request: positions 3 and 0 hold positives
+    batch = SimpleNamespace(exposed=torch.tensor([[4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]), labels=labels)
+    assert supervised_target(batch, "logged") is batch.exposed
+    assert supervised_target(batch, "positives_first").tolist() == [[3, 0, 4, 2, 1], [0, 1, 2, 3, 4]]
+    with pytest.raises(ConfigError, match="supervised_target"):
+        ReferenceConfig(supervised_target="clicks")

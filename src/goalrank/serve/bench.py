@@ -42,6 +42,7 @@ from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.errors import ArtifactError
 from goalrank.models.blocks import PAD
+from goalrank.perf import matmul_peak_flops
 from goalrank.serve.batcher import concat
 from goalrank.serve.catalog import Catalog, HistoryEvent
 from goalrank.serve.export import compare_backends, format_backends
@@ -286,24 +287,12 @@ def load_section(url: str, bodies: list[dict[str, Any]], count: int, malformed_s
     return "\n".join(lines)
 
 
-def matmul_peak_flops(size: int = PEAK_MATMUL_SIZE, repeats: int = 10) -> float:
-    """Measured float32 matmul FLOP/s of this machine: the best of ``repeats`` (size x size) products."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
 def flops_section(ranker: torch.nn.Module, single: RankingBatch, single_latency: Latency) -> str:
     """FLOPs of one request and the share of the matmul peak its in-process p50 latency reaches."""
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         ranker.rank(single)
     flops = counter.get_total_flops()
-    peak = matmul_peak_flops()
+    peak = matmul_peak_flops(torch.device("cpu"), size=PEAK_MATMUL_SIZE)
     achieved = flops / (single_latency.percentile(50) / 1e3)
     return ("## Compute of one GoalRank request (in-process, single)\n\n| quantity | value |\n|---|---|\n"
             f"| FLOPs per request | {flops / 1e6:.2f} M |\n| achieved at p50 | {achieved / 1e9:.3f} GFLOP/s |\n"

@@ -4,40 +4,59 @@ For each group size K the step is split into its three stages — group construc
 auxiliary policies, App. C), reward scoring (the frozen reward model), and loss + backward
 (teacher-forced log π_θ of the K lists, Eq. 5) — and compared with a plain supervised step
 (−log π_θ of the logged list only) on the same batches. Medians over timed steps after warm-up.
+Each step's FLOPs are counted once (FlopCounterMode) and turned into MFU against a peak (see
+``goalrank.perf``): the issue asks for MFU of the GoalRank training step, the paper reports 12.65 %.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from goalrank.config import from_dict
-from goalrank.data.storage import PreparedDataset
+from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.groups import GroupConfig
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.train.losses import supervised_loss
 from goalrank.train.objectives import GroupRelativeObjective, ReferenceConfig
 from goalrank.train.run import load_reward_model
-from goalrank.train.runtime import resolve_device, seed_everything
+from goalrank.perf import matmul_peak_flops, timed
+from goalrank.train.runtime import autocast, autocast_dtype, resolve_device, seed_everything
+
+MFU_PEAK_SIZE = {"cpu": 1024, "cuda": 8192}  # large enough to saturate the device's matmul units
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
+@dataclass(frozen=True)
+class StepCost:
+    """Median wall time of a step and the FLOPs it performs (FlopCounterMode: matmuls, attention)."""
+
+    seconds: float
+    flops: int
+
+    def mfu(self, peak: float) -> float:
+        return self.flops / self.seconds / peak
+
+
+def count_flops(step: Callable[[], object]) -> int:
+    """FLOPs of one call of ``step`` (forward and backward; counted once, outside the timed steps)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
 
 
 def bench_train(data_dir: Path, reward_dir: Path, group_sizes: list[int], batch_size: int, steps: int,
-                warmup: int = 2, device_name: str = "auto", mix: dict[str, float] | None = None) -> str:
-    """Markdown table of median milliseconds per stage of a training step, per group size K."""
+                warmup: int = 2, device_name: str = "auto", mix: dict[str, float] | None = None,
+                precision: str = "auto", peak_tflops: float | None = None) -> str:
+    """Markdown table of median milliseconds per stage of a training step, per group size K, with MFU.
+
+    MFU = FLOPs of a step / its median time / peak, the peak being ``peak_tflops`` if given, else
+    the measured matmul peak of the device in the step's compute dtype (``goalrank.perf``).
+    """
     device = resolve_device(device_name)
     rng = seed_everything(0)
     dataset = PreparedDataset(data_dir)
@@ -45,40 +64,45 @@ def bench_train(data_dir: Path, reward_dir: Path, group_sizes: list[int], batch_
     evaluator = load_reward_model(reward_dir, device)
     optimizer = torch.optim.AdamW(generator.parameters(), lr=1e-4)
     batches = [b.to(device) for b, _ in zip(dataset.split("train").batches(batch_size, shuffle=True), range(warmup + steps))]
+    dtype = autocast_dtype(device, precision) or torch.float32
+    peak = peak_tflops * 1e12 if peak_tflops else matmul_peak_flops(device, dtype, size=MFU_PEAK_SIZE[device.type])
 
-    def supervised_step(batch: object) -> None:
-        encoding = generator.encode(batch)
-        loss = supervised_loss(generator.log_prob(encoding, batch.exposed[:, None])[:, 0])
+    def optimise(loss: torch.Tensor) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
-    base = [_timed(lambda b=b: supervised_step(b), device)[1] for b in batches][warmup:]
-    rows = ["| K | group construction ms | reward scoring ms | loss+backward ms | step ms | step / supervised |",
-            "|---:|---:|---:|---:|---:|---:|"]
+    def supervised_step(batch: RankingBatch) -> None:
+        with autocast(device, precision):
+            encoding = generator.encode(batch)
+            loss = supervised_loss(generator.log_prob(encoding, batch.exposed[:, None])[:, 0])
+        optimise(loss)
+
+    base_times = [timed(lambda b=b: supervised_step(b), device)[1] for b in batches][warmup:]
+    base = StepCost(statistics.median(base_times), count_flops(lambda: supervised_step(batches[0])))
+    rows = ["| K | group construction ms | reward scoring ms | loss+backward ms | step ms | step / supervised "
+            "| GFLOP / step | MFU |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in group_sizes:
         group_config = from_dict(GroupConfig, {"group_size": k, **({"mix": mix} if mix else {})})
         objective = GroupRelativeObjective(generator, evaluator, group_config, ReferenceConfig(), rng)
-        times: list[tuple[float, float, float]] = []
-        for batch in batches:
-            encoding, t_encode = _timed(lambda b=batch: generator.encode(b), device)
-            group, t_group = _timed(lambda b=batch, e=encoding: objective.build_group(b, e), device)
-            (_, reference), t_reward = _timed(lambda b=batch, g=group: objective.reference_policy(b, g), device)
 
-            def backward(b=batch, e=encoding, g=group, r=reference) -> None:
-                loss, _ = objective.loss(b, e, g, r)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        def stages(batch: RankingBatch) -> tuple[float, float, float]:
+            with autocast(device, precision):
+                encoding, t_encode = timed(lambda: generator.encode(batch), device)
+                group, t_group = timed(lambda: objective.build_group(batch, encoding), device)
+                (_, reference), t_reward = timed(lambda: objective.reference_policy(batch, group), device)
+                loss, t_loss = timed(lambda: objective.loss(batch, encoding, group, reference)[0], device)
+            _, t_backward = timed(lambda: optimise(loss), device)
+            return t_group, t_reward, t_encode + t_loss + t_backward
 
-            _, t_loss = _timed(backward, device)
-            times.append((t_group, t_reward, t_encode + t_loss))
-        times = times[warmup:]
+        times = [stages(batch) for batch in batches][warmup:]
         group_ms, reward_ms, loss_ms = (1000 * statistics.median(t[i] for t in times) for i in range(3))
-        step_ms = 1000 * statistics.median(sum(t) for t in times)
-        rows.append(f"| {k} | {group_ms:.1f} | {reward_ms:.1f} | {loss_ms:.1f} | {step_ms:.1f} | "
-                    f"{step_ms / (1000 * statistics.median(base)):.2f}× |")
-    header = (f"device {device}, batch {batch_size}, N={dataset.n_candidates}, L={dataset.list_len}, "
-              f"median of {steps} steps after {warmup} warm-up; supervised step "
-              f"{1000 * statistics.median(base):.1f} ms\n\n")
+        cost = StepCost(statistics.median(sum(t) for t in times), count_flops(lambda: stages(batches[0])))
+        rows.append(f"| {k} | {group_ms:.1f} | {reward_ms:.1f} | {loss_ms:.1f} | {1000 * cost.seconds:.1f} | "
+                    f"{cost.seconds / base.seconds:.2f}× | {cost.flops / 1e9:.1f} | {100 * cost.mfu(peak):.2f} % |")
+    peak_source = "given" if peak_tflops else f"measured {MFU_PEAK_SIZE[device.type]}² matmul"
+    header = (f"device {device}, {torch.get_num_threads()} threads, compute dtype {dtype}, batch {batch_size}, "
+              f"N={dataset.n_candidates}, L={dataset.list_len}, median of {steps} steps after {warmup} warm-up; "
+              f"supervised step {1000 * base.seconds:.1f} ms, {base.flops / 1e9:.1f} GFLOP, MFU "
+              f"{100 * base.mfu(peak):.2f} %; peak {peak / 1e12:.3f} TFLOP/s ({peak_source})\n\n")
     return header + "\n".join(rows)

@@ -29,7 +29,7 @@ from goalrank.data.storage import RankingBatch, Split
 from goalrank.errors import ArtifactError, ConfigError, GoalRankError
 from goalrank.io import sha256_file, write_text_atomic
 from goalrank.train.distributed import Distributed
-from goalrank.train.runtime import RunLog, TrainConfig, capture_rng, restore_rng
+from goalrank.train.runtime import RunLog, TrainConfig, autocast, capture_rng, restore_rng
 
 LossFn = Callable[[RankingBatch], tuple[torch.Tensor, dict[str, float]]]
 ValidateFn = Callable[[], dict[str, float]]
@@ -185,7 +185,8 @@ def fit(
                 break
             state.position += 1
             shard, weight = dist.shard(batch)
-            loss, stats = step_loss(shard.to(device))
+            with autocast(device, config.precision):
+                loss, stats = step_loss(shard.to(device))
             optimizer.zero_grad(set_to_none=True)
             if not dist.all_finite(loss):
                 _skip_step(log, state, "loss")

@@ -37,16 +37,22 @@ class ReferenceConfig:
     exploration on the simulator (README, "How the defaults were chosen") weight 0.1 let the
     generator drift to lists the offline metrics cannot credit, weight 1.0 kept most of the
     true-reward gain while matching the pointwise baseline's offline metrics.
+    supervised_target: the list that term imitates: ``logged``, the exposed list in the order it
+    was shown, or ``positives_first``, the same items with the positives moved to the top (stable
+    otherwise): the order the feedback says was best, as a pointwise scorer learns it.
     """
 
     temperature: float = 1.0
     variant: Literal["cross_entropy", "authors"] = "cross_entropy"
     supervised_weight: float = 1.0
+    supervised_target: Literal["logged", "positives_first"] = "logged"
     reward_noise: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.temperature > 0, "reference.temperature", "> 0", self.temperature)
         check(self.supervised_weight >= 0, "reference.supervised_weight", ">= 0", self.supervised_weight)
+        check(self.supervised_target in ("logged", "positives_first"), "reference.supervised_target",
+              "'logged' or 'positives_first'", self.supervised_target)
         check(self.reward_noise >= 0, "reference.reward_noise", ">= 0 (β of the bias study)", self.reward_noise)
 
 
@@ -73,6 +79,15 @@ class RewardObjective:
         logits = self.model.item_logits(batch, lists)  # (B, K, L)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         return loss, {}
+
+
+def supervised_target(batch: RankingBatch, kind: str) -> torch.Tensor:
+    """(B, L) candidate positions of the list the supervised term imitates (see ReferenceConfig)."""
+    if kind == "logged":
+        return batch.exposed
+    labels = batch.labels.gather(1, batch.exposed)  # (B, L)
+    order = torch.sort(-labels, dim=1, stable=True).indices
+    return batch.exposed.gather(1, order)
 
 
 def corrupt_lists(
@@ -151,8 +166,8 @@ class GroupRelativeObjective:
         loss = group_relative_loss(log_probs, reference, self.reference.variant)
         stats: dict[str, float] = {}
         if self.reference.supervised_weight > 0:
-            logged = self.generator.log_prob(encoding, batch.exposed[:, None])[:, 0]  # (B,)
-            sup = supervised_loss(logged)
+            target = supervised_target(batch, self.reference.supervised_target)
+            sup = supervised_loss(self.generator.log_prob(encoding, target[:, None])[:, 0])
             loss = loss + self.reference.supervised_weight * sup
             stats["supervised"] = sup.item()
         return loss, stats

@@ -8,6 +8,7 @@ resumed run draws the same numbers as one that was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -21,6 +22,8 @@ import torch
 from goalrank.config import check
 from goalrank.io import write_json
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
 
 @dataclass
 class TrainConfig:
@@ -29,6 +32,10 @@ class TrainConfig:
     batch_size is the global batch: under torchrun each of the W processes takes ~1/W of it.
     checkpoint_every: batches between writes of ``last.pt`` (0: only at epoch ends), the state
     ``--resume`` continues from.
+    precision: the forward pass's compute dtype: ``auto`` is bf16 autocast on CUDA (tensor cores;
+    bf16 keeps fp32's exponent range, so no loss scaling is needed) and fp32 elsewhere (CPUs
+    without bf16 matmul units gain nothing); ``bf16`` forces autocast, ``fp32`` disables it.
+    Weights, gradients and the optimizer stay fp32.
     """
 
     epochs: int = 10
@@ -42,6 +49,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     max_steps_per_epoch: int = 0
     checkpoint_every: int = 200
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
@@ -57,6 +65,7 @@ class TrainConfig:
               self.checkpoint_every)
         check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
               "train.device", "auto, cpu, cuda[:i] or mps", self.device)
+        check(self.precision in PRECISIONS, "train.precision", f"one of {list(PRECISIONS)}", self.precision)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -95,6 +104,19 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None, device
         torch.cuda.set_rng_state(state["cuda"], device)
     if generator is not None and "generator" in state:
         generator.set_state(state["generator"])
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``TrainConfig.precision`` on ``device``; None for plain fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The mixed-precision context of a training forward pass (see ``TrainConfig.precision``)."""
+    dtype = autocast_dtype(device, precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def resolve_device(name: str) -> torch.device:
