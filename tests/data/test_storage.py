@@ -83,7 +83,7 @@ def test_item_ids_beyond_the_stored_dtype_are_refused(tmp_path):
     with pytest.raises(DataError, match="candidates.npy: values outside the range of int32"):
         _write(tmp_path / "d", {name: SplitSource(20, [arrays]) for name in SPLITS})
     with pytest.raises(DataError, match="do not fit the int32"):
-        _write(tmp_path / "e", {}, dict(SHAPE, n_items=2**31))
+        _write(tmp_path / "e", {name: SplitSource(20, [arrays]) for name in SPLITS}, dict(SHAPE, n_items=2**31))
 
 
 def test_format_1_datasets_are_still_read_and_unknown_formats_refused(tmp_path):

@@ -201,6 +201,8 @@ def write_prepared(
     for key in ("n_users", "n_items", "list_len", "n_candidates", "history_len"):
         if key not in manifest:
             raise ValueError(f"manifest lacks {key!r}")
+    if sorted(splits) != sorted(SPLITS):
+        raise ValueError(f"splits {sorted(splits)}: expected {sorted(SPLITS)}")
     if int(manifest["n_items"]) > np.iinfo(ARRAYS["candidates"]).max:
         raise DataError(f"{manifest['n_items']:,} items do not fit the int32 item arrays")
     root = Path(root)
@@ -208,7 +210,9 @@ def write_prepared(
     with atomic_dir(root, overwrite=overwrite) as tmp:
         for name, raw in (("user_raw_ids.npy", user_raw_ids), ("item_raw_ids.npy", item_raw_ids)):
             raw = np.asarray(raw, dtype=np.int64)
-            checksums[name] = _write_npy(tmp / name, raw.dtype, raw.shape, [raw])
+            with _NpyWriter(tmp / name, raw.dtype, raw.shape) as writer:
+                writer.append(raw)
+            checksums[name] = writer.sha256
         for name, source in splits.items():
             (tmp / name).mkdir()
             checksums.update(_write_split(tmp, name, source, manifest))
@@ -230,14 +234,6 @@ def _write_split(tmp: Path, name: str, source: SplitSource, manifest: dict[str, 
             for key, writer in writers.items():
                 writer.append(chunk[key])
     return {f"{name}/{key}.npy": writer.sha256 for key, writer in writers.items()}
-
-
-def _write_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> str:
-    """Write ``chunks`` as one ``.npy`` array; its SHA-256."""
-    with _NpyWriter(path, dtype, shape) as writer:
-        for chunk in chunks:
-            writer.append(chunk)
-    return writer.sha256
 
 
 class _NpyWriter:
