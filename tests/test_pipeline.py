@@ -1,6 +1,7 @@
 import json
 
 from goalrank.cli import main
+from goalrank.pipeline import summary_table
 
 TINY = [
     "--set", "simulate.n_users=60", "--set", "simulate.n_items=60", "--set", "simulate.sessions_per_user=12",
@@ -31,3 +32,11 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping_finished_stages(tmp_path, 
 def test_demo_rejects_unknown_config_keys(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--set", "nonsense=1"]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_summary_table_shows_the_spread_only_over_several_seeds():
+    rows = {"dnn": [{"NDCG@6": 0.5, "AUC": 0.7}, {"NDCG@6": 0.7, "AUC": 0.9}], "goalrank": [{"NDCG@6": 0.6, "AUC": 0.8}]}
+    lines = summary_table(rows, (0, 1)).splitlines()
+    assert lines[0] == "| model (seeds 0, 1) | NDCG@6 | AUC |"
+    assert lines[2] == "| dnn | 0.6000 ± 0.1414 | 0.8000 ± 0.1414 |"
+    assert lines[3] == "| goalrank | 0.6000 | 0.8000 |"

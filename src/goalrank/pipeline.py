@@ -96,7 +96,7 @@ def _with_train(values: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]
 
 
 def summary_table(rows: dict[str, list[dict[str, float]]], seeds: tuple[int, ...]) -> str:
-    """Markdown table of mean ± std (over seeds) of every metric for every model."""
+    """Markdown table of mean ± sample std (over seeds) of every metric for every model; the mean alone for one seed."""
     first = next(iter(rows.values()))[0]
     keys = sorted((k for k in first if k.split("@")[0] in TABLE_KEYS), key=lambda k: TABLE_KEYS.index(k.split("@")[0]))
     header = f"| model (seeds {', '.join(map(str, seeds))}) | " + " | ".join(keys) + " |"
@@ -105,7 +105,7 @@ def summary_table(rows: dict[str, list[dict[str, float]]], seeds: tuple[int, ...
         cells = []
         for key in keys:
             values = [r[key] for r in results]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.4f} ± {std:.4f}")
+            mean = f"{statistics.mean(values):.4f}"
+            cells.append(f"{mean} ± {statistics.stdev(values):.4f}" if len(values) > 1 else mean)  # no spread of one
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

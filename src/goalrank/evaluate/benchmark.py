@@ -507,7 +507,7 @@ def _report_header(config: BenchmarkConfig, command: str, notes: list[str], seco
         f"Produced by `{command}` ({n_runs} ranker runs; this invocation took {seconds:.0f} s; "
         "finished runs are reused on re-run).",
         f"Seeds: {', '.join(map(str, config.seeds))}. Every number is a test-split result of a checkpoint "
-        "chosen on the validation split; cells are mean ± sample std over seeds, as fractions (the paper "
+        "chosen on the validation split; cells are mean ± sample std over seeds (the mean alone for one seed), as fractions (the paper "
         "prints percentages). `true_reward` is the exact expected list reward under the simulator and "
         "`oracle_ratio` its ratio to a beam-search oracle's (simulator data only). One reward model per "
         "dataset and seed is the evaluator of every G-E/MG-E method and GoalRank's reward model.",
