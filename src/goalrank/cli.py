@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--profile", choices=["quick", "cpu", "full"], default="quick", help="sizes and budgets preset "
-                   "(quick: smoke test; cpu: Table 1, 3 seeds, ~2 h on 2 cores; full: everything, GPU-sized)")
+                   "(quick: smoke test; cpu: Table 1, 3 seeds, ~50 min per seed and dataset on one CPU "
+                   "thread; full: everything, GPU-sized)")
     p.add_argument("--datasets", help="comma-separated: sim, ml100k (default: both; ml100k needs --ml100k)")
     p.add_argument("--ml100k", help="ML-100K ratings file (ratings.csv or u.data)")
     p.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")

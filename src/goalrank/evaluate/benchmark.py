@@ -166,8 +166,9 @@ class BenchmarkConfig:
 
 # `quick` is a smoke test (a few minutes on 2 CPU cores; its numbers mean nothing). `cpu` is Table 1
 # alone at the demo's data sizes and paper-sized models (d_model 128), 3 seeds, with each ranker
-# trained for 2 epochs of at most 40 batches of 128: a real comparison that fits a 2-core machine in
-# about two hours (measured wall time in the README), under-trained next to `full`. `full` is the
+# trained for 2 epochs of at most 40 batches of 128: a real but under-trained comparison; one seed of
+# one dataset took 46-54 min on one thread of this busy 2-core machine (PIER's 720 orders per list
+# are a third of it), so `--seeds 0` fits a session and 3 seeds need ~2.5 h per dataset. `full` is the
 # real experiment: 5 seeds, full grids, paper-sized models (d_model 128; scaling from ~1.4M to
 # ~144M GoalRank parameters at 1,000 items), 10 epochs per run: 32 distinct ranker runs per dataset
 # and seed, i.e. 320 runs and 10 reward models for both datasets. Estimated (not measured) cost:
