@@ -102,10 +102,10 @@ def verify_checksum(path: Path) -> None:
     expected = _recorded(path.parent).get(path.name)
     if expected is None:
         raise ArtifactError(f"{path}: no checksum recorded in {SUMS} (written by an older goalrank or by"
-                            " hand?); delete it to have it produced again")
+                            " hand?); re-create it with the command that wrote it")
     if sha256_file(path) != expected:
         raise ArtifactError(f"{path}: checksum mismatch with {SUMS} (file truncated or corrupted);"
-                            " delete it to have it produced again")
+                            " re-create it with the command that wrote it")
 
 
 def _recorded(folder: Path) -> dict[str, str]:
