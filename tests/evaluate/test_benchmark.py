@@ -71,7 +71,7 @@ def test_report_has_all_table1_rows_with_numeric_cells(bench: Path) -> None:
     assert list(rows) == TABLE1_LABELS
     for cells in rows.values():
         assert len(cells) == 7  # five metrics, true reward, oracle ratio
-        assert all(re.fullmatch(r"-?\d+\.\d{4} ± \d+\.\d{4}", cell) for cell in cells)
+        assert all(re.fullmatch(r"-?\d+\.\d{4}", cell) for cell in cells)  # one seed: the mean alone
     table1 = pl.read_csv(bench / "table1.csv")
     assert table1.height == len(TABLE1_LABELS)
     for column in (f"H@{LIST_LEN}", f"NDCG@{LIST_LEN}", f"MAP@{LIST_LEN}", f"F1@{LIST_LEN}", "AUC", "true_reward"):
