@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -179,5 +180,11 @@ def process_group() -> Iterator[Distributed]:
         torch_dist.init_process_group("gloo")
     try:
         yield Distributed.current()
+        torch_dist.barrier()
     finally:
+        # A 2-process run on a busy machine aborted at exit, after writing its run, in 2 of 15
+        # tries ("terminate called without an active exception"): DDP's reducer, kept alive by
+        # a reference cycle, was freed after the group it uses. Collecting it first (and leaving
+        # the group together, barrier above) made 32 tries in a row pass under the same load.
+        gc.collect()
         torch_dist.destroy_process_group()
