@@ -91,7 +91,7 @@ def record_checksum(path: Path) -> None:
     """
     path = Path(path)
     digests = {**_recorded(path.parent), path.name: sha256_file(path)}
-    write_text_atomic(path.parent / SUMS, "".join(f"{d}  {name}\n" for name, d in sorted(digests.items())))
+    write_sha256sums(path.parent / SUMS, [(digest, name) for name, digest in sorted(digests.items())])
 
 
 def verify_checksum(path: Path) -> None:
@@ -110,11 +110,20 @@ def verify_checksum(path: Path) -> None:
 
 def _recorded(folder: Path) -> dict[str, str]:
     """File name → SHA-256 from ``folder/SHA256SUMS`` (empty when there is none)."""
-    record = folder / SUMS
+    return {name: digest for digest, name in read_sha256sums(folder / SUMS)}
+
+
+def read_sha256sums(record: Path) -> list[tuple[str, str]]:
+    """(digest, file name) of each well-formed ``sha256sum`` line of ``record``; [] when it is missing."""
     if not record.is_file():
-        return {}
+        return []
     lines = record.read_bytes().decode("utf-8", errors="replace").splitlines()
-    return {match[2]: match[1] for line in lines if (match := re.fullmatch(r"([0-9a-f]{64})  (.+)", line))}
+    return [(match[1], match[2]) for line in lines if (match := re.fullmatch(r"([0-9a-f]{64})  (.+)", line))]
+
+
+def write_sha256sums(record: Path, entries: list[tuple[str, str]]) -> None:
+    """Write (digest, file name) pairs as ``sha256sum`` lines, atomically."""
+    write_text_atomic(record, "".join(f"{digest}  {name}\n" for digest, name in entries))
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -131,6 +140,12 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def write_recorded_text(path: Path, text: str) -> None:
+    """``write_text_atomic``, then ``record_checksum``: a result file that later stages read back."""
+    write_text_atomic(path, text)
+    record_checksum(path)
 
 
 def write_recorded_json(path: Path, payload: Any) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 T = TypeVar("T")
 
@@ -30,6 +31,16 @@ def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
     out = fn()
     synchronize(device)
     return out, time.perf_counter() - start
+
+
+def count_flops(step: Callable[[], object]) -> int:
+    """FLOPs of one call of ``step`` (matmuls and attention, forward and backward), via FlopCounterMode.
+
+    Counting slows the call down, so benchmarks count once, outside their timed calls.
+    """
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
 
 
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 1024,

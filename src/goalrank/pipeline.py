@@ -19,7 +19,7 @@ from typing import Any
 from goalrank.data.prepare import PrepareConfig, prepare
 from goalrank.data.storage import MANIFEST
 from goalrank.evaluate.report import evaluate_run
-from goalrank.io import read_recorded_json, record_checksum, write_recorded_json, write_text_atomic
+from goalrank.io import read_recorded_json, write_recorded_json, write_recorded_text
 from goalrank.simulate.simulator import SimConfig, simulate
 from goalrank.train.run import train_ranker, train_reward
 
@@ -85,8 +85,7 @@ def run_demo(out: Path, config: DemoConfig) -> str:
                 print(evaluate_run(run_dir, data_dir, "test", beam_width=64))
             rows[name].append(read_recorded_json(run_dir / "eval-test.json"))
     table = summary_table(rows, config.seeds)
-    write_text_atomic(out / "results.md", table + "\n")
-    record_checksum(out / "results.md")
+    write_recorded_text(out / "results.md", table + "\n")
     write_recorded_json(out / "results.json", rows)
     return table
 

@@ -9,8 +9,8 @@ import torch
 from builders import tiny_dataset
 
 from goalrank.cli import main
-from goalrank.perf import matmul_peak_flops
-from goalrank.train.bench import StepCost, count_flops
+from goalrank.perf import count_flops, matmul_peak_flops
+from goalrank.train.bench import StepCost
 from goalrank.train.run import train_reward
 
 

@@ -115,7 +115,7 @@ def test_a_save_killed_midway_leaves_a_checkpoint_that_verifies(tmp_path: Path, 
     path = tmp_path / LAST
     old, new = {"step": torch.tensor(1)}, {"step": torch.tensor(2)}
     save_checkpoint(path, old)
-    real_replace, real_write = loop.os.replace, loop.write_text_atomic
+    real_replace, real_write = loop.os.replace, loop.write_sha256sums
     writes = []
 
     def replace(src: Path, dst: Path) -> None:
@@ -123,14 +123,14 @@ def test_a_save_killed_midway_leaves_a_checkpoint_that_verifies(tmp_path: Path, 
             raise _Killed
         real_replace(src, dst)
 
-    def write(target: Path, text: str) -> None:
-        writes.append(text)
+    def write(target: Path, entries: list[tuple[str, str]]) -> None:
+        writes.append(entries)
         if killed_at == "final record" and len(writes) == 2:
             raise _Killed
-        real_write(target, text)
+        real_write(target, entries)
 
     monkeypatch.setattr(loop.os, "replace", replace)
-    monkeypatch.setattr(loop, "write_text_atomic", write)
+    monkeypatch.setattr(loop, "write_sha256sums", write)
     with pytest.raises(_Killed):
         save_checkpoint(path, new)
     monkeypatch.undo()

@@ -49,7 +49,7 @@ from goalrank.io import (
     record_checksum,
     verify_checksum,
     write_recorded_json,
-    write_text_atomic,
+    write_recorded_text,
 )
 from goalrank.models.base import Ranker, RankOutput
 from goalrank.models.blocks import count_parameters
@@ -488,18 +488,14 @@ def write_report(out: Path, config: BenchmarkConfig, rows: list[dict[str, Any]],
         study_rows = [r for r in rows if r["study"] == study]
         if not study_rows:
             continue
-        _write_recorded_text(out / f"{study}.csv", pl.from_dicts(study_rows, infer_schema_length=None).write_csv())
+        write_recorded_text(out / f"{study}.csv", pl.from_dicts(study_rows, infer_schema_length=None).write_csv())
         for dataset, list_len in list_lens.items():
             dataset_rows = [r for r in study_rows if r["dataset"] == dataset]
             sections.append(renderers[study](out, config, dataset, list_len, dataset_rows))
     report = "\n\n".join(sections) + "\n"
-    _write_recorded_text(out / "report.md", report)
+    write_recorded_text(out / "report.md", report)
     return report
 
-
-def _write_recorded_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-    record_checksum(path)
 
 
 def _report_header(config: BenchmarkConfig, command: str, notes: list[str], seconds: float, n_runs: int) -> str:

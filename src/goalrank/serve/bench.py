@@ -36,13 +36,12 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.errors import ArtifactError
 from goalrank.models.blocks import PAD
-from goalrank.perf import matmul_peak_flops
+from goalrank.perf import count_flops, matmul_peak_flops
 from goalrank.serve.batcher import concat
 from goalrank.serve.catalog import Catalog, HistoryEvent
 from goalrank.serve.export import compare_backends, format_backends
@@ -289,9 +288,8 @@ def load_section(url: str, bodies: list[dict[str, Any]], count: int, malformed_s
 
 def flops_section(ranker: torch.nn.Module, single: RankingBatch, single_latency: Latency) -> str:
     """FLOPs of one request and the share of the matmul peak its in-process p50 latency reaches."""
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        ranker.rank(single)
-    flops = counter.get_total_flops()
+    with torch.inference_mode():
+        flops = count_flops(lambda: ranker.rank(single))
     peak = matmul_peak_flops(torch.device("cpu"), size=PEAK_MATMUL_SIZE)
     achieved = flops / (single_latency.percentile(50) / 1e3)
     return ("## Compute of one GoalRank request (in-process, single)\n\n| quantity | value |\n|---|---|\n"

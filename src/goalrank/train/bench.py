@@ -11,12 +11,10 @@ Each step's FLOPs are counted once (FlopCounterMode) and turned into MFU against
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from goalrank.config import from_dict
 from goalrank.data.storage import PreparedDataset, RankingBatch
@@ -25,7 +23,7 @@ from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.train.losses import supervised_loss
 from goalrank.train.objectives import GroupRelativeObjective, ReferenceConfig
 from goalrank.train.run import load_reward_model
-from goalrank.perf import matmul_peak_flops, timed
+from goalrank.perf import count_flops, matmul_peak_flops, timed
 from goalrank.train.runtime import autocast, autocast_dtype, resolve_device, seed_everything
 
 MFU_PEAK_SIZE = {"cpu": 1024, "cuda": 8192}  # large enough to saturate the device's matmul units
@@ -40,13 +38,6 @@ class StepCost:
 
     def mfu(self, peak: float) -> float:
         return self.flops / self.seconds / peak
-
-
-def count_flops(step: Callable[[], object]) -> int:
-    """FLOPs of one call of ``step`` (forward and backward; counted once, outside the timed steps)."""
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return counter.get_total_flops()
 
 
 def bench_train(data_dir: Path, reward_dir: Path, group_sizes: list[int], batch_size: int, steps: int,

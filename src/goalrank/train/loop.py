@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from goalrank.data.storage import RankingBatch, Split
 from goalrank.errors import ArtifactError, ConfigError, GoalRankError
-from goalrank.io import sha256_file, write_text_atomic
+from goalrank.io import read_sha256sums, sha256_file, write_sha256sums
 from goalrank.train.distributed import Distributed
 from goalrank.train.runtime import RunLog, TrainConfig, autocast, capture_rng, restore_rng
 
@@ -113,15 +112,11 @@ def verify_checkpoint(path: Path) -> None:
 
 def _recorded_digests(path: Path) -> list[str]:
     """The digests recorded for checkpoint ``path``: one, or two while a save was in flight."""
-    record = checksum_path(path)
-    if not record.is_file():
-        return []
-    lines = record.read_bytes().decode("utf-8", errors="replace").splitlines()
-    return [match[1] for line in lines if (match := re.fullmatch(r"([0-9a-f]{64})  .+", line))]
+    return [digest for digest, _ in read_sha256sums(checksum_path(path))]
 
 
 def _write_digests(path: Path, digests: list[str]) -> None:
-    write_text_atomic(checksum_path(path), "".join(f"{digest}  {path.name}\n" for digest in digests))
+    write_sha256sums(checksum_path(path), [(digest, path.name) for digest in digests])
 
 
 def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
