@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ml100k", type=Path, help="ML-100K ratings file to include")
     b.add_argument("--sizes", default="1000000,10000000", help="simulated log sizes (interactions)")
     b.add_argument("--workdir", type=Path, default=Path("runs/bench-prepare"), help="scratch folder")
+    _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_prepare)
     b = bench.add_parser(
         "serve", help="ranking latency and throughput, in-process and over HTTP, GoalRank vs baselines",

@@ -16,8 +16,8 @@ def test_parse_sizes():
 
 
 def test_format_table():
-    table = format_table([Measurement("simulated 1,000", 12, 40, 1000, 160, 2.345, 512.4)])
-    assert table.splitlines()[2] == "| simulated 1,000 | 12 | 40 | 1,000 | 160 | 2.3 | 512 |"
+    table = format_table([Measurement("simulated 1,000", 12, 40, 1000, 160, 2.345, 512.4, "hnsw", 0.98765)])
+    assert table.splitlines()[2] == "| simulated 1,000 | 12 | 40 | 1,000 | 160 | hnsw (0.9877) | 2.3 | 512 |"
 
 
 def test_industry_shape_scales_users_and_items_like_industry_01b():
@@ -34,9 +34,11 @@ def test_measure_prepare_runs_a_child_and_reads_its_manifest(tmp_path):
     rng = np.random.default_rng(0)
     pl.DataFrame({"user": users, "item": items, "timestamp": rng.permutation(3600),
                   "label": rng.integers(0, 2, 3600).astype(np.int8)}).write_csv(tmp_path / "log.csv")
-    row = measure_prepare("tiny", "generic", tmp_path / "log.csv", tmp_path / "prepared")
+    row = measure_prepare("tiny", "generic", tmp_path / "log.csv", tmp_path / "prepared",
+                          ["--set=retriever.search=hnsw", "--set=retriever.hnsw_ef_search=60"])
     dropped = read_json(tmp_path / "prepared" / "manifest.json")["lists"]["straddling_dropped"]
     assert (row.users, row.items, row.interactions, row.lists + dropped) == (60, 60, 3600, 600)  # 10 lists of 6 per user
+    assert (row.search, row.recall) == ("hnsw", 1.0)  # the flags reached the child; a full search is exact
     assert row.wall_s > 0 and row.peak_rss_mib > 50  # importing torch alone takes more
     with pytest.raises(DataError, match="exit code 2"):
         measure_prepare("missing", "generic", tmp_path / "nothing.csv", tmp_path / "never")

@@ -78,6 +78,18 @@ def test_prepare_is_bit_reproducible_for_a_seed(prepared, tmp_path):
     assert list(prepared.manifest["source_checksums"]) == [source]
 
 
+def test_hnsw_search_with_a_wide_search_gives_the_exact_candidates_and_records_its_recall(prepared, tmp_path):
+    source = prepared.manifest["config"]["input"]
+    wide = {**SMALL["retriever"], "search": "hnsw", "hnsw_ef_search": 40}
+    dataset = prepare(config(source, retriever=wide), tmp_path / "hnsw")
+    retriever = dataset.manifest["retriever"]
+    assert prepared.manifest["retriever"]["search"] == "exact"
+    assert (retriever["search"], retriever["recall_at_k"], retriever["recall_users"]) == ("hnsw", 1.0, 24)
+    assert dataset.manifest["checksums"] == prepared.manifest["checksums"]
+    assert format_stats(dataset.manifest).endswith(
+        "candidates: HNSW search, recall@10 1.0000 against exact search on 24 users")
+
+
 def test_format_stats_renders_the_manifest_table(prepared):
     manifest = {**prepared.manifest, "stats": {
         name: {"users": 1, "items": 2, "interactions": 3000, "lists": 4} for name in (*SPLITS, "total")}}

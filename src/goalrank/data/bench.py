@@ -1,7 +1,8 @@
 """`goalrank bench prepare`: wall time and peak memory of `goalrank prepare` on logs of several sizes.
 
 Each log is prepared in a fresh child process, so its peak resident memory (``ru_maxrss`` of
-that child, from ``os.wait4``) is its own and not inflated by earlier runs. Simulated logs come
+that child, from ``os.wait4``) is its own and not inflated by earlier runs; ``--config``/``--set``
+are passed on to each child (e.g. ``--set retriever.search=hnsw``). Simulated logs come
 from `goalrank simulate` in the paper's Industry-0.1B shape scaled to the requested size
 (``industry_shape``); they are generated once and reused from ``--workdir``.
 """
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,19 +41,22 @@ class Measurement:
     lists: int
     wall_s: float
     peak_rss_mib: float
+    search: str = "exact"
+    recall: float = 1.0
 
 
 def bench_prepare(args: argparse.Namespace) -> str:
     """Run `prepare` on ML-100K (``args.ml100k``) and simulated logs (``args.sizes``); a markdown table."""
     sizes = parse_sizes(args.sizes)
     workdir = Path(args.workdir)
+    flags = ([f"--config={args.config}"] if args.config else []) + [f"--set={value}" for value in args.overrides]
     rows = []
     if args.ml100k is not None:
-        rows.append(measure_prepare("ML-100K", "movielens", Path(args.ml100k), workdir / "prepared-ml100k"))
+        rows.append(measure_prepare("ML-100K", "movielens", Path(args.ml100k), workdir / "prepared-ml100k", flags))
     for size in sizes:
         folder = simulated_log(size, workdir / f"simulated-{size}")
         rows.append(measure_prepare(f"simulated {size:,}", "simulator", folder,
-                                    workdir / f"prepared-{size}"))
+                                    workdir / f"prepared-{size}", flags))
     return format_table(rows)
 
 
@@ -93,11 +98,11 @@ def simulated_log(size: int, folder: Path) -> Path:
     return folder
 
 
-def measure_prepare(name: str, source: str, log: Path, out: Path) -> Measurement:
-    """Run `goalrank prepare` on ``log`` in a child process; time it and read its peak RSS."""
+def measure_prepare(name: str, source: str, log: Path, out: Path, flags: Sequence[str] = ()) -> Measurement:
+    """Run `goalrank prepare` on ``log`` (with config ``flags``) in a child process; time it and read its peak RSS."""
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "goalrank.cli", "prepare", "--source", source,
-               "--input", str(log), "--out", str(out), "--overwrite"]
+               "--input", str(log), "--out", str(out), "--overwrite", *flags]
     stderr_path = out.parent / f"{out.name}.stderr.txt"
     with open(stderr_path, "w") as stderr:
         start = time.perf_counter()
@@ -107,15 +112,17 @@ def measure_prepare(name: str, source: str, log: Path, out: Path) -> Measurement
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise DataError(f"prepare of {log} failed (exit code {child.returncode}); see {stderr_path}")
-    total = read_json(out / "manifest.json")["stats"]["total"]
+    manifest = read_json(out / "manifest.json")
+    total, retriever = manifest["stats"]["total"], manifest["retriever"]
     return Measurement(name, total["users"], total["items"], total["interactions"], total["lists"], wall,
-                       usage.ru_maxrss / KIB_PER_MIB)
+                       usage.ru_maxrss / KIB_PER_MIB, retriever["search"], retriever.get("recall_at_k", 1.0))
 
 
 def format_table(rows: list[Measurement]) -> str:
     """Markdown table of measurements."""
-    lines = ["| log | users | items | interactions (k-cored) | lists | wall time (s) | peak RSS (MiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r.name} | {r.users:,} | {r.items:,} | {r.interactions:,} | {r.lists:,} | {r.wall_s:.1f} |"
-              f" {r.peak_rss_mib:,.0f} |" for r in rows]
+    lines = ["| log | users | items | interactions (k-cored) | lists | candidates (recall@N) | wall time (s)"
+             " | peak RSS (MiB) |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
+    lines += [f"| {r.name} | {r.users:,} | {r.items:,} | {r.interactions:,} | {r.lists:,} | {r.search}"
+              f" ({r.recall:.4f}) | {r.wall_s:.1f} | {r.peak_rss_mib:,.0f} |" for r in rows]
     return "\n".join(lines)

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 
 from goalrank.config import check, to_dict
 from goalrank.data.filtering import kcore
@@ -30,6 +29,7 @@ from goalrank.data.storage import SPLITS, PreparedDataset, SplitSource, write_pr
 from goalrank.errors import ArtifactError, DataError
 from goalrank.io import sha256_file
 from goalrank.retrieval.mf import RetrieverConfig, train_bpr
+from goalrank.retrieval.search import retrieve
 
 STATS_COLUMNS = ("users", "items", "interactions", "lists")
 
@@ -105,8 +105,7 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
     known = (user_log.timestamps < split.t_valid) & (user_log.labels == 1)
     model, loss = train_bpr(user_log.users[known], user_log.items[known], n_users, n_items,
                             config.retriever, int(retriever_seed))
-    retrieved = model.top_items(torch.arange(n_users), config.n_candidates,
-                                config.retriever.score_batch_size).numpy()  # (U, N)
+    retrieved, search = retrieve(model, config.n_candidates, config.retriever, int(retriever_seed))  # (U, N)
     rng = np.random.default_rng(shuffle_seed)
     splits = {  # lazy: the chunks are built while write_prepared streams them to disk, in this order
         name: SplitSource(split.index[name].shape[0], sample_chunks(
@@ -128,7 +127,7 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
         "lists": {"cut": lists.cut, "repeated_item_dropped": lists.repeats_dropped,
                   "straddling_dropped": split.straddling},
         "cuts": {"t_valid": split.t_valid, "t_test": split.t_test},
-        "retriever": {"train_positives": int(known.sum()), "final_loss": loss},
+        "retriever": {"train_positives": int(known.sum()), "final_loss": loss, **search},
         "stats": split_stats(user_log, lists, split),
     }
     if config.source == "simulator":
@@ -173,6 +172,10 @@ def format_stats(manifest: dict[str, Any]) -> str:
         f"time cuts: valid from t={cuts['t_valid']}, test from t={cuts['t_test']} "
         "(users/items/interactions: the log inside each split's time window)",
     ]
+    retriever = manifest.get("retriever", {})
+    if retriever.get("search") == "hnsw":
+        lines.append(f"candidates: HNSW search, recall@{manifest['n_candidates']} "
+                     f"{retriever['recall_at_k']:.4f} against exact search on {retriever['recall_users']:,} users")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -29,16 +30,33 @@ from goalrank.config import check
 from goalrank.errors import DataError
 
 
+Search = Literal["auto", "exact", "hnsw"]
+
+
 @dataclass
 class RetrieverConfig:
-    """BPR matrix factorisation: embedding size, optimisation budget, L2 weight, batch sizes."""
+    """BPR matrix factorisation (embedding size, optimisation budget, L2 weight, batch sizes) and
+    how each user's top-N items are searched (``goalrank.retrieval.search``).
+
+    search: "exact" scores all items; "hnsw" searches an HNSW graph (approximate, with its recall
+      measured on ``recall_users`` users); "auto" is exact up to ``exact_max_pairs`` user-item
+      pairs (1e10, about two minutes on one thread, where HNSW becomes faster), HNSW beyond.
+    hnsw_neighbors / hnsw_ef_construction / hnsw_ef_search: the graph's degree (faiss's M) and
+      the candidate-list sizes when building and searching (larger: higher recall, slower).
+    """
 
     dim: int = 32
     epochs: int = 10
     lr: float = 0.01
     reg: float = 1e-4
     batch_size: int = 4096
-    score_batch_size: int = 1024  # users scored against all items at once by top_items
+    score_batch_size: int = 1024  # users searched at once
+    search: Search = "auto"
+    exact_max_pairs: int = 10_000_000_000
+    hnsw_neighbors: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    recall_users: int = 2000
 
     def __post_init__(self) -> None:
         check(self.dim >= 1, "retriever.dim", "an integer >= 1", self.dim)
@@ -48,6 +66,11 @@ class RetrieverConfig:
         check(self.batch_size >= 1, "retriever.batch_size", "an integer >= 1", self.batch_size)
         check(self.score_batch_size >= 1, "retriever.score_batch_size", "an integer >= 1",
               self.score_batch_size)
+        searches = get_args(Search)
+        check(self.search in searches, "retriever.search", f"one of {list(searches)}", self.search)
+        check(self.exact_max_pairs >= 0, "retriever.exact_max_pairs", "an integer >= 0", self.exact_max_pairs)
+        for name in ("hnsw_neighbors", "hnsw_ef_construction", "hnsw_ef_search", "recall_users"):
+            check(getattr(self, name) >= 1, f"retriever.{name}", "an integer >= 1", getattr(self, name))
 
 
 class MatrixFactorization(nn.Module):
@@ -83,6 +106,14 @@ class MatrixFactorization(nn.Module):
             scores = user @ items.T + self.item_bias.weight[1:].T  # (b, I)
             parts.append(scores.topk(k, dim=1).indices + 1)  # (b, k), back to 1-based items
         return torch.cat(parts) if parts else torch.empty(0, k, dtype=torch.long)
+
+    @torch.no_grad()
+    def score_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 users [p_u, 1] (U, D+1) and items [q_i, b_i] (I, D+1): s(u, i) is their inner product."""
+        users = self.user_embedding.weight
+        users = torch.cat([users, users.new_ones(users.shape[0], 1)], dim=1)
+        items = torch.cat([self.item_embedding.weight[1:], self.item_bias.weight[1:]], dim=1)
+        return users.float().numpy(), np.ascontiguousarray(items.float().numpy())
 
 
 def train_bpr(
