@@ -37,7 +37,8 @@ def test_equal_rewards_give_the_uniform_policy():
 )
 def test_reference_policy_is_a_distribution_invariant_to_affine_rewards(rewards, shift, scale):
     r = torch.tensor([rewards], dtype=torch.float64)
-    assume(float(r.std(correction=0)) > 1e-2)  # eps matters only for near-constant groups
+    # eps matters only for near-constant groups: with both groups' std > 0.1 it moves z by < 3e-5
+    assume(float(r.std(correction=0)) * min(scale, 1.0) > 0.1)
     policy = reference_policy(r)
     assert torch.allclose(policy.sum(), torch.tensor(1.0, dtype=torch.float64))
     assert torch.allclose(policy, reference_policy(r * scale + shift), atol=1e-4)
