@@ -4,8 +4,9 @@ Why an approximate search: exact top-N scores every user against every item, O(U
 Industry-0.1B shape users and items both grow with the log, so exact retrieval grew
 quadratically and took ≈ 50 of the 112 minutes of preparing 100M interactions. It is memory-bound
 (every one of the U·I scores is written and read back: 1.3 TB at 100M), so a better kernel saves
-little (faiss's blocked exact search, extrapolated to 100M on one thread: 47 min against 66). A hierarchical navigable small-world graph (HNSW; Malkov & Yashunin, 2018), as implemented by
-faiss, visits O(ef_search · log I) items per user instead.
+little (faiss's blocked exact search, extrapolated to 100M on one thread: 47 min against 66). A
+hierarchical navigable small-world graph (HNSW; Malkov & Yashunin, 2018), as implemented by faiss,
+visits O(ef_search · log I) items per user instead.
 
 The score is the inner product of augmented vectors [p_u, 1]·[q_i, b_i], searched with faiss's
 inner-product HNSW. Measured on BPR factors of simulated Industry-shaped logs, one thread: at 1M
@@ -36,7 +37,9 @@ from goalrank.errors import DataError
 from goalrank.retrieval.mf import MatrixFactorization, RetrieverConfig
 
 
-def retrieve(model: MatrixFactorization, k: int, config: RetrieverConfig, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+def retrieve(
+    model: MatrixFactorization, k: int, config: RetrieverConfig, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
     """(U, k) every user's top-k items (indices in [1, I], best first) and what the search measured.
 
     ``config.search`` "auto" is exact while users × items ≤ ``config.exact_max_pairs``, else HNSW.
