@@ -168,7 +168,7 @@ class BenchmarkConfig:
 # alone at the demo's data sizes and paper-sized models (d_model 128), 3 seeds, with each ranker
 # trained for 2 epochs of at most 40 batches of 128: a real but under-trained comparison; one seed of
 # one dataset took 46-54 min on one thread of this busy 2-core machine (PIER's 720 orders per list
-# are a third of it), so `--seeds 0` fits a session and 3 seeds need ~2.5 h per dataset. `full` is the
+# are a third to a half of it), so `--seeds 0` fits a session and 3 seeds need ~2.5 h per dataset. `full` is the
 # real experiment: 5 seeds, full grids, paper-sized models (d_model 128; scaling from ~1.4M to
 # ~144M GoalRank parameters at 1,000 items), 10 epochs per run: 32 distinct ranker runs per dataset
 # and seed, i.e. 320 runs and 10 reward models for both datasets. Estimated (not measured) cost:
@@ -495,7 +495,6 @@ def write_report(out: Path, config: BenchmarkConfig, rows: list[dict[str, Any]],
     report = "\n\n".join(sections) + "\n"
     write_recorded_text(out / "report.md", report)
     return report
-
 
 
 def _report_header(config: BenchmarkConfig, command: str, notes: list[str], seconds: float, n_runs: int) -> str:
