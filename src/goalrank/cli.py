@@ -88,10 +88,14 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
     import shlex
 
     from goalrank.evaluate.benchmark import load_benchmark_config, run_benchmark
+    from goalrank.evaluate.estimate import estimate_benchmark
 
     flags = {"datasets": args.datasets, "seeds": args.seeds, "studies": args.only, "ml100k": args.ml100k}
     config = load_benchmark_config(args.profile, args.config, args.overrides, flags)
-    print(run_benchmark(args.out, config, shlex.join(["goalrank", *args.argv])))
+    if args.estimate is not None:
+        print(estimate_benchmark(args.out, config, args.estimate))
+    else:
+        print(run_benchmark(args.out, config, shlex.join(["goalrank", *args.argv])))
 
 
 def _cmd_bench_prepare(args: argparse.Namespace) -> None:
@@ -240,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ml100k", help="ML-100K ratings file (ratings.csv or u.data)")
     p.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
     p.add_argument("--only", help="comma-separated studies: table1, groupsize, bias, scaling (default: all)")
+    p.add_argument("--estimate", type=int, metavar="STEPS", help="do not run the profile: time each distinct "
+                   "run for one epoch of at most STEPS batches and project the profile's wall time on this "
+                   "machine (writes OUT/estimate/estimate.md)")
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_benchmark)
 

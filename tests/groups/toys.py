@@ -30,16 +30,19 @@ class PlackettLuce(nn.Module):
     def first_step_logits(self, encoding: torch.Tensor) -> torch.Tensor:
         return encoding
 
-    def log_prob(self, encoding: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
-        size, num_lists, length = lists.shape
+    def step_log_probs(self, encoding: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
+        num_lists, length = lists.shape[1:]
         logits = encoding[:, None].expand(-1, num_lists, -1)  # (B, K, N)
         used = torch.zeros(logits.shape, dtype=torch.bool)
-        total = torch.zeros(size, num_lists)
+        steps = []
         for t in range(length):
             step = logits.masked_fill(used, -torch.inf).log_softmax(dim=2)
-            total = total + step.gather(2, lists[:, :, t : t + 1]).squeeze(2)
+            steps.append(step.gather(2, lists[:, :, t : t + 1]).squeeze(2))
             used = used.scatter(2, lists[:, :, t : t + 1], True)
-        return total
+        return torch.stack(steps, dim=2)  # (B, K, T)
+
+    def log_prob(self, encoding: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
+        return self.step_log_probs(encoding, lists).sum(dim=2)
 
     def next_log_probs(self, encoding: torch.Tensor, prefixes: torch.Tensor) -> torch.Tensor:
         logits = encoding[:, None].expand(-1, prefixes.shape[1], -1)  # (B, P, N)

@@ -9,11 +9,12 @@ import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from groups.toys import PlackettLuce, all_lists, make_batch
+from groups.toys import PairwiseReward, PlackettLuce, all_lists, make_batch
 
 from goalrank.errors import ConfigError
+from goalrank.groups import GroupConfig
 from goalrank.train.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
-from goalrank.train.objectives import ReferenceConfig, supervised_target
+from goalrank.train.objectives import GroupRelativeObjective, ReferenceConfig, supervised_target
 
 
 def test_reference_policy_by_hand():
@@ -147,7 +148,35 @@ def test_supervised_target_moves_positives_to_the_top_and_keeps_the_rest_in_orde
     labels = torch.zeros(2, 5)
     labels[0, [3, 0]] = 1.0  # first request: positions 3 and 0 hold positives
     batch = SimpleNamespace(exposed=torch.tensor([[4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]), labels=labels)
-    assert supervised_target(batch, "logged") is batch.exposed
-    assert supervised_target(batch, "positives_first").tolist() == [[3, 0, 4, 2, 1], [0, 1, 2, 3, 4]]
+    target, steps = supervised_target(batch, "logged")
+    assert target is batch.exposed and steps.tolist() == [[1.0] * 5] * 2
+    target, steps = supervised_target(batch, "positives_first")
+    assert target.tolist() == [[3, 0, 4, 2, 1], [0, 1, 2, 3, 4]] and steps.tolist() == [[1.0] * 5] * 2
+    target, steps = supervised_target(batch, "positives")
+    assert target.tolist() == [[3, 0, 4, 2, 1], [0, 1, 2, 3, 4]]
+    assert steps.tolist() == [[1.0, 1.0, 0.0, 0.0, 0.0], [0.0] * 5]  # the positives' prefix; none in row 2
     with pytest.raises(ConfigError, match="supervised_target"):
         ReferenceConfig(supervised_target="clicks")
+
+
+@pytest.mark.parametrize("kind", ["logged", "positives_first", "positives"])
+def test_objective_loss_is_eq5_plus_the_weighted_supervised_term(kind):
+    """The target shares the group's teacher-forced pass; the sum must equal separate log π_θ terms."""
+    generator = PlackettLuce(num_items=30, list_len=4, seed=0)
+    batch = make_batch(size=3, n_cand=8, list_len=4, num_items=30, seed=1)
+    batch.labels[0, [2, 0]] = 1.0  # exposed = positions 0..3: request 0 has positives at 0 and 2
+    batch.labels[1, 3] = 1.0
+    objective = GroupRelativeObjective(generator, PairwiseReward(30), GroupConfig(group_size=5),
+                                       ReferenceConfig(supervised_weight=0.7, supervised_target=kind),
+                                       torch.Generator().manual_seed(0))
+    encoding = generator.encode(batch)
+    group = objective.build_group(batch, encoding)
+    _, reference = objective.reference_policy(batch, group)
+    loss, stats = objective.loss(batch, encoding, group, reference)
+    prefixes = {"logged": [[0, 1, 2, 3]] * 3, "positives_first": [[0, 2, 1, 3], [3, 0, 1, 2], [0, 1, 2, 3]],
+                "positives": [[0, 2], [3], []]}[kind]
+    imitated = torch.stack([generator.log_prob(encoding[i : i + 1], torch.tensor([[prefix]]))[0, 0]
+                            if prefix else torch.tensor(0.0) for i, prefix in enumerate(prefixes)])
+    expected = group_relative_loss(generator.log_prob(encoding, group), reference) - 0.7 * imitated.mean()
+    torch.testing.assert_close(loss, expected)
+    assert stats["supervised"] == pytest.approx(-imitated.mean().item(), abs=1e-5)

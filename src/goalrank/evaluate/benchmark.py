@@ -171,9 +171,9 @@ class BenchmarkConfig:
 # are a third to a half of it), so `--seeds 0` fits a session and 3 seeds need ~2.5 h per dataset. `full` is the
 # real experiment: 5 seeds, full grids, paper-sized models (d_model 128; scaling from ~1.4M to
 # ~144M GoalRank parameters at 1,000 items), 10 epochs per run: 32 distinct ranker runs per dataset
-# and seed, i.e. 320 runs and 10 reward models for both datasets. Estimated (not measured) cost:
-# of the order of 10 GPU-hours on one H100; days on a 2-core CPU, where the 768x8 models do not fit
-# a sensible budget.
+# and seed, i.e. 320 runs and 10 reward models for both datasets. Not run: projected from per-batch
+# times measured on one H200 (`--estimate`, README), 2.7 h per simulator seed, ~24 GPU-hours in all,
+# most of it the 512x6 and 768x8 GoalRank runs; weeks on a 2-core CPU.
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "seeds": (0, 1),
@@ -283,7 +283,7 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
     list_lens: dict[str, int] = {}
     notes: list[str] = []
     for dataset_name in config.datasets:
-        data_dir = _prepare_dataset(out, dataset_name, config)
+        data_dir = prepare_dataset(out, dataset_name, config)
         if data_dir is None:
             notes.append(f"`{dataset_name}` skipped: no ratings file given (`--ml100k PATH`).")
             continue
@@ -301,7 +301,7 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
     return report
 
 
-def _prepare_dataset(out: Path, name: str, config: BenchmarkConfig) -> Path | None:
+def prepare_dataset(out: Path, name: str, config: BenchmarkConfig) -> Path | None:
     """Prepared-dataset folder of ``name`` (built if missing); None when ml100k has no input file."""
     data_dir = out / "data" / name
     if name == "sim":
@@ -322,9 +322,29 @@ def _prepare_dataset(out: Path, name: str, config: BenchmarkConfig) -> Path | No
     return data_dir
 
 
+def reward_values(reward: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The reward run's config values for ``seed``."""
+    return merge_values(reward, {"train": {"seed": seed}})
+
+
+def ranker_run(spec: RunSpec, config: BenchmarkConfig, dataset: PreparedDataset, seed: int,
+               reward_dir: Path) -> tuple[str, dict[str, Any], Path | None]:
+    """Folder name, config values and reward folder (None when the model needs none) of one run.
+
+    The name is the model and a digest of everything that defines the run, so studies that ask for
+    the same run (Table 1's GoalRank is K=20 of the group-size study) share one folder.
+    """
+    values = merge_values(config.ranker, spec.values, {"train": {"seed": seed}})
+    run_config, _ = build_ranker_config(spec.model, dataset, values)
+    model_spec = MODELS[spec.model]
+    uses_reward = model_spec.needs_evaluator or model_spec.objective == "group_relative"
+    identity = {"model_name": spec.model, "reward": reward_dir.name if uses_reward else None, **to_dict(run_config)}
+    return f"{spec.model}-{_digest(identity)}", values, reward_dir if uses_reward else None
+
+
 def _ensure_reward(seed_dir: Path, dataset: PreparedDataset, reward: dict[str, Any], seed: int, where: str) -> Path:
     """The seed's reward model (the one evaluator every G-E method and GoalRank share), trained if missing."""
-    values = merge_values(reward, {"train": {"seed": seed}})
+    values = reward_values(reward, seed)
     run_dir = seed_dir / f"reward-{_digest(to_dict(build_reward_config(dataset, values)))}"
     stage(run_dir / METRICS_FILE, partial(train_reward, dataset.root, run_dir, values),
             f"{where} train reward model", run_dir)
@@ -334,14 +354,9 @@ def _ensure_reward(seed_dir: Path, dataset: PreparedDataset, reward: dict[str, A
 def _ensure_ranker(seed_dir: Path, dataset: PreparedDataset, spec: RunSpec, config: BenchmarkConfig,
                    seed: int, reward_dir: Path, where: str) -> Path:
     """Train (if missing) and evaluate on test (if missing) one ranker run; returns its folder."""
-    values = merge_values(config.ranker, spec.values, {"train": {"seed": seed}})
-    run_config, _ = build_ranker_config(spec.model, dataset, values)
-    model_spec = MODELS[spec.model]
-    uses_reward = model_spec.needs_evaluator or model_spec.objective == "group_relative"
-    identity = {"model_name": spec.model, "reward": reward_dir.name if uses_reward else None, **to_dict(run_config)}
-    run_dir = seed_dir / f"{spec.model}-{_digest(identity)}"
-    stage(run_dir / METRICS_FILE,
-            partial(train_ranker, spec.model, dataset.root, run_dir, values, reward_dir if uses_reward else None),
+    run_name, values, reward = ranker_run(spec, config, dataset, seed, reward_dir)
+    run_dir = seed_dir / run_name
+    stage(run_dir / METRICS_FILE, partial(train_ranker, spec.model, dataset.root, run_dir, values, reward),
             f"{where} train", run_dir)
     stage(run_dir / RESULTS_FILE, partial(evaluate_test, run_dir, config.beam_width), f"{where} evaluate")
     return run_dir

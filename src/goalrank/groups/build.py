@@ -185,6 +185,7 @@ def build_group(ctx: GroupContext, config: GroupConfig) -> torch.Tensor:
         )
     check(ctx.existing.shape[1] < size, "group.group_size", f"> the {ctx.existing.shape[1]} existing lists", size)
     policies = make_policies(config)
+    ctx = replace(ctx, first_logits=ctx.first_step_logits())
     parts = [ctx.existing]
     for name, count in allocate(size - ctx.existing.shape[1], config.mix).items():
         if count > 0:

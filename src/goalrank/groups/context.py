@@ -24,6 +24,8 @@ class GroupContext:
     existing: (B, K0, L) positions into ``batch.candidates`` of the lists already in the group;
     K0 may be 0. ``rng`` may live on another device than the batch (e.g. a CPU generator for a
     GPU batch): draws are made on the generator's device and then moved to the batch's.
+    first_logits: the generator's (B, N) first-step logits, if already computed: four policies
+    need them, and ``build_group`` computes them once for all (one decoder pass each otherwise).
     """
 
     batch: RankingBatch
@@ -33,6 +35,13 @@ class GroupContext:
     list_len: int
     rng: torch.Generator
     existing: torch.Tensor
+    first_logits: torch.Tensor | None = None
+
+    def first_step_logits(self) -> torch.Tensor:
+        """(B, N) the generator's first-step logits: ``first_logits`` when set, else computed now."""
+        if self.first_logits is None:
+            return self.generator.first_step_logits(self.encoding)
+        return self.first_logits
 
     @property
     def size(self) -> int:

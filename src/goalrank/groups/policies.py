@@ -61,10 +61,11 @@ class TreePolicy:
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
         leaves = torch.zeros(ctx.size, 1, 0, dtype=torch.long, device=ctx.device)  # (B, 1, 0): the root
+        log_likelihood = torch.zeros(ctx.size, 1, device=ctx.device)  # (B, 1)
         for _ in range(min(self.depth, ctx.list_len)):
-            leaves = self._expand(ctx, leaves)  # (B, P, t + 1)
+            leaves, log_likelihood = self._expand(ctx, leaves, log_likelihood)  # (B, P, t + 1), (B, P)
         num_leaves = leaves.shape[1]
-        by_likelihood = ctx.generator.log_prob(ctx.encoding, leaves).argsort(dim=1, descending=True)  # (B, P)
+        by_likelihood = log_likelihood.argsort(dim=1, descending=True)  # (B, P)
         keep = by_likelihood[:, : min(num_lists, num_leaves)]
         lists = _complete(ctx, _take(leaves, keep), greedy=True, temperature=1.0)
         if num_lists <= num_leaves:
@@ -73,15 +74,25 @@ class TreePolicy:
         extra = _complete(ctx, _take(leaves, reused), greedy=False, temperature=self.temperature)
         return torch.cat([lists, extra], dim=1)  # (B, num_lists, L)
 
-    def _expand(self, ctx: GroupContext, prefixes: torch.Tensor) -> torch.Tensor:
-        """(B, P * b, t + 1): each prefix (B, P, t) extended by its b most likely next items."""
+    def _expand(
+        self, ctx: GroupContext, prefixes: torch.Tensor, log_likelihood: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each prefix (B, P, t) extended by its b most likely next items: (B, P * b, t + 1), and
+        the children's log π_θ (B, P * b), the prefix's plus the chosen step's.
+
+        The root's step is log-softmax of the shared first-step logits, so the tree costs one
+        decoder pass fewer; leaf likelihoods are accumulated here instead of re-scored.
+        """
         size, num_prefixes, length = prefixes.shape
-        next_log_probs = ctx.generator.next_log_probs(ctx.encoding, prefixes)  # (B, P, N)
-        best = next_log_probs.topk(min(self.branching, ctx.num_candidates - length), dim=2).indices  # (B, P, b)
+        if length == 0:
+            next_log_probs = ctx.first_step_logits().float().log_softmax(dim=1)[:, None]  # (B, 1, N)
+        else:
+            next_log_probs = ctx.generator.next_log_probs(ctx.encoding, prefixes).float()  # (B, P, N)
+        best = next_log_probs.topk(min(self.branching, ctx.num_candidates - length), dim=2)  # (B, P, b)
         children = torch.cat(
-            [prefixes[:, :, None].expand(-1, -1, best.shape[2], -1), best[..., None]], dim=3
+            [prefixes[:, :, None].expand(-1, -1, best.indices.shape[2], -1), best.indices[..., None]], dim=3
         )  # (B, P, b, t + 1)
-        return children.flatten(1, 2)
+        return children.flatten(1, 2), (log_likelihood[..., None] + best.values).flatten(1)
 
 
 def _take(lists: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -103,7 +114,7 @@ class GumbelPolicy:
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
-        logits = ctx.generator.first_step_logits(ctx.encoding) / self.temperature  # (B, N)
+        logits = ctx.first_step_logits() / self.temperature  # (B, N)
         keys = logits[:, None] + gumbel(ctx, (ctx.size, num_lists, ctx.num_candidates))  # (B, n, N)
         return keys.topk(ctx.list_len, dim=2).indices  # (B, n, L)
 
@@ -131,7 +142,7 @@ class MarkovPolicy:
         if ctx.list_len < 2:
             raise ConfigError(f"group.mix.markov: needs list_len >= 2, got list_len={ctx.list_len}")
         width = min(max(self.top, ctx.list_len), ctx.num_candidates)
-        top = ctx.generator.first_step_logits(ctx.encoding).topk(width, dim=1).indices  # (B, M)
+        top = ctx.first_step_logits().topk(width, dim=1).indices  # (B, M)
         pair_scores = self.pair_scores(ctx, top) / self.temperature  # (B, M, M), -inf on the diagonal
         first = (pair_scores.flatten(1)[:, None] + gumbel(ctx, (ctx.size, num_lists, width * width))).argmax(2)
         chain = [first // width, first % width]  # 2 × (B, n), indices into top
@@ -221,7 +232,7 @@ class DiversityPolicy:
         at_position.scatter_add_(2, by_position, torch.ones(by_position.shape, device=ctx.device))
         # (B, L, N) how often each candidate sits at each position; its sum over L counts lists.
         rank_weight = by_position.shape[2] + num_lists + 1  # exceeds any per-position count
-        logits = ctx.generator.first_step_logits(ctx.encoding).float() / self.temperature  # (B, N)
+        logits = ctx.first_step_logits().float() / self.temperature  # (B, N)
         built = []
         for _ in range(num_lists):
             tie_break = logits + gumbel(ctx, (ctx.size, ctx.num_candidates))  # (B, N)

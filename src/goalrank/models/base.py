@@ -69,6 +69,9 @@ class ListGenerator(Protocol):
     def first_step_logits(self, encoding: Any) -> torch.Tensor:
         """(B, N) logits of the first position: an item-wise score of every candidate."""
 
+    def step_log_probs(self, encoding: Any, lists: torch.Tensor) -> torch.Tensor:
+        """(B, K, T) log masked-softmax_t(l_t), each step of lists (B, K, T) of positions, T ≤ L."""
+
     def log_prob(self, encoding: Any, lists: torch.Tensor) -> torch.Tensor:
         """(B, K) exact log π_θ(l) = Σ_t log masked-softmax_t for lists (B, K, T) of positions, T ≤ L."""
 

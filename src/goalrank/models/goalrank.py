@@ -145,8 +145,8 @@ class GoalRankGenerator(Ranker):
         inputs = self._inputs(encoding, lists[..., :-1], start=0)  # (B, K, T, D)
         return self._decode(encoding, inputs, caches=None)
 
-    def log_prob(self, encoding: Encoding, lists: torch.Tensor) -> torch.Tensor:
-        """(B, K) exact log π_θ(l) = Σ_t log masked-softmax_t(l_t) (Eq. 6) of lists (B, K, T), T ≤ L.
+    def step_log_probs(self, encoding: Encoding, lists: torch.Tensor) -> torch.Tensor:
+        """(B, K, T) log masked-softmax_t(l_t) of every step of lists (B, K, T), T ≤ L, in one pass.
 
         Lists must hold distinct positions. Step t excludes the items chosen before it.
         """
@@ -155,7 +155,11 @@ class GoalRankGenerator(Ranker):
         picked = F.one_hot(lists, n_candidates)  # (B, K, T, N)
         chosen_before = (picked.cumsum(dim=2) - picked).bool()  # (B, K, T, N)
         log_probs = masked_log_softmax(logits, chosen_before)  # (B, K, T, N)
-        return log_probs.gather(-1, lists[..., None]).squeeze(-1).sum(dim=-1)  # (B, K)
+        return log_probs.gather(-1, lists[..., None]).squeeze(-1)  # (B, K, T)
+
+    def log_prob(self, encoding: Encoding, lists: torch.Tensor) -> torch.Tensor:
+        """(B, K) exact log π_θ(l) = Σ_t log masked-softmax_t(l_t) (Eq. 6) of lists (B, K, T), T ≤ L."""
+        return self.step_log_probs(encoding, lists).sum(dim=-1)
 
     def next_log_probs(self, encoding: Encoding, prefixes: torch.Tensor) -> torch.Tensor:
         """(B, P, N) log-probabilities of the next item after prefixes (B, P, t), t < L, in one pass.

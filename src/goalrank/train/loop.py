@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,11 +211,14 @@ def _end_epoch(model: nn.Module, validate: ValidateFn, select_metric: str, state
                run_dir: Path, dist: Distributed) -> None:
     """Validate (rank 0), log the epoch, keep the best weights, count epochs without improvement."""
     model.eval()
+    start = time.perf_counter()
     with torch.no_grad():
         metrics = dist.on_main(validate)
+    valid_s = round(time.perf_counter() - start, 3)  # `benchmark --estimate` splits an epoch's time with it
     train_stats = {f"train_{k}": v / max(state.steps, 1) for k, v in dist.mean(state.totals).items()}
     epoch = state.epoch + 1
-    log.write(epoch=epoch, steps=state.steps, **train_stats, **{f"valid_{k}": v for k, v in metrics.items()})
+    log.write(epoch=epoch, steps=state.steps, valid_s=valid_s, **train_stats,
+              **{f"valid_{k}": v for k, v in metrics.items()})
     value = metrics[select_metric]
     if dist.is_main:
         tqdm.write(f"epoch {epoch}: train loss {train_stats.get('train_loss', float('nan')):.4f}, "

@@ -27,6 +27,9 @@ from goalrank.train.losses import (
 )
 
 
+SUPERVISED_TARGETS = ("logged", "positives_first", "positives")
+
+
 @dataclass
 class ReferenceConfig:
     """How rewards become the reference policy and what the generator minimises.
@@ -39,20 +42,23 @@ class ReferenceConfig:
     the true list reward; weight 1 with ``logged`` had the highest validation true reward.
     supervised_target: the list that term imitates: ``logged``, the exposed list in the order it
     was shown, or ``positives_first``, the same items with the positives moved to the top (stable
-    otherwise): the order the feedback says was best, as a pointwise scorer learns it.
+    otherwise): the order the feedback says was best, as a pointwise scorer learns it; or
+    ``positives``, only that list's prefix of positives (−log π_θ of its first n⁺ steps, nothing
+    for a list without positives). Imitating a whole logged list also teaches the shown-but-not-
+    clicked items below its positives; ``positives`` leaves those positions to the reward model.
     """
 
     temperature: float = 1.0
     variant: Literal["cross_entropy", "authors"] = "cross_entropy"
     supervised_weight: float = 1.0
-    supervised_target: Literal["logged", "positives_first"] = "logged"
+    supervised_target: Literal["logged", "positives_first", "positives"] = "logged"
     reward_noise: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.temperature > 0, "reference.temperature", "> 0", self.temperature)
         check(self.supervised_weight >= 0, "reference.supervised_weight", ">= 0", self.supervised_weight)
-        check(self.supervised_target in ("logged", "positives_first"), "reference.supervised_target",
-              "'logged' or 'positives_first'", self.supervised_target)
+        check(self.supervised_target in SUPERVISED_TARGETS, "reference.supervised_target",
+              f"one of {list(SUPERVISED_TARGETS)}", self.supervised_target)
         check(self.reward_noise >= 0, "reference.reward_noise", ">= 0 (β of the bias study)", self.reward_noise)
 
 
@@ -81,13 +87,17 @@ class RewardObjective:
         return loss, {}
 
 
-def supervised_target(batch: RankingBatch, kind: str) -> torch.Tensor:
-    """(B, L) candidate positions of the list the supervised term imitates (see ReferenceConfig)."""
+def supervised_target(batch: RankingBatch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) candidate positions of the list the supervised term imitates (see ReferenceConfig)
+    and a (B, L) 0/1 weight of each of its steps in −log π_θ."""
     if kind == "logged":
-        return batch.exposed
+        return batch.exposed, torch.ones(batch.exposed.shape, device=batch.exposed.device)
     labels = batch.labels.gather(1, batch.exposed)  # (B, L)
     order = torch.sort(-labels, dim=1, stable=True).indices
-    return batch.exposed.gather(1, order)
+    target = batch.exposed.gather(1, order)
+    if kind == "positives_first":
+        return target, torch.ones(target.shape, device=target.device)
+    return target, (labels.gather(1, order) > 0).float()  # positives first, so a prefix
 
 
 def corrupt_lists(
@@ -162,12 +172,16 @@ class GroupRelativeObjective:
         self, batch: RankingBatch, encoding: object, group: torch.Tensor, reference: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Eq. 5 cross-entropy (plus the optional supervised term on the logged list)."""
-        log_probs = self.generator.log_prob(encoding, group)  # (B, K)
+        supervised = self.reference.supervised_weight > 0
+        if supervised:  # the target is scored in the group's teacher-forced pass: one decoder pass fewer
+            target, steps = supervised_target(batch, self.reference.supervised_target)
+            group = torch.cat([group, target[:, None]], dim=1)
+        step_log_probs = self.generator.step_log_probs(encoding, group)  # (B, K or K + 1, L), target last
+        log_probs = step_log_probs[:, : reference.shape[1]].sum(dim=2)  # (B, K)
         loss = group_relative_loss(log_probs, reference, self.reference.variant)
         stats: dict[str, float] = {}
-        if self.reference.supervised_weight > 0:
-            target = supervised_target(batch, self.reference.supervised_target)
-            sup = supervised_loss(self.generator.log_prob(encoding, target[:, None])[:, 0])
+        if supervised:
+            sup = supervised_loss((step_log_probs[:, -1] * steps).sum(dim=1))
             loss = loss + self.reference.supervised_weight * sup
             stats["supervised"] = sup.item()
         return loss, stats

@@ -1,0 +1,149 @@
+"""`goalrank benchmark --estimate STEPS`: how long a profile would take here, before running it.
+
+The full profile is many GPU-hours; whether it fits a machine should be known before starting
+it. For each dataset, the first seed's reward model and every distinct ranker run of the plan
+(runs that studies share are timed once, as the benchmark trains them once) are trained for one
+epoch of at most STEPS batches and evaluated on test, in a scratch folder. The epoch's log gives
+the seconds per batch and the validation pass's seconds, so a run's projection is
+
+    setup + epochs × (batches per epoch × seconds per batch + validation seconds) + test seconds
+
+with ``setup`` what the training call spent outside its epoch (building, loading, final
+metrics). It is an upper bound where early stopping (``train.patience``) ends runs sooner; seeds
+cost alike, so a dataset's total is multiplied by the number of seeds. The first run of a process
+also pays one-time warm-up (CUDA context, kernel selection), which a larger STEPS amortises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from goalrank.config import check
+from goalrank.data.storage import PreparedDataset
+from goalrank.errors import ArtifactError
+from goalrank.evaluate.benchmark import (
+    BenchmarkConfig,
+    evaluate_test,
+    merge_values,
+    plan,
+    prepare_dataset,
+    ranker_run,
+    reward_values,
+)
+from goalrank.train.run import build_ranker_config, build_reward_config, train_ranker, train_reward
+from goalrank.train.runtime import TrainConfig
+
+
+@dataclass
+class RunCost:
+    """What one capped run measured, and its projection to the profile's epochs."""
+
+    dataset: str
+    labels: list[str]
+    epochs: int
+    batches: int
+    batch_s: float
+    valid_s: float
+    setup_s: float
+    test_s: float = 0.0
+
+    @property
+    def projected_s(self) -> float:
+        return self.setup_s + self.epochs * (self.batches * self.batch_s + self.valid_s) + self.test_s
+
+
+def estimate_benchmark(out: Path, config: BenchmarkConfig, steps: int) -> str:
+    """Time every distinct run of ``config`` capped at ``steps`` batches; write and return estimate.md."""
+    check(steps >= 1, "--estimate", "a number of batches >= 1", steps)
+    scratch = Path(out) / "estimate"
+    shutil.rmtree(scratch, ignore_errors=True)
+    costs: list[RunCost] = []
+    for name in config.datasets:
+        data_dir = prepare_dataset(Path(out), name, config)
+        if data_dir is not None:
+            costs += _dataset_costs(scratch / name, PreparedDataset(data_dir), name, config, steps)
+    check(bool(costs), "--datasets", "at least one dataset that can be prepared", ",".join(config.datasets))
+    report = _report(costs, config, steps)
+    (scratch / "estimate.md").write_text(report)
+    pl.DataFrame([{"dataset": c.dataset, "runs": " = ".join(c.labels), "epochs": c.epochs,
+                   "batches": c.batches, "batch_s": c.batch_s, "valid_s": c.valid_s, "setup_s": c.setup_s,
+                   "test_s": c.test_s, "projected_s": c.projected_s} for c in costs]).write_csv(scratch / "estimate.csv")
+    print(f"estimate written to {scratch / 'estimate.md'}")
+    return report
+
+
+def _dataset_costs(scratch: Path, dataset: PreparedDataset, name: str, config: BenchmarkConfig,
+                   steps: int) -> list[RunCost]:
+    """The reward model's cost, then each distinct ranker run's, for the first seed of ``config``."""
+    cap = {"train": {"epochs": 1, "max_steps_per_epoch": steps}}
+    seed, train_lists = config.seeds[0], len(dataset.split("train"))
+    values = reward_values(config.reward, seed)
+    reward_dir = scratch / "reward"
+    print(f"[time] {name}: reward model", flush=True)
+    costs = [_measure(reward_dir, name, ["reward model"], build_reward_config(dataset, values).train, train_lists,
+                      partial(train_reward, dataset.root, reward_dir, merge_values(values, cap)))]
+    runs: dict[str, tuple[str, dict[str, Any], Path | None, list[str]]] = {}
+    for spec in plan(config):
+        run_name, values, reward = ranker_run(spec, config, dataset, seed, reward_dir)
+        runs.setdefault(run_name, (spec.model, values, reward, []))[3].append(spec.label)
+    for index, (run_name, (model, values, reward, labels)) in enumerate(runs.items(), 1):
+        print(f"[time] {name} {index}/{len(runs)}: {' = '.join(labels)}", flush=True)
+        run_dir = scratch / run_name
+        train = build_ranker_config(model, dataset, values)[0].train
+        cost = _measure(run_dir, name, labels, train, train_lists,
+                        partial(train_ranker, model, dataset.root, run_dir, merge_values(values, cap), reward))
+        cost.test_s = _seconds(partial(evaluate_test, run_dir, config.beam_width))
+        costs.append(cost)
+    return costs
+
+
+def _measure(run_dir: Path, dataset: str, labels: list[str], train: TrainConfig, train_lists: int,
+             run: Callable[[], object]) -> RunCost:
+    """Run a capped training call; split its time into setup, batches and validation from its log."""
+    total = _seconds(run)
+    log = run_dir / "log.jsonl"
+    epochs = [json.loads(line) for line in log.read_text().splitlines() if '"valid_s"' in line] if log.is_file() else []
+    if not epochs or epochs[0]["steps"] < 1:
+        raise ArtifactError(f"{log}: no epoch with a training step to time")
+    epoch = epochs[0]
+    batches = math.ceil(train_lists / train.batch_size)
+    if train.max_steps_per_epoch:
+        batches = min(batches, train.max_steps_per_epoch)
+    return RunCost(dataset, labels, train.epochs, batches, (epoch["elapsed_s"] - epoch["valid_s"]) / epoch["steps"],
+                   epoch["valid_s"], max(total - epoch["elapsed_s"], 0.0))
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _report(costs: list[RunCost], config: BenchmarkConfig, steps: int) -> str:
+    """Markdown: one row per timed run, then each dataset's total for one seed and for all seeds."""
+    lines = [f"# Projected wall time (one epoch of at most {steps} batches per run, seed {config.seeds[0]})", "",
+             "| dataset | run | epochs × batches | s / batch | valid s | setup + test s | projected s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {c.dataset} | {' = '.join(c.labels)} | {c.epochs} × {c.batches} | {c.batch_s:.4f} | "
+              f"{c.valid_s:.2f} | {c.setup_s + c.test_s:.1f} | {c.projected_s:,.0f} |" for c in costs]
+    lines += ["", f"| dataset | one seed | {len(config.seeds)} seeds |", "|---|---:|---:|"]
+    totals = {name: sum(c.projected_s for c in costs if c.dataset == name) for name in dict.fromkeys(c.dataset for c in costs)}
+    lines += [f"| {name} | {_hours(total)} | {_hours(total * len(config.seeds))} |" for name, total in totals.items()]
+    all_seeds = sum(totals.values()) * len(config.seeds)
+    lines += ["", f"Profile total: {_hours(all_seeds)} (an upper bound: every run is projected to all its "
+              "epochs, without early stopping).", ""]
+    return "\n".join(lines)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
