@@ -112,7 +112,8 @@ def _measure(run_dir: Path, dataset: str, labels: list[str], train: TrainConfig,
     """Run a capped training call; split its time into setup, batches and validation from its log."""
     total = _seconds(run)
     log = run_dir / "log.jsonl"
-    epochs = [json.loads(line) for line in log.read_text().splitlines() if '"valid_s"' in line] if log.is_file() else []
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    epochs = [record for record in records if "valid_s" in record]  # skipped-step events have none
     if not epochs or epochs[0]["steps"] < 1:
         raise ArtifactError(f"{log}: no epoch with a training step to time")
     epoch = epochs[0]
