@@ -9,9 +9,10 @@ the seconds per batch and the validation pass's seconds, so a run's projection i
     setup + epochs × (batches per epoch × seconds per batch + validation seconds) + test seconds
 
 with ``setup`` what the training call spent outside its epoch (building, loading, final
-metrics). It is an upper bound where early stopping (``train.patience``) ends runs sooner; seeds
-cost alike, so a dataset's total is multiplied by the number of seeds. The first run of a process
-also pays one-time warm-up (CUDA context, kernel selection), which a larger STEPS amortises.
+metrics). Early stopping (``train.patience``) can end runs sooner, and the machine's load moves
+the figures either way; seeds cost alike, so a dataset's total is multiplied by the number of
+seeds. The first run of a process also pays one-time warm-up (CUDA context, kernel selection),
+which a larger STEPS amortises.
 """
 
 from __future__ import annotations
@@ -141,8 +142,8 @@ def _report(costs: list[RunCost], config: BenchmarkConfig, steps: int) -> str:
     totals = {name: sum(c.projected_s for c in costs if c.dataset == name) for name in dict.fromkeys(c.dataset for c in costs)}
     lines += [f"| {name} | {_hours(total)} | {_hours(total * len(config.seeds))} |" for name, total in totals.items()]
     all_seeds = sum(totals.values()) * len(config.seeds)
-    lines += ["", f"Profile total: {_hours(all_seeds)} (an upper bound: every run is projected to all its "
-              "epochs, without early stopping).", ""]
+    lines += ["", f"Profile total: {_hours(all_seeds)} (every run projected to all its epochs: early stopping "
+              "can end runs sooner; load on the machine moves it either way).", ""]
     return "\n".join(lines)
 
 
