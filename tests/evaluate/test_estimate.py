@@ -30,7 +30,7 @@ def estimate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_each_distinct_run_is_timed_once_with_the_studies_that_share_it(estimate: Path) -> None:
     config = load_benchmark_config("quick", None, TINY, {"datasets": "sim", "seeds": "0,1"})
     dataset = PreparedDataset(estimate / "data" / "sim")
-    distinct = {ranker_run(spec, config, dataset, 0, estimate / "reward")[0] for spec in plan(config)}
+    distinct = {ranker_run(spec, config, dataset, 0, estimate / "reward").name for spec in plan(config)}
     rows = pl.read_csv(estimate / "estimate" / "estimate.csv")
     assert rows["runs"][0] == "reward model"
     assert rows.height == 1 + len(distinct) < 1 + len(plan(config))

@@ -57,6 +57,7 @@ from goalrank.models.registry import MODELS
 from goalrank.pipeline import stage, summary_table
 from goalrank.simulate.simulator import SimConfig, simulate
 from goalrank.train.run import (
+    RankerRunConfig,
     build_model,
     build_ranker_config,
     build_reward_config,
@@ -327,19 +328,30 @@ def reward_values(reward: dict[str, Any], seed: int) -> dict[str, Any]:
     return merge_values(reward, {"train": {"seed": seed}})
 
 
+@dataclass
+class RankerRun:
+    """One ranker run of the plan: its folder name, config values, validated config, reward folder."""
+
+    name: str
+    model: str
+    values: dict[str, Any]
+    config: RankerRunConfig
+    reward_dir: Path | None
+
+
 def ranker_run(spec: RunSpec, config: BenchmarkConfig, dataset: PreparedDataset, seed: int,
-               reward_dir: Path) -> tuple[str, dict[str, Any], Path | None]:
-    """Folder name, config values and reward folder (None when the model needs none) of one run.
+               reward_dir: Path) -> RankerRun:
+    """The run ``spec`` asks for; ``reward_dir`` is kept only when the model trains with a reward model.
 
     The name is the model and a digest of everything that defines the run, so studies that ask for
     the same run (Table 1's GoalRank is K=20 of the group-size study) share one folder.
     """
     values = merge_values(config.ranker, spec.values, {"train": {"seed": seed}})
     run_config, _ = build_ranker_config(spec.model, dataset, values)
-    model_spec = MODELS[spec.model]
-    uses_reward = model_spec.needs_evaluator or model_spec.objective == "group_relative"
+    uses_reward = MODELS[spec.model].uses_reward_model
     identity = {"model_name": spec.model, "reward": reward_dir.name if uses_reward else None, **to_dict(run_config)}
-    return f"{spec.model}-{_digest(identity)}", values, reward_dir if uses_reward else None
+    return RankerRun(f"{spec.model}-{_digest(identity)}", spec.model, values, run_config,
+                     reward_dir if uses_reward else None)
 
 
 def _ensure_reward(seed_dir: Path, dataset: PreparedDataset, reward: dict[str, Any], seed: int, where: str) -> Path:
@@ -354,9 +366,9 @@ def _ensure_reward(seed_dir: Path, dataset: PreparedDataset, reward: dict[str, A
 def _ensure_ranker(seed_dir: Path, dataset: PreparedDataset, spec: RunSpec, config: BenchmarkConfig,
                    seed: int, reward_dir: Path, where: str) -> Path:
     """Train (if missing) and evaluate on test (if missing) one ranker run; returns its folder."""
-    run_name, values, reward = ranker_run(spec, config, dataset, seed, reward_dir)
-    run_dir = seed_dir / run_name
-    stage(run_dir / METRICS_FILE, partial(train_ranker, spec.model, dataset.root, run_dir, values, reward),
+    run = ranker_run(spec, config, dataset, seed, reward_dir)
+    run_dir = seed_dir / run.name
+    stage(run_dir / METRICS_FILE, partial(train_ranker, run.model, dataset.root, run_dir, run.values, run.reward_dir),
             f"{where} train", run_dir)
     stage(run_dir / RESULTS_FILE, partial(evaluate_test, run_dir, config.beam_width), f"{where} evaluate")
     return run_dir

@@ -20,12 +20,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -34,6 +32,7 @@ from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError
 from goalrank.evaluate.benchmark import (
     BenchmarkConfig,
+    RankerRun,
     evaluate_test,
     merge_values,
     plan,
@@ -41,8 +40,9 @@ from goalrank.evaluate.benchmark import (
     ranker_run,
     reward_values,
 )
-from goalrank.train.run import build_ranker_config, build_reward_config, train_ranker, train_reward
-from goalrank.train.runtime import TrainConfig
+from goalrank.perf import timed
+from goalrank.train.run import build_reward_config, train_ranker, train_reward
+from goalrank.train.runtime import TrainConfig, resolve_device
 
 
 @dataclass
@@ -93,16 +93,18 @@ def _dataset_costs(scratch: Path, dataset: PreparedDataset, name: str, config: B
     print(f"[time] {name}: reward model", flush=True)
     costs = [_measure(reward_dir, name, ["reward model"], build_reward_config(dataset, values).train, train_lists,
                       partial(train_reward, dataset.root, reward_dir, merge_values(values, cap)))]
-    runs: dict[str, tuple[str, dict[str, Any], Path | None, list[str]]] = {}
+    runs: dict[str, RankerRun] = {}
+    labels: dict[str, list[str]] = {}
     for spec in plan(config):
-        run_name, values, reward = ranker_run(spec, config, dataset, seed, reward_dir)
-        runs.setdefault(run_name, (spec.model, values, reward, []))[3].append(spec.label)
-    for index, (run_name, (model, values, reward, labels)) in enumerate(runs.items(), 1):
-        print(f"[time] {name} {index}/{len(runs)}: {' = '.join(labels)}", flush=True)
-        run_dir = scratch / run_name
-        train = build_ranker_config(model, dataset, values)[0].train
-        cost = _measure(run_dir, name, labels, train, train_lists,
-                        partial(train_ranker, model, dataset.root, run_dir, merge_values(values, cap), reward))
+        run = ranker_run(spec, config, dataset, seed, reward_dir)
+        runs.setdefault(run.name, run)
+        labels.setdefault(run.name, []).append(spec.label)
+    for index, run in enumerate(runs.values(), 1):
+        print(f"[time] {name} {index}/{len(runs)}: {' = '.join(labels[run.name])}", flush=True)
+        run_dir = scratch / run.name
+        cost = _measure(run_dir, name, labels[run.name], run.config.train, train_lists,
+                        partial(train_ranker, run.model, dataset.root, run_dir, merge_values(run.values, cap),
+                                run.reward_dir))
         cost.test_s = _seconds(partial(evaluate_test, run_dir, config.beam_width))
         costs.append(cost)
     return costs
@@ -126,9 +128,8 @@ def _measure(run_dir: Path, dataset: str, labels: list[str], train: TrainConfig,
 
 
 def _seconds(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+    """Wall seconds of ``run()``, synchronised on the device the runs train on."""
+    return timed(run, resolve_device("auto"))[1]
 
 
 def _report(costs: list[RunCost], config: BenchmarkConfig, steps: int) -> str:

@@ -34,6 +34,12 @@ class ModelSpec:
     objective: Literal["pointwise", "group_relative", "model"]
     needs_evaluator: bool = False
 
+    @property
+    def uses_reward_model(self) -> bool:
+        """Training needs a trained reward-model run: GoalRank scores its groups with it, and
+        ``needs_evaluator`` models are built around it."""
+        return self.needs_evaluator or self.objective == "group_relative"
+
 
 MODELS: dict[str, ModelSpec] = {
     "goalrank": ModelSpec(GeneratorConfig, GoalRankGenerator, "group_relative"),

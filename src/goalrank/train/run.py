@@ -123,7 +123,7 @@ def train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any
     device = dist.device(config.train.device)
     seed_everything(config.train.seed)
     evaluator = None
-    if spec.objective == "group_relative" or spec.needs_evaluator:
+    if spec.uses_reward_model:
         if reward_dir is None:
             raise ConfigError(f"--model {name}: needs --reward RUN_DIR (a trained reward model)")
         evaluator = load_reward_model(reward_dir, device)
