@@ -25,9 +25,19 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_dataset_flag(parser: argparse.ArgumentParser) -> None:
+    from goalrank.experiments.config import BUILT_IN_DATASET
+
+    parser.add_argument(
+        "--dataset", dest="datasets", action="append", metavar="NAME=SOURCE:PATH",
+        help="a dataset to run on, repeatable: any source `prepare` reads and its log, e.g. "
+        f"ml100k=movielens:ml-100k/ratings.csv; NAME=simulator is the built-in world (default: {BUILT_IN_DATASET})",
+    )
+
+
 def _cmd_simulate(args: argparse.Namespace) -> None:
     from goalrank.config import load_config
-    from goalrank.simulate.simulator import SimConfig, simulate
+    from goalrank.simulate import SimConfig, simulate
 
     config = load_config(SimConfig, args.config, args.overrides)
     out = simulate(config, args.out, overwrite=args.overwrite)
@@ -55,7 +65,8 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from goalrank.config import load_values
     from goalrank.train.distributed import process_group
-    from goalrank.train.run import REWARD, train_ranker, train_reward
+    from goalrank.runs.load import REWARD
+    from goalrank.train.run import train_ranker, train_reward
 
     values = load_values(args.config, args.overrides)
     with process_group() as dist:
@@ -69,30 +80,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from goalrank.evaluate.report import evaluate_run
+    from goalrank.experiments.evaluation import evaluate_run
 
     print(evaluate_run(args.run, args.data, args.split, args.beam_width))
-
-
-def _cmd_demo(args: argparse.Namespace) -> None:
-    from goalrank.config import from_dict, load_values
-    from goalrank.pipeline import DemoConfig, run_demo
-
-    values = load_values(args.config, args.overrides)
-    if args.seeds:
-        values["seeds"] = args.seeds
-    print(run_demo(args.out, from_dict(DemoConfig, values)))
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> None:
     import shlex
 
-    from goalrank.evaluate.benchmark import load_benchmark_config, run_benchmark
-    from goalrank.evaluate.estimate import estimate_benchmark
+    from goalrank.experiments.benchmark import run_benchmark
+    from goalrank.experiments.config import load_benchmark_config
+    from goalrank.experiments.estimate import estimate_benchmark
 
-    flags = {"datasets": args.datasets, "seeds": args.seeds, "studies": args.only, "ml100k": args.ml100k}
+    flags = {"datasets": args.datasets, "seeds": args.seeds, "studies": getattr(args, "only", None)}
     config = load_benchmark_config(args.profile, args.config, args.overrides, flags)
-    if args.estimate is not None:
+    if getattr(args, "estimate", None) is not None:
         print(estimate_benchmark(args.out, config, args.estimate))
     else:
         print(run_benchmark(args.out, config, shlex.join(["goalrank", *args.argv])))
@@ -142,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--seeds", help="comma-separated training seeds (default 0)")
+    _add_dataset_flag(p)
     _add_config_flags(p)
-    p.set_defaults(handler=_cmd_demo)
+    p.set_defaults(handler=_cmd_benchmark, profile="demo")
 
     p = sub.add_parser(
         "simulate", help="generate logs from the ground-truth user-response simulator",
@@ -237,11 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         "regenerates the report. `quick` is a few-minute smoke test; `full` is the real experiment.",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--profile", choices=["quick", "cpu", "full"], default="quick", help="sizes and budgets preset "
-                   "(quick: smoke test; cpu: Table 1, 3 seeds, ~50 min per seed and dataset on one CPU "
-                   "thread; full: everything, GPU-sized)")
-    p.add_argument("--datasets", help="comma-separated: sim, ml100k (default: both; ml100k needs --ml100k)")
-    p.add_argument("--ml100k", help="ML-100K ratings file (ratings.csv or u.data)")
+    p.add_argument("--profile", default="quick", help="sizes and budgets preset (experiments.config.PROFILES; "
+                   "quick: smoke test; demo: the demo; cpu: Table 1, 3 seeds, ~50 min per seed and dataset on one "
+                   "CPU thread; full: everything, GPU-sized)")
+    _add_dataset_flag(p)
     p.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
     p.add_argument("--only", help="comma-separated studies: table1, groupsize, bias, scaling (default: all)")
     p.add_argument("--estimate", type=int, metavar="STEPS", help="do not run the profile: time each distinct "

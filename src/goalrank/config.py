@@ -18,6 +18,8 @@ from goalrank.errors import ConfigError
 
 T = TypeVar("T")
 
+PAPER_LIST_LEN = 6  # L of the paper (§4.1): the default length of a list everywhere
+
 
 def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
     """Build dataclass ``cls`` from ``values``; nested dataclass fields take nested mappings."""

@@ -10,7 +10,7 @@ from goalrank.data.prepare import PrepareConfig, prepare
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
 from goalrank.models.dnn import DNNConfig, DNNRanker
 from goalrank.retrieval.mf import RetrieverConfig
-from goalrank.simulate.simulator import SimConfig, simulate
+from goalrank.simulate import SimConfig, simulate
 
 CPU = torch.device("cpu")
 

@@ -15,9 +15,11 @@ from goalrank.data.storage import RankingBatch, Split
 from goalrank.errors import ConfigError
 from goalrank.models.nar4rec import decode_position_matrix
 from goalrank.models.pier import PIERConfig
-from goalrank.models.registry import MODELS
+from goalrank.runs.registry import MODELS
 from goalrank.reward.model import RewardConfig, RewardModel
-from goalrank.train.objectives import ModelObjective, PointwiseObjective
+from goalrank.groups import GroupConfig
+from goalrank.objectives.base import ObjectiveInputs
+from goalrank.objectives.reference import ReferenceConfig
 
 N_ITEMS, HISTORY = 30, 4
 SMALL = {"d_model": 16, "n_heads": 2, "ffn_mult": 2}
@@ -49,7 +51,8 @@ def make_model(name: str, list_len: int, evaluator: RewardModel | None = None, s
 
 
 def objective_for(name: str, model):
-    return PointwiseObjective(model) if MODELS[name].objective == "pointwise" else ModelObjective(model)
+    inputs = ObjectiveInputs(model, model.evaluator, GroupConfig(), ReferenceConfig(), torch.Generator().manual_seed(0))
+    return MODELS[name].objective.build(inputs)
 
 
 def all_lists(n_candidates: int, list_len: int, size: int = 1) -> torch.Tensor:

@@ -15,9 +15,9 @@ from goalrank.evaluate.protocol import evaluate_ranker
 from goalrank.io import read_json
 from goalrank.models.blocks import RequestEncoder, RerankerConfig, gather_rows
 from goalrank.models.rankmixer import TokenMixing
-from goalrank.models.registry import MODELS
-from goalrank.train.objectives import PointwiseObjective
-from goalrank.train.run import load_run
+from goalrank.runs.registry import MODELS
+from goalrank.objectives.ranker import PointwiseObjective
+from goalrank.runs.load import load_run
 
 N_ITEMS, HISTORY = 30, 4
 NAMES = ["dlcm", "setrank", "prm", "mir", "rankmixer"]

@@ -21,7 +21,7 @@ import uvicorn
 from goalrank.data.storage import SPLITS, PreparedDataset, RankingBatch
 from goalrank.serve.app import RankingService, ServeConfig, create_app
 from goalrank.serve.bench import malformed_payloads
-from goalrank.train.run import load_run
+from goalrank.runs.load import load_run
 
 MAX_BODY = 4096
 

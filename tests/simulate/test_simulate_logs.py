@@ -13,7 +13,10 @@ import torch
 from goalrank.cli import main
 from goalrank.errors import ArtifactError, ConfigError
 from goalrank.io import read_json, sha256_file
-from goalrank.simulate.simulator import INTERACTIONS, MANIFEST, WORLD, SimConfig, Simulator, World, simulate
+from goalrank.simulate import SimConfig, Simulator, World, simulate
+from goalrank.simulate.folder import SimulatorFolder
+
+INTERACTIONS, MANIFEST, WORLD = (p.name for p in (SimulatorFolder(Path()).interactions, SimulatorFolder(Path()).manifest, SimulatorFolder(Path()).world))
 
 SMALL = dict(n_users=30, n_items=40, n_categories=4, sessions_per_user=5, list_len=4, time_span=1000)
 

@@ -13,9 +13,13 @@ from builders import tiny_dataset
 from goalrank.cli import main
 from goalrank.errors import ArtifactError
 from goalrank.io import read_json
-from goalrank.train import loop
-from goalrank.train.loop import CHECKPOINT, LAST, checksum_path, load_checkpoint, save_checkpoint
-from goalrank.train.run import load_run, train_ranker
+from goalrank.runs import checkpoint
+from goalrank.runs.checkpoint import checksum_path, load_checkpoint, save_checkpoint
+from goalrank.runs.folder import RunFolder
+
+CHECKPOINT, LAST = RunFolder(Path()).checkpoint.name, RunFolder(Path()).last.name
+from goalrank.runs.load import load_run
+from goalrank.train.run import train_ranker
 
 DNN_VALUES = {"model": {"d_model": 8, "n_heads": 2},
               "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "checkpoint_every": 2}}
@@ -115,7 +119,7 @@ def test_a_save_killed_midway_leaves_a_checkpoint_that_verifies(tmp_path: Path, 
     path = tmp_path / LAST
     old, new = {"step": torch.tensor(1)}, {"step": torch.tensor(2)}
     save_checkpoint(path, old)
-    real_replace, real_write = loop.os.replace, loop.write_sha256sums
+    real_replace, real_write = checkpoint.os.replace, checkpoint.write_sha256sums
     writes = []
 
     def replace(src: Path, dst: Path) -> None:
@@ -129,8 +133,8 @@ def test_a_save_killed_midway_leaves_a_checkpoint_that_verifies(tmp_path: Path, 
             raise _Killed
         real_write(target, entries)
 
-    monkeypatch.setattr(loop.os, "replace", replace)
-    monkeypatch.setattr(loop, "write_sha256sums", write)
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    monkeypatch.setattr(checkpoint, "write_sha256sums", write)
     with pytest.raises(_Killed):
         save_checkpoint(path, new)
     monkeypatch.undo()

@@ -18,7 +18,9 @@ from builders import tiny_dataset
 from goalrank import cli
 from goalrank.data.storage import RankingBatch
 from goalrank.train.distributed import Distributed, rank_seed
-from goalrank.train.loop import LAST
+from goalrank.runs.folder import RunFolder
+
+LAST = RunFolder(Path()).last.name
 
 D_MODEL = 8
 COMMON = ["--set", f"model.d_model={D_MODEL}", "--set", "model.n_heads=2", "--set", "train.device=cpu",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -13,9 +15,13 @@ from goalrank.cli import main
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.evaluate.protocol import evaluate_ranker
 from goalrank.models.dnn import DNNConfig, DNNRanker
-from goalrank.train import run as run_module
-from goalrank.train.loop import CHECKPOINT, LAST, MAX_NONFINITE_STEPS, TrainingDiverged, fit
-from goalrank.train.objectives import PointwiseObjective
+from goalrank.objectives.base import ObjectiveFactory
+from goalrank.runs.registry import MODELS
+from goalrank.runs.folder import RunFolder
+from goalrank.train.loop import MAX_NONFINITE_STEPS, TrainingDiverged, fit
+
+CHECKPOINT, LAST = RunFolder(Path()).checkpoint.name, RunFolder(Path()).last.name
+from goalrank.objectives.ranker import PointwiseObjective
 from goalrank.train.runtime import TrainConfig, seed_everything
 
 TRAIN_LISTS = 64  # tiny_dataset's default train split size
@@ -63,7 +69,7 @@ def _fit(tmp_path: Path, poison: dict[int, str], epochs: int, batch_size: int) -
     run_dir.mkdir()
     valid = dataset.split("valid")
     fit(model, objective, lambda: evaluate_ranker(model, valid, 16, CPU, progress=False), "NDCG@3",
-        dataset.split("train"), config, run_dir, CPU, rng)
+        dataset.split("train"), config, RunFolder(run_dir), CPU, rng)
     return model, objective
 
 
@@ -108,7 +114,8 @@ def test_always_nan_loss_exits_2_with_one_error_line(tmp_path: Path, monkeypatch
             loss, stats = super().__call__(batch)
             return loss * float("nan"), stats
 
-    monkeypatch.setattr(run_module, "PointwiseObjective", AlwaysNaN)
+    nan_spec = dataclasses.replace(MODELS["dnn"], objective=ObjectiveFactory("nan", lambda i: AlwaysNaN(i.model)))
+    monkeypatch.setitem(MODELS, "dnn", nan_spec)
     data, out = tiny_dataset(tmp_path / "data"), tmp_path / "run"
     code = main(["train", "--model", "dnn", "--data", str(data), "--out", str(out), "--set", "model.d_model=8",
                  "--set", "model.n_heads=2", "--set", "train.device=cpu", "--set", "train.batch_size=4"])

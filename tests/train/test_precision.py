@@ -12,8 +12,9 @@ from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ConfigError
 from goalrank.evaluate.protocol import evaluate_ranker
 from goalrank.models.dnn import DNNConfig, DNNRanker
+from goalrank.runs.folder import RunFolder
 from goalrank.train.loop import fit
-from goalrank.train.objectives import PointwiseObjective
+from goalrank.objectives.ranker import PointwiseObjective
 from goalrank.train.runtime import TrainConfig, autocast_dtype, seed_everything
 
 CPU = torch.device("cpu")
@@ -45,7 +46,7 @@ def test_training_forward_runs_in_the_chosen_dtype_with_fp32_weights(
     (tmp_path / "run").mkdir()
     valid = dataset.split("valid")
     fit(model, PointwiseObjective(model), lambda: evaluate_ranker(model, valid, 16, CPU, progress=False), "NDCG@3",
-        dataset.split("train"), config, tmp_path / "run", CPU, rng)
+        dataset.split("train"), config, RunFolder(tmp_path / "run"), CPU, rng)
     assert seen == {compute_dtype}
     assert all(v.dtype == before[k].dtype for k, v in model.state_dict().items())
     assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())  # it did train

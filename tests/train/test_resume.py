@@ -18,7 +18,9 @@ import torch
 from builders import tiny_dataset
 from goalrank.errors import ArtifactError, ConfigError
 from goalrank.train import run as run_module
-from goalrank.train.loop import CHECKPOINT, LAST
+from goalrank.runs.folder import RunFolder
+
+CHECKPOINT, LAST = RunFolder(Path()).checkpoint.name, RunFolder(Path()).last.name
 from goalrank.train.run import train_reward
 from goalrank.train.runtime import RunLog, TrainConfig, capture_rng, restore_rng
 
@@ -132,7 +134,7 @@ def test_resume_without_last_checkpoint_starts_over_in_the_folder(tmp_path: Path
     data = tiny_dataset(tmp_path / "data")
     values = {**REWARD_VALUES, "train": {**REWARD_VALUES["train"], "epochs": 1}}
     train_reward(data, tmp_path / "straight", values)
-    run_module.open_run_dir(tmp_path / "run", json.loads((tmp_path / "straight" / "config.json").read_text()))
+    RunFolder(tmp_path / "run").open(json.loads((tmp_path / "straight" / "config.json").read_text()))
     (tmp_path / "run" / "log.jsonl").write_text('{"epoch": 7}\n')
     train_reward(data, tmp_path / "run", values, resume=True)
     _assert_same_weights(tmp_path / "straight" / LAST, tmp_path / "run" / LAST)
@@ -150,13 +152,13 @@ def test_restored_rng_streams_draw_the_same_numbers() -> None:
 
 
 def test_run_log_truncate_drops_records_after_the_saved_size(tmp_path: Path) -> None:
-    log = RunLog(tmp_path)
+    log = RunLog(tmp_path / "log.jsonl")
     log.write(epoch=1)
     size = log.size()
     log.write(epoch=2)
     log.truncate(size)
     assert [json.loads(line)["epoch"] for line in log.path.read_text().splitlines()] == [1]
-    silent = RunLog(tmp_path / "other", enabled=False)
+    silent = RunLog(tmp_path / "other" / "log.jsonl", enabled=False)
     silent.write(epoch=1)
     assert silent.size() == 0 and not silent.path.exists()
 

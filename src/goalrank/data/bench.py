@@ -18,13 +18,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ConfigError, DataError
-from goalrank.io import read_json
-
-if TYPE_CHECKING:
-    from goalrank.simulate.simulator import SimConfig
+from goalrank.simulate.folder import SimulatorFolder
+from goalrank.simulate.logs import simulate
+from goalrank.simulate.simulator import SimConfig
 
 KIB_PER_MIB = 1024
 INDUSTRY_ITEMS_PER_USER = 0.3 / 1.1  # Industry-0.1B: 0.3M items, 1.1M users
@@ -79,8 +78,6 @@ def industry_shape(size: int) -> SimConfig:
     in the paper), and the logging policy draws from a per-user pool of 200 items, so simulating
     costs O(size) however large the catalogue (whole-catalogue logging would cost O(size · items)).
     """
-    from goalrank.simulate.simulator import SimConfig
-
     sessions, length = 15, 6
     n_users = math.ceil(size / (sessions * length))
     n_items = max(1000, round(n_users * INDUSTRY_ITEMS_PER_USER))
@@ -90,9 +87,7 @@ def industry_shape(size: int) -> SimConfig:
 
 def simulated_log(size: int, folder: Path) -> Path:
     """A `goalrank simulate` folder of ``industry_shape(size)`` (reused if already there)."""
-    from goalrank.simulate.simulator import MANIFEST, simulate
-
-    if (folder / MANIFEST).is_file():
+    if SimulatorFolder(folder).manifest.is_file():
         return folder
     simulate(industry_shape(size), folder, overwrite=True)
     return folder
@@ -112,7 +107,7 @@ def measure_prepare(name: str, source: str, log: Path, out: Path, flags: Sequenc
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise DataError(f"prepare of {log} failed (exit code {child.returncode}); see {stderr_path}")
-    manifest = read_json(out / "manifest.json")
+    manifest = PreparedDataset(out, verify=False).manifest
     total, retriever = manifest["stats"]["total"], manifest["retriever"]
     return Measurement(name, total["users"], total["items"], total["interactions"], total["lists"], wall,
                        usage.ru_maxrss / KIB_PER_MIB, retriever["search"], retriever.get("recall_at_k", 1.0))

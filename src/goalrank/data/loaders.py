@@ -20,6 +20,7 @@ from typing import Literal
 
 import polars as pl
 
+from goalrank.simulate.folder import SimulatorFolder
 from goalrank.errors import DataError
 
 Source = Literal["movielens", "amazon", "kuairand", "generic", "simulator"]
@@ -60,9 +61,7 @@ def source_files(source: Source, path: Path | str) -> list[Path]:
 
 def simulator_log(folder: Path) -> Path:
     """``<folder>/interactions.parquet``, the log `goalrank simulate` writes in the generic format."""
-    from goalrank.simulate.simulator import INTERACTIONS
-
-    return Path(folder) / INTERACTIONS
+    return SimulatorFolder(Path(folder)).interactions
 
 
 def load_movielens(path: Path, min_positive_rating: float = 4.0) -> pl.DataFrame:

@@ -117,6 +117,11 @@ class Split:
 class PreparedDataset:
     """A prepared-dataset folder opened for reading; validates layout and checksums on open."""
 
+    @staticmethod
+    def manifest_path(root: Path | str) -> Path:
+        """The manifest of a prepared-dataset folder, written last: its presence marks a complete folder."""
+        return Path(root) / MANIFEST
+
     def __init__(self, root: Path | str, verify: bool = True) -> None:
         self.root = Path(root)
         if not self.root.is_dir():

@@ -1,2 +1,2 @@
 """Evaluation: the paper's ranking metrics (``metrics``), the protocol that runs a ranker over a
-split (``protocol``) and the report of a trained run (``report``)."""
+split (``protocol``, with the simulator's true reward) and plots (``plots``)."""

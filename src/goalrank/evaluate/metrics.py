@@ -102,6 +102,11 @@ def _auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where((n_pos > 0) & (n_neg > 0), auc, torch.full_like(auc, float("nan")))
 
 
+def pooled_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mann–Whitney AUC over all (positive, negative) pairs of flat ``scores``/``labels``; ties count one half."""
+    return float(per_list_auc(scores.reshape(1, -1), labels.reshape(1, -1))[0])
+
+
 class MetricAccumulator:
     """Streams ``per_list_metrics`` over batches and averages each metric over its included lists.
 

@@ -8,8 +8,6 @@ the best list found by a wide beam search over the same candidates, and their ra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -17,16 +15,16 @@ from tqdm.auto import tqdm
 from goalrank.data.storage import PreparedDataset, RankingBatch, Split
 from goalrank.evaluate.metrics import MetricAccumulator
 from goalrank.models.base import Ranker
+from goalrank.simulate.simulator import Simulator
+
+TRUE_REWARD = "true_reward"  # the exact expected reward of the ranker's lists (simulator data only)
+ORACLE_RATIO = "oracle_ratio"  # its ratio to the beam-search oracle's
 
 
-def simulator_for(dataset: PreparedDataset) -> Any | None:
+def simulator_for(dataset: PreparedDataset) -> Simulator | None:
     """The Simulator behind a dataset prepared from `goalrank simulate` logs, else None."""
     folder = dataset.manifest.get("simulator")
-    if not folder:
-        return None
-    from goalrank.simulate.simulator import Simulator
-
-    return Simulator.load(Path(folder))
+    return Simulator.load(Path(folder)) if folder else None
 
 
 class TrueReward:
@@ -37,7 +35,7 @@ class TrueReward:
     reuses one TrueReward and pays for the beam search once, not once per ranker.
     """
 
-    def __init__(self, simulator: Any, dataset: PreparedDataset, beam_width: int) -> None:
+    def __init__(self, simulator: Simulator, dataset: PreparedDataset, beam_width: int) -> None:
         self.simulator = simulator
         self.user_raw = torch.from_numpy(np.array(dataset.user_raw_ids))
         self.item_raw = torch.from_numpy(np.array(dataset.item_raw_ids))
@@ -94,6 +92,6 @@ def evaluate_ranker(
     if true_reward is not None:
         n = len(split)
         oracle_sum = true_reward.oracle_total(split, output.lists.shape[1], batch_size)
-        result.update(true_reward=reward_sum / n, logged_true_reward=logged_sum / n,
-                      oracle_reward=oracle_sum / n, oracle_ratio=reward_sum / oracle_sum)
+        result.update({TRUE_REWARD: reward_sum / n, "logged_true_reward": logged_sum / n,
+                       "oracle_reward": oracle_sum / n, ORACLE_RATIO: reward_sum / oracle_sum})
     return result

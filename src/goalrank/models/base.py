@@ -5,7 +5,7 @@ treat GoalRank and all baselines alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ class RankOutput:
 
 
 class Ranker(nn.Module):
-    """Base class: subclasses implement ``rank``; ``list_len`` is the output length L."""
+    """Base class of every ranker (a ``ListRanker``): subclasses implement ``rank``; ``list_len`` is L."""
 
     def __init__(self, list_len: int) -> None:
         super().__init__()
@@ -52,6 +52,34 @@ def scores_from_lists(lists: torch.Tensor, base_scores: torch.Tensor) -> torch.T
 def topk_lists(scores: torch.Tensor, list_len: int) -> RankOutput:
     """Item-wise ranking: the L highest-scoring candidates, in score order (generator-only rankers)."""
     return RankOutput(lists=scores.topk(list_len, dim=1).indices, scores=scores)
+
+
+class ListRanker(Protocol):
+    """What the evaluation protocol, the benchmark and the service need of any ranker."""
+
+    list_len: int
+
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        """The ordered list (B, L) and a score of every candidate (B, N) for each request."""
+        ...
+
+
+@runtime_checkable
+class PointwiseScorer(Protocol):
+    """An item-wise ranker trained by the pointwise objective: BCE of ``score`` against the labels."""
+
+    def score(self, batch: RankingBatch) -> torch.Tensor:
+        """(B, N) one logit per candidate: the chance that it is a positive."""
+        ...
+
+
+@runtime_checkable
+class SelfTrained(Protocol):
+    """A ranker that defines its own training loss (e.g. an evaluator-guided generator)."""
+
+    def training_loss(self, batch: RankingBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss, stats to log) of one batch, both means over its requests."""
+        ...
 
 
 class ListGenerator(Protocol):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goalrank.config import check
+from goalrank.config import PAPER_LIST_LEN, check
 
 PAD = 0
 
@@ -381,7 +381,7 @@ class ModelConfig:
     history_layers: int = 1
     ffn_mult: int = 4
     dropout: float = 0.0
-    list_len: int = 6
+    list_len: int = PAPER_LIST_LEN
 
     def __post_init__(self) -> None:
         check(self.n_items >= 1, "model.n_items", ">= 1", self.n_items)

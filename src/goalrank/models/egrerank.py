@@ -21,7 +21,6 @@ from goalrank.config import check
 from goalrank.data.storage import RankingBatch
 from goalrank.models.base import ListEvaluator, attach_evaluator
 from goalrank.models.goalrank import Encoding, GeneratorConfig, GoalRankGenerator
-from goalrank.train.losses import supervised_loss
 
 
 @dataclass
@@ -83,7 +82,7 @@ class EGRerank(GoalRankGenerator):
         loss, rewards = self.policy_gradient_loss(batch, encoding)
         stats = {"sampled_reward": rewards.mean().item()}
         if self.config.supervised_weight > 0:
-            logged = supervised_loss(self.log_prob(encoding, batch.exposed[:, None])[:, 0])
+            logged = -self.log_prob(encoding, batch.exposed[:, None])[:, 0].mean()  # −mean log π_θ(logged list)
             loss = loss + self.config.supervised_weight * logged
             stats["supervised"] = logged.item()
         return loss, stats

@@ -34,8 +34,8 @@ from goalrank.io import sha256_file
 from goalrank.serve.batcher import MicroBatcher
 from goalrank.serve.catalog import Catalog, HistoryEvent, RequestError
 from goalrank.serve.export import Backend, build_rank_fn
-from goalrank.train.loop import CHECKPOINT
-from goalrank.train.run import REWARD, load_run
+from goalrank.runs.folder import RunFolder
+from goalrank.runs.load import REWARD, load_run
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -110,7 +110,7 @@ class RankingService:
         if run_config["model_name"] == REWARD:
             raise ConfigError(f"--run {run_dir}: is a reward-model run; serve a ranker run")
         self.model_name = run_config["model_name"]
-        self.model_version = f"{run_dir.resolve().name}@{sha256_file(run_dir / CHECKPOINT)[:12]}"
+        self.model_version = f"{run_dir.resolve().name}@{sha256_file(RunFolder(run_dir).checkpoint)[:12]}"
         self.catalog = Catalog(PreparedDataset(run_config["data"]), self.ranker.list_len)
         warmup = self.catalog.example_request()
         rank_fn = build_rank_fn(self.ranker, config.backend, warmup)

@@ -45,7 +45,7 @@ from goalrank.perf import count_flops, matmul_peak_flops
 from goalrank.serve.batcher import concat
 from goalrank.serve.catalog import Catalog, HistoryEvent
 from goalrank.serve.export import compare_backends, format_backends
-from goalrank.train.run import load_run
+from goalrank.runs.load import load_run
 
 READY_TIMEOUT_S = 120.0
 PEAK_MATMUL_SIZE = 1024

@@ -22,7 +22,6 @@ independently with bounded memory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +29,10 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:
-    from goalrank.simulate.simulator import SimConfig, Simulator
+from goalrank.config import to_dict
+from goalrank.io import atomic_dir, sha256_file, write_json
+from goalrank.simulate.folder import SimulatorFolder
+from goalrank.simulate.simulator import FORMAT_VERSION, SimConfig, Simulator
 
 SCHEMA = pa.schema([("user", pa.int64()), ("item", pa.int64()), ("timestamp", pa.int64()),
                     ("label", pa.int8())])
@@ -116,3 +117,27 @@ def _user_uniforms(seed: np.random.SeedSequence, first: int, n_users: int, per_u
     bit_generator.advance(first * stride)
     block = np.random.Generator(bit_generator).random((n_users, stride * PHILOX_OUTPUTS_PER_STEP))
     return block[:, :per_user]
+
+
+def simulate(config: SimConfig, out_dir: Path | str, overwrite: bool = False) -> Path:
+    """Draw the world and its logs; write world.npz, interactions.parquet, manifest.json atomically.
+
+    Output is a pure function of ``config``: byte-identical files for the same config, and the
+    same rows whatever ``chunk_users`` (only the parquet row groups differ), so a dataset prepared
+    from it can always be traced back to its world.
+    """
+    simulator = Simulator.from_config(config)
+    out = Path(out_dir)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        files = SimulatorFolder(tmp)
+        simulator.world.save(files.world)
+        counts = write_logs(simulator, config, files.interactions)
+        checksums = {path.name: sha256_file(path) for path in (files.interactions, files.world)}
+        write_json(files.manifest, {
+            "format_version": FORMAT_VERSION,
+            "config": to_dict(config),
+            "seed": config.seed,
+            "counts": counts,
+            "checksums": checksums,
+        })
+    return out

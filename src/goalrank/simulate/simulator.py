@@ -40,14 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from goalrank.config import check, to_dict
+from goalrank.config import PAPER_LIST_LEN, check, to_dict
 from goalrank.errors import ArtifactError, ConfigError, DataError
-from goalrank.io import atomic_dir, read_json, sha256_file, write_json
+from goalrank.io import read_json, sha256_file
+from goalrank.simulate.folder import SimulatorFolder
 
-WORLD = "world.npz"
-INTERACTIONS = "interactions.parquet"
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+ORACLE_BEAM_WIDTH = 64  # default beam of the best-list search (exact on small N, tested)
 
 
 @dataclass
@@ -78,7 +77,7 @@ class SimConfig:
     complement_fraction: float = 0.2
     reward_discount: float = 1.0
     sessions_per_user: int = 20
-    list_len: int = 6
+    list_len: int = PAPER_LIST_LEN
     time_span: int = 10_000_000
     logging_temperature: float = 2.0
     logging_popularity: float = 1.0
@@ -226,17 +225,17 @@ class Simulator:
     @classmethod
     def load(cls, folder: Path | str, verify: bool = True) -> Simulator:
         """Open a ``goalrank simulate`` folder; ``verify`` checks world.npz against the manifest."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ArtifactError(f"{folder}: simulator folder not found")
-        manifest = read_json(folder / MANIFEST)
+        files = SimulatorFolder(Path(folder))
+        if not files.root.is_dir():
+            raise ArtifactError(f"{files.root}: simulator folder not found")
+        manifest = read_json(files.manifest)
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"{folder / MANIFEST}: format_version"
+            raise ArtifactError(f"{files.manifest}: format_version"
                                 f" {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
-        path = folder / WORLD
+        path = files.world
         if not path.is_file():
             raise ArtifactError(f"{path}: missing from simulator folder")
-        if verify and sha256_file(path) != manifest.get("checksums", {}).get(WORLD):
+        if verify and sha256_file(path) != manifest.get("checksums", {}).get(path.name):
             raise ArtifactError(f"{path}: checksum mismatch (file truncated or corrupted)")
         return cls(World.load(path))
 
@@ -279,7 +278,7 @@ class Simulator:
         users: torch.Tensor,
         candidates: torch.Tensor,
         list_len: int,
-        beam_width: int = 64,
+        beam_width: int = ORACLE_BEAM_WIDTH,
         exhaustive: bool = False,
         max_lists: int = 1_000_000,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -389,31 +388,6 @@ class Simulator:
             context = context.gather(1, row) + added
             used = used.gather(1, row).scatter(2, item[..., None], True)
         return beams[:, 0], scores[:, 0]
-
-
-def simulate(config: SimConfig, out_dir: Path | str, overwrite: bool = False) -> Path:
-    """Draw the world and its logs; write world.npz, interactions.parquet, manifest.json atomically.
-
-    Output is a pure function of ``config``: byte-identical files for the same config, and the
-    same rows whatever ``chunk_users`` (only the parquet row groups differ), so a dataset prepared
-    from it can always be traced back to its world.
-    """
-    from goalrank.simulate.logs import write_logs
-
-    simulator = Simulator.from_config(config)
-    out = Path(out_dir)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        simulator.world.save(tmp / WORLD)
-        counts = write_logs(simulator, config, tmp / INTERACTIONS)
-        checksums = {name: sha256_file(tmp / name) for name in (INTERACTIONS, WORLD)}
-        write_json(tmp / MANIFEST, {
-            "format_version": FORMAT_VERSION,
-            "config": to_dict(config),
-            "seed": config.seed,
-            "counts": counts,
-            "checksums": checksums,
-        })
-    return out
 
 
 def _all_lists(n_candidates: int, list_len: int, max_lists: int, device: torch.device) -> torch.Tensor:

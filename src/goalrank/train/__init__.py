@@ -1,1 +1,2 @@
-"""Training: losses (losses.py), per-model objectives (objectives.py), the loop and run folders."""
+"""Training: the loop (``loop``), run-time plumbing (``runtime``), DDP (``distributed``), training
+runs (``run``) and the training-step benchmark (``bench``)."""

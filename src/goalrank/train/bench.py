@@ -20,10 +20,11 @@ from goalrank.config import from_dict
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.groups import GroupConfig
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
-from goalrank.train.losses import supervised_loss
-from goalrank.train.objectives import GroupRelativeObjective, ReferenceConfig
-from goalrank.train.run import load_reward_model
+from goalrank.objectives.group_relative import GroupRelativeObjective
+from goalrank.objectives.losses import supervised_loss
+from goalrank.objectives.reference import ReferenceConfig
 from goalrank.perf import count_flops, matmul_peak_flops, timed
+from goalrank.runs.load import load_reward_model
 from goalrank.train.runtime import autocast, autocast_dtype, resolve_device, seed_everything
 
 MFU_PEAK_SIZE = {"cpu": 1024, "cuda": 8192}  # large enough to saturate the device's matmul units

@@ -4,7 +4,7 @@ Reads top to bottom: for each epoch, shuffled mini-batches -> loss -> AdamW step
 validation pass picks the checkpoint (never the test split) and drives early stopping. A
 model plugs in through two callables, so one loop serves every model without subclassing.
 
-Resumable: every ``train.checkpoint_every`` batches and at each epoch end, ``run_dir/last.pt``
+Resumable: every ``train.checkpoint_every`` batches and at each epoch end, the run's ``last.pt``
 records weights, optimizer, RNG states and the ``TrainState`` (epoch, data position, best
 value, early-stopping counter), so ``fit(resume=True)`` continues a killed run and reaches the
 same weights as an uninterrupted one. Distributed: the loop is written once against
@@ -14,7 +14,6 @@ same weights as an uninterrupted one. Distributed: the loop is written once agai
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,15 +25,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from goalrank.data.storage import RankingBatch, Split
-from goalrank.errors import ArtifactError, ConfigError, GoalRankError
-from goalrank.io import read_sha256sums, sha256_file, write_sha256sums
+from goalrank.errors import ConfigError, GoalRankError
+from goalrank.runs.checkpoint import load_checkpoint, save_checkpoint
+from goalrank.runs.folder import RunFolder
 from goalrank.train.distributed import Distributed
 from goalrank.train.runtime import RunLog, TrainConfig, autocast, capture_rng, restore_rng
 
 LossFn = Callable[[RankingBatch], tuple[torch.Tensor, dict[str, float]]]
 ValidateFn = Callable[[], dict[str, float]]
-CHECKPOINT = "checkpoint.pt"
-LAST = "last.pt"
 MAX_NONFINITE_STEPS = 10
 
 
@@ -70,65 +68,6 @@ class TrainState:
     log_bytes: int = 0
 
 
-def checksum_path(path: Path) -> Path:
-    """The file beside checkpoint ``path`` that records its SHA-256 (``checkpoint.pt.sha256``)."""
-    return path.with_name(f"{path.name}.sha256")
-
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """torch.save through a temporary file and rename, with the file's SHA-256 recorded beside it.
-
-    The rename means a crash never leaves a half-written ``path``; the checksum, one
-    ``sha256sum`` line (``sha256sum -c`` checks it in the run folder), catches what a rename
-    cannot: a file truncated or altered afterwards (a full disk on copy, bit rot, a power loss
-    before the data reached the disk). Checkpoint and record cannot be replaced in one step, so
-    while the rename is in flight the record lists both the new and the previous digest: a
-    process killed at any moment leaves a checkpoint that still verifies.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(payload, tmp)
-        digest = sha256_file(tmp)
-        _write_digests(path, [digest, *(d for d in _recorded_digests(path) if d != digest)])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _write_digests(path, [digest])
-
-
-def verify_checkpoint(path: Path) -> None:
-    """Raise ArtifactError naming ``path`` unless its SHA-256 is one ``save_checkpoint`` recorded."""
-    record = checksum_path(path)
-    if not record.is_file():
-        raise ArtifactError(f"{record}: checksum file not found, so {path.name} cannot be verified "
-                            "(written by an older goalrank?); retrain the run")
-    digests = _recorded_digests(path)
-    if not digests:
-        raise ArtifactError(f"{record}: expected lines '<64 hex digits>  {path.name}'")
-    actual = sha256_file(path)
-    if actual not in digests:
-        raise ArtifactError(f"{path}: unreadable checkpoint (SHA-256 {actual[:12]}... differs from the "
-                            f"{digests[0][:12]}... recorded in {record.name}: the file is truncated or corrupted)")
-
-
-def _recorded_digests(path: Path) -> list[str]:
-    """The digests recorded for checkpoint ``path``: one, or two while a save was in flight."""
-    return [digest for digest, _ in read_sha256sums(checksum_path(path))]
-
-
-def _write_digests(path: Path, digests: list[str]) -> None:
-    write_sha256sums(checksum_path(path), [(digest, path.name) for digest in digests])
-
-
-def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Verify a checkpoint's checksum, then load it; any failure is an ArtifactError naming the file."""
-    verify_checkpoint(path)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ArtifactError(f"{path}: unreadable checkpoint ({exc})") from exc
-
-
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -136,7 +75,7 @@ def fit(
     select_metric: str,
     train_split: Split,
     config: TrainConfig,
-    run_dir: Path,
+    run: RunFolder,
     device: torch.device,
     rng: torch.Generator | None = None,
     resume: bool = False,
@@ -147,23 +86,22 @@ def fit(
     ``loss_fn`` maps a batch (already on ``device``) to (loss, stats to log), both means over the
     batch's requests; ``validate`` returns validation metrics, higher ``select_metric`` is
     better. ``rng`` is the generator ``loss_fn`` draws from, saved with the checkpoints. The best
-    weights are saved to ``run_dir/checkpoint.pt`` and loaded back into ``model`` before
-    returning. ``resume`` continues from ``run_dir/last.pt`` when it exists. Under ``dist``, each
+    weights are saved to ``run.checkpoint`` and loaded back into ``model`` before
+    returning. ``resume`` continues from ``run.last`` when it exists. Under ``dist``, each
     rank trains on its shard of every global batch of ``config.batch_size`` requests and rank 0
     alone validates and writes.
     """
-    run_dir = Path(run_dir)
-    log = RunLog(run_dir, enabled=dist.is_main)
+    log = RunLog(run.log, enabled=dist.is_main)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    state = _resume(run_dir / LAST, model, optimizer, rng, device, log, dist) if resume else TrainState()
+    state = _resume(run.last, model, optimizer, rng, device, log, dist) if resume else TrainState()
     step_loss = dist.wrap(model, loss_fn)
 
     def save_last() -> None:
         per_rank = dist.gather({"rng": capture_rng(rng, device), "totals": state.totals})
         state.log_bytes = log.size()
         if dist.is_main:
-            save_checkpoint(run_dir / LAST, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_checkpoint(run.last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                              "state": asdict(state), "ranks": per_rank,
                                              "world_size": dist.world_size})
 
@@ -200,15 +138,15 @@ def fit(
             if config.checkpoint_every and state.position % config.checkpoint_every == 0 \
                     and state.steps < steps_per_epoch:
                 save_last()
-        _end_epoch(model, validate, select_metric, state, log, run_dir, dist)
+        _end_epoch(model, validate, select_metric, state, log, run, dist)
         save_last()
-    best = dist.on_main(lambda: load_checkpoint(run_dir / CHECKPOINT))
+    best = dist.on_main(lambda: load_checkpoint(run.checkpoint))
     model.load_state_dict(best["model"])
     return FitResult(best_epoch=state.best_epoch, best_metrics=state.best_metrics, epochs_run=state.epoch)
 
 
 def _end_epoch(model: nn.Module, validate: ValidateFn, select_metric: str, state: TrainState, log: RunLog,
-               run_dir: Path, dist: Distributed) -> None:
+               run: RunFolder, dist: Distributed) -> None:
     """Validate (rank 0), log the epoch, keep the best weights, count epochs without improvement."""
     model.eval()
     start = time.perf_counter()
@@ -227,7 +165,7 @@ def _end_epoch(model: nn.Module, validate: ValidateFn, select_metric: str, state
         state.best_value, state.stale = value, 0
         state.best_epoch, state.best_metrics = epoch, metrics
         if dist.is_main:
-            save_checkpoint(run_dir / CHECKPOINT, {"model": model.state_dict(), "epoch": epoch, "valid": metrics})
+            save_checkpoint(run.checkpoint, {"model": model.state_dict(), "epoch": epoch, "valid": metrics})
     else:
         state.stale += 1
     state.epoch, state.position, state.steps, state.totals = epoch, 0, 0, {}

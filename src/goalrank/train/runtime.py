@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from goalrank.config import check
-from goalrank.io import write_json
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -127,13 +126,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 class RunLog:
-    """Appends one JSON line per event to ``run_dir/log.jsonl`` (per-epoch metrics, skips, ...).
+    """Appends one JSON line per event to a run's log (``RunFolder.log``: per-epoch metrics, skips, ...).
 
     ``enabled=False`` makes every call a no-op: ranks other than 0 of a distributed run log nothing.
     """
 
-    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
-        self.path = Path(run_dir) / "log.jsonl"
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path = Path(path)
         self.enabled = enabled
         self.start = time.perf_counter()
 
@@ -153,8 +152,3 @@ class RunLog:
         record = {"elapsed_s": round(time.perf_counter() - self.start, 3), **record}
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-def save_run_config(run_dir: Path, payload: dict[str, Any]) -> None:
-    """Write the full config beside the checkpoint so a run can be rebuilt and re-evaluated."""
-    write_json(Path(run_dir) / "config.json", payload)

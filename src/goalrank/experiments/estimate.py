@@ -30,17 +30,13 @@ import polars as pl
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError
-from goalrank.evaluate.benchmark import (
-    BenchmarkConfig,
-    RankerRun,
-    evaluate_test,
-    merge_values,
-    plan,
-    prepare_dataset,
-    ranker_run,
-    reward_values,
-)
+from goalrank.experiments.benchmark import RankerRun, prepare_dataset, ranker_run, reward_values
+from goalrank.experiments.config import BenchmarkConfig, merge_values
+from goalrank.experiments.evaluation import evaluate_test
+from goalrank.experiments.folder import BenchmarkFolder
+from goalrank.experiments.plan import plan
 from goalrank.perf import timed
+from goalrank.runs.folder import RunFolder
 from goalrank.train.run import build_reward_config, train_ranker, train_reward
 from goalrank.train.runtime import TrainConfig, resolve_device
 
@@ -66,14 +62,13 @@ class RunCost:
 def estimate_benchmark(out: Path, config: BenchmarkConfig, steps: int) -> str:
     """Time every distinct run of ``config`` capped at ``steps`` batches; write and return estimate.md."""
     check(steps >= 1, "--estimate", "a number of batches >= 1", steps)
-    scratch = Path(out) / "estimate"
+    folder = BenchmarkFolder(out)
+    scratch = folder.estimate
     shutil.rmtree(scratch, ignore_errors=True)
     costs: list[RunCost] = []
-    for name in config.datasets:
-        data_dir = prepare_dataset(Path(out), name, config)
-        if data_dir is not None:
-            costs += _dataset_costs(scratch / name, PreparedDataset(data_dir), name, config, steps)
-    check(bool(costs), "--datasets", "at least one dataset that can be prepared", ",".join(config.datasets))
+    for spec in config.dataset_specs:
+        dataset = PreparedDataset(prepare_dataset(folder, spec, config))
+        costs += _dataset_costs(scratch / spec.name, dataset, spec.name, config, steps)
     report = _report(costs, config, steps)
     (scratch / "estimate.md").write_text(report)
     pl.DataFrame([{"dataset": c.dataset, "runs": " = ".join(c.labels), "epochs": c.epochs,
@@ -114,7 +109,7 @@ def _measure(run_dir: Path, dataset: str, labels: list[str], train: TrainConfig,
              run: Callable[[], object]) -> RunCost:
     """Run a capped training call; split its time into setup, batches and validation from its log."""
     total = _seconds(run)
-    log = run_dir / "log.jsonl"
+    log = RunFolder(run_dir).log
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     epochs = [record for record in records if "valid_s" in record]  # skipped-step events have none
     if not epochs or epochs[0]["steps"] < 1:

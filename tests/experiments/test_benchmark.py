@@ -19,14 +19,9 @@ import pytest
 from goalrank.cli import main
 from goalrank.errors import ConfigError
 from goalrank.io import SUMS
-from goalrank.evaluate.benchmark import (
-    STUDIES,
-    TABLE1_BASELINES,
-    best_baseline,
-    merge_values,
-    paired_bootstrap,
-    parse_size,
-)
+from goalrank.experiments.config import STUDIES, merge_values, parse_size
+from goalrank.experiments.plan import TABLE1_BASELINES
+from goalrank.experiments.statistics import best_baseline, paired_bootstrap
 from goalrank.models.blocks import count_parameters
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 
@@ -44,7 +39,7 @@ ARTEFACTS = ("checkpoint.pt", "metrics.json", "eval-test.json", "per-list-test.n
 
 
 def _benchmark(out: Path) -> int:
-    argv = ["benchmark", "--out", str(out), "--profile", "quick", "--datasets", "sim", "--seeds", "0"]
+    argv = ["benchmark", "--out", str(out), "--profile", "quick", "--seeds", "0"]
     return main(argv + [arg for item in TINY for arg in ("--set", item)])
 
 
@@ -143,15 +138,38 @@ def test_report_files_are_recorded_and_a_corrupted_run_result_is_named(
 def test_bad_study_or_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["benchmark", "--out", str(tmp_path / "b"), "--only", "table1,tabel3"]) == 2
     assert "--only" in capsys.readouterr().err
-    assert main(["benchmark", "--out", str(tmp_path / "b"), "--datasets", "ml1m"]) == 2
-    assert "--datasets" in capsys.readouterr().err
-    assert not (tmp_path / "b").exists()
+    for bad, named in (("ml1m", "NAME=SOURCE:PATH"), ("x=ml1m:ratings.dat", "source 'ml1m'"),
+                       ("x=movielens", "needs a path")):
+        assert main(["benchmark", "--out", str(tmp_path / "b"), "--dataset", bad]) == 2
+        assert named in capsys.readouterr().err
+    assert main(["benchmark", "--out", str(tmp_path / "b"), "--dataset", "a=simulator", "--dataset", "a=simulator"]) == 2
+    assert "distinct names" in capsys.readouterr().err
+    assert main(["benchmark", "--out", str(tmp_path / "b"), "--dataset", f"x=movielens:{tmp_path / 'none.csv'}"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "report.md").exists()
 
 
-def test_ml100k_without_a_path_is_skipped_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["benchmark", "--out", str(tmp_path), "--datasets", "ml100k", "--only", "table1"]) == 0
-    assert "--ml100k" in capsys.readouterr().out
-    assert "`ml100k` skipped" in (tmp_path / "report.md").read_text()
+def test_table1_runs_on_a_generic_log_named_on_the_command_line(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    users, items, per_user = 40, 30, 24
+    rows = [(u, int(i), t, int(rng.random() < 0.4)) for u in range(users)
+            for t, i in enumerate(rng.choice(items, size=per_user, replace=False))]
+    log = tmp_path / "mine.csv"
+    pl.DataFrame(rows, schema=["user", "item", "timestamp", "label"], orient="row").write_csv(log)
+    out = tmp_path / "bench"
+    sets = ["prepare.list_len=3", "prepare.kcore=2", "prepare.n_candidates=8", "prepare.history_len=5",
+            "prepare.retriever.epochs=1", "reward.model.d_model=8", "reward.train.max_steps_per_epoch=2",
+            "ranker.model.d_model=8", "ranker.train.max_steps_per_epoch=2", "ranker.group.group_size=4",
+            "mge_generators=3", "bootstrap_samples=100"]
+    argv = ["benchmark", "--out", str(out), "--profile", "quick", "--dataset", f"mine=generic:{log}",
+            "--seeds", "0", "--only", "table1", *[arg for item in sets for arg in ("--set", item)]]
+    assert main(argv) == 0
+    report = (out / "report.md").read_text()
+    rows_by_label = _table_rows(_section(report, "Table 1 — mine"))
+    assert list(rows_by_label) == [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "GoalRank"]
+    assert all(len(cells) == 5 for cells in rows_by_label.values())  # no true reward off the simulator
+    table1 = pl.read_csv(out / "table1.csv")
+    assert set(table1["dataset"]) == {"mine"} and table1["NDCG@3"].is_between(0, 1).all()
 
 
 def test_paired_bootstrap_identical_inputs_give_p_one() -> None:

@@ -13,8 +13,9 @@ from groups.toys import PairwiseReward, PlackettLuce, all_lists, make_batch
 
 from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig
-from goalrank.train.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
-from goalrank.train.objectives import GroupRelativeObjective, ReferenceConfig, supervised_target
+from goalrank.objectives.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
+from goalrank.objectives.group_relative import GroupRelativeObjective, supervised_target
+from goalrank.objectives.reference import ReferenceConfig
 
 
 def test_reference_policy_by_hand():

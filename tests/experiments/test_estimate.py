@@ -7,15 +7,17 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from evaluate.test_benchmark import TINY
+from experiments.test_benchmark import TINY
 
 from goalrank.cli import main
 from goalrank.data.storage import PreparedDataset
-from goalrank.evaluate.benchmark import load_benchmark_config, plan, ranker_run
+from goalrank.experiments.benchmark import ranker_run
+from goalrank.experiments.config import load_benchmark_config
+from goalrank.experiments.plan import plan
 
 
 def _estimate(out: Path, steps: str) -> int:
-    argv = ["benchmark", "--out", str(out), "--profile", "quick", "--datasets", "sim", "--seeds", "0,1",
+    argv = ["benchmark", "--out", str(out), "--profile", "quick", "--seeds", "0,1",
             "--estimate", steps]
     return main(argv + [arg for item in TINY for arg in ("--set", item)])
 
@@ -28,7 +30,7 @@ def estimate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_each_distinct_run_is_timed_once_with_the_studies_that_share_it(estimate: Path) -> None:
-    config = load_benchmark_config("quick", None, TINY, {"datasets": "sim", "seeds": "0,1"})
+    config = load_benchmark_config("quick", None, TINY, {"seeds": "0,1"})
     dataset = PreparedDataset(estimate / "data" / "sim")
     distinct = {ranker_run(spec, config, dataset, 0, estimate / "reward").name for spec in plan(config)}
     rows = pl.read_csv(estimate / "estimate" / "estimate.csv")

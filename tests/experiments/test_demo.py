@@ -1,7 +1,9 @@
-import json
+import re
+
+import polars as pl
 
 from goalrank.cli import main
-from goalrank.pipeline import summary_table
+from goalrank.experiments.report import summary_table
 
 TINY = [
     "--set", "simulate.n_users=60", "--set", "simulate.n_items=60", "--set", "simulate.sessions_per_user=12",
@@ -15,18 +17,21 @@ TINY = [
 def test_demo_runs_end_to_end_and_resumes_by_skipping_finished_stages(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--seeds", "0,1", *TINY]) == 0
-    table = (out / "results.md").read_text()
-    assert "| goalrank |" in table and "| dnn |" in table and "true_reward" in table
-    rows = json.loads((out / "results.json").read_text())
-    assert len(rows["goalrank"]) == len(rows["dnn"]) == 2
-    assert all(0.0 <= r["NDCG@6"] <= 1.0 and r["oracle_ratio"] <= 1.0 + 1e-6 for r in rows["goalrank"])
+    report = (out / "report.md").read_text()
+    table = report.split("## Table 1 — sim")[1]
+    assert "| GoalRank |" in table and "| DNN |" in table and "true_reward" in table
+    rows = pl.read_csv(out / "table1.csv")
+    assert sorted(rows["model"].to_list()) == ["dnn", "dnn", "goalrank", "goalrank"]
+    assert rows["NDCG@6"].is_between(0, 1).all() and (rows["oracle_ratio"] <= 1 + 1e-6).all()
     capsys.readouterr()
-    mtime = (out / "goalrank-seed0" / "checkpoint.pt").stat().st_mtime
+    checkpoints = {path: path.stat().st_mtime_ns for path in out.glob("runs/sim/seed*/*/checkpoint.pt")}
+    assert len(checkpoints) == 2 * 3  # reward model, GoalRank and DNN per seed
     assert main(["demo", "--out", str(out), "--seeds", "0,1", *TINY]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("[skip]") == 2 + 2 * 3 and "[run ]" not in printed
-    assert (out / "goalrank-seed0" / "checkpoint.pt").stat().st_mtime == mtime
-    assert (out / "results.md").read_text() == table
+    assert printed.count("[skip]") == 2 + 2 * (1 + 2 * 2) and "[run ]" not in printed
+    assert {path: path.stat().st_mtime_ns for path in checkpoints} == checkpoints
+    strip_time = lambda text: re.sub(r"took \d+ s", "", text)  # noqa: E731
+    assert strip_time((out / "report.md").read_text()) == strip_time(report)
 
 
 def test_demo_rejects_unknown_config_keys(tmp_path, capsys):

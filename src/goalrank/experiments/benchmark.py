@@ -1,0 +1,169 @@
+"""`goalrank benchmark`: the reproduction report — Table 1, the Table 3 ablations and Fig. 3 (paper §4.1).
+
+Per dataset: simulate (built-in simulator only) → prepare → per seed, one reward model → every
+ranker run the chosen studies need (``plan``) → one evaluation pass on the test split → CSVs,
+markdown tables, PNG plots and ``report.md`` (``report``) under ``--out``.
+
+- One reward model per dataset and seed is the evaluator of every G-E / MG-E baseline and the
+  reward model of GoalRank: the paper requires that "all baselines share exactly the same
+  evaluator" (§4.1.2).
+- A run folder is named by a digest of its fully resolved config (model, training, group,
+  reference, reward run). Runs that two studies share (Table 1's GoalRank is a column of the
+  group-size ablation and the β = 0 row of the bias ablation) train once, and re-running the same
+  command finds every finished run and only regenerates the report. An interrupted run continues
+  from its last checkpoint (``last.pt``): its folder name pins its config, so resuming it is safe.
+- Checkpoints are chosen on the validation split by the training loop; the test split is only
+  evaluated, once per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from goalrank.config import from_dict, to_dict
+from goalrank.data.prepare import PrepareConfig, prepare
+from goalrank.data.storage import PreparedDataset
+from goalrank.errors import DataError
+from goalrank.experiments.config import SIMULATOR, BenchmarkConfig, DatasetSpec, merge_values
+from goalrank.experiments.evaluation import evaluate_test
+from goalrank.experiments.folder import BenchmarkFolder
+from goalrank.experiments.plan import RunSpec, plan
+from goalrank.experiments.report import write_report
+from goalrank.io import read_recorded_json
+from goalrank.models.blocks import count_parameters
+from goalrank.runs.folder import RunFolder
+from goalrank.runs.load import build_model
+from goalrank.runs.registry import MODELS
+from goalrank.simulate import SimConfig, simulate
+from goalrank.simulate.folder import SimulatorFolder
+from goalrank.train.run import RankerRunConfig, build_ranker_config, build_reward_config, train_ranker, train_reward
+
+
+def stage(done: Path, build: Callable[[], Any], label: str) -> None:
+    """Run ``build`` unless the file ``done`` (what it writes last) exists: re-running skips finished stages."""
+    if done.is_file():
+        print(f"[skip] {label}: {done.parent} is complete")
+        return
+    print(f"[run ] {label}", flush=True)
+    build()
+
+
+def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
+    """Run (or resume) every study of ``config`` under ``out``; write and return ``report.md``."""
+    folder = BenchmarkFolder(out)
+    start = time.perf_counter()
+    specs = plan(config)
+    rows: list[dict[str, Any]] = []
+    list_lens: dict[str, int] = {}
+    for dataset_spec in config.dataset_specs:
+        name = dataset_spec.name
+        dataset = PreparedDataset(prepare_dataset(folder, dataset_spec, config))
+        list_lens[name] = dataset.list_len
+        for seed in config.seeds:
+            seed_dir = folder.seed(name, seed)
+            reward_dir = _ensure_reward(seed_dir, dataset, config.reward, seed, f"[{name} seed {seed}]")
+            for index, spec in enumerate(specs, 1):
+                where = f"[{name} seed {seed} {index}/{len(specs)}] {spec.study}: {spec.label}"
+                run_dir = _ensure_ranker(seed_dir, dataset, spec, config, seed, reward_dir, where)
+                rows.append(_result_row(folder, spec, name, seed, run_dir))
+    report = write_report(folder, config, rows, list_lens, command, time.perf_counter() - start)
+    print(f"report written to {folder.report}")
+    return report
+
+
+def prepare_dataset(folder: BenchmarkFolder, spec: DatasetSpec, config: BenchmarkConfig) -> Path:
+    """Prepared-dataset folder of ``spec`` (built if missing; the built-in world simulated first)."""
+    data_dir = folder.dataset(spec.name)
+    log = spec.path
+    if log is None:
+        world = folder.world(spec.name)
+        stage(SimulatorFolder(world).manifest,
+              lambda: simulate(from_dict(SimConfig, config.simulate, "simulate"), world), f"simulate {spec.name}")
+        log = world
+    elif not log.exists():
+        raise DataError(f"--dataset {spec.name}={spec.source}:{log}: not found; expected a log that "
+                        f"`goalrank prepare --source {spec.source}` reads")
+    values = {**config.prepare, "source": spec.source, "input": str(log)}
+    stage(PreparedDataset.manifest_path(data_dir),
+          lambda: prepare(from_dict(PrepareConfig, values, "prepare"), data_dir), f"prepare {spec.name}")
+    return data_dir
+
+
+def reward_values(reward: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The reward run's config values for ``seed``."""
+    return merge_values(reward, {"train": {"seed": seed}})
+
+
+@dataclass
+class RankerRun:
+    """One ranker run of the plan: its folder name, config values, validated config, reward folder."""
+
+    name: str
+    model: str
+    values: dict[str, Any]
+    config: RankerRunConfig
+    reward_dir: Path | None
+
+
+def ranker_run(spec: RunSpec, config: BenchmarkConfig, dataset: PreparedDataset, seed: int,
+               reward_dir: Path) -> RankerRun:
+    """The run ``spec`` asks for; ``reward_dir`` is kept only when the model trains with a reward model.
+
+    The name is the model and a digest of everything that defines the run, so studies that ask for
+    the same run (Table 1's GoalRank is K=20 of the group-size study) share one folder.
+    """
+    values = merge_values(config.ranker, spec.values, {"train": {"seed": seed}})
+    run_config, _ = build_ranker_config(spec.model, dataset, values)
+    uses_reward = MODELS[spec.model].uses_reward_model
+    identity = {"model_name": spec.model, "reward": reward_dir.name if uses_reward else None, **to_dict(run_config)}
+    return RankerRun(f"{spec.model}-{_digest(identity)}", spec.model, values, run_config,
+                     reward_dir if uses_reward else None)
+
+
+def _ensure_reward(seed_dir: Path, dataset: PreparedDataset, reward: dict[str, Any], seed: int, where: str) -> Path:
+    """The seed's reward model (the one evaluator every G-E method and GoalRank share), trained if missing."""
+    values = reward_values(reward, seed)
+    run_dir = seed_dir / f"reward-{_digest(to_dict(build_reward_config(dataset, values)))}"
+    stage(RunFolder(run_dir).metrics, partial(train_reward, dataset.root, run_dir, values, resume=True),
+          f"{where} train reward model")
+    return run_dir
+
+
+def _ensure_ranker(seed_dir: Path, dataset: PreparedDataset, spec: RunSpec, config: BenchmarkConfig,
+                   seed: int, reward_dir: Path, where: str) -> Path:
+    """Train (if missing) and evaluate on test (if missing) one ranker run; returns its folder."""
+    run = ranker_run(spec, config, dataset, seed, reward_dir)
+    folder = RunFolder(seed_dir / run.name)
+    stage(folder.metrics, partial(train_ranker, run.model, dataset.root, folder.root, run.values, run.reward_dir,
+                                  resume=True), f"{where} train")
+    stage(folder.evaluation("test"), partial(evaluate_test, folder.root, config.beam_width), f"{where} evaluate")
+    return folder.root
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def parameter_count(run_dir: Path) -> int:
+    """Trainable parameters of a run's ranker (the shared evaluator excluded), built on the meta device."""
+    config = RunFolder(run_dir).read_config()
+    name = config["model_name"]
+    model_config = from_dict(MODELS[name].config_cls, config["model"], "model")
+    with torch.device("meta"):
+        return count_parameters(build_model(name, model_config, evaluator=None))
+
+
+def _result_row(folder: BenchmarkFolder, spec: RunSpec, dataset: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    return {"study": spec.study, "dataset": dataset, "method": spec.method, "setting": spec.setting,
+            "label": spec.label, "model": spec.model, "grid_value": spec.grid_value, "seed": seed,
+            "parameters": parameter_count(run_dir), "run": str(run_dir.relative_to(folder.root)),
+            **read_recorded_json(RunFolder(run_dir).evaluation("test"))}

@@ -1,0 +1,98 @@
+"""A trained run's evaluation: `goalrank evaluate` (means on a split) and the benchmark's test pass
+(means plus every list's metrics, for the paired significance test).
+
+Both write into the run folder (``RunFolder.evaluation``, ``RunFolder.per_list``), recorded in its
+``SHA256SUMS``; checkpoints were chosen on validation by the training loop, so the test split is
+only evaluated here, once per run.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from goalrank.data.storage import PreparedDataset, RankingBatch
+from goalrank.errors import ConfigError
+from goalrank.evaluate.metrics import per_list_metrics
+from goalrank.evaluate.protocol import TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
+from goalrank.io import atomic_file, record_checksum, write_recorded_json
+from goalrank.models.base import ListRanker, Ranker, RankOutput
+from goalrank.runs.folder import RunFolder
+from goalrank.runs.load import REWARD, load_run
+from goalrank.train.runtime import resolve_device
+
+
+def evaluate_run(run_dir: Path, data_dir: Path | None, split: str, beam_width: int) -> str:
+    """Evaluate ``run_dir`` on ``split``; writes its ``eval-<split>.json`` and returns a table."""
+    device = resolve_device("auto")
+    model, config = load_run(run_dir, device)
+    if config["model_name"] == REWARD:
+        raise ConfigError(f"--run {run_dir}: is a reward-model run; evaluate a ranker run")
+    dataset = PreparedDataset(data_dir or config["data"])
+    true_reward = _true_reward(str(dataset.root.resolve()), beam_width)
+    metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
+    write_recorded_json(RunFolder(run_dir).evaluation(split), metrics)
+    return format_metrics(f"{config['model_name']} on {split}", metrics)
+
+
+def evaluate_test(run_dir: Path, beam_width: int) -> dict[str, float]:
+    """Evaluate a run on the test split in one ranking pass.
+
+    Writes the means (as `goalrank evaluate` does) and every test list's metrics (and true reward
+    on simulator data) for the significance test.
+    """
+    run = RunFolder(run_dir)
+    device = resolve_device("auto")
+    model, config = load_run(run.root, device)
+    dataset = PreparedDataset(config["data"])
+    true_reward = _true_reward(str(Path(config["data"]).resolve()), beam_width)
+    recorder = PerListRecorder(model, true_reward)
+    metrics = evaluate_ranker(recorder, dataset.split("test"), config["train"]["eval_batch_size"], device,
+                              true_reward, progress=False)
+    with atomic_file(run.per_list("test")) as tmp:
+        np.savez(tmp, **recorder.values())
+    record_checksum(run.per_list("test"))
+    write_recorded_json(run.evaluation("test"), metrics)
+    return metrics
+
+
+class PerListRecorder(Ranker):
+    """Wraps a ranker so that one evaluation pass also keeps every list's metrics and true reward."""
+
+    def __init__(self, ranker: ListRanker, true_reward: TrueReward | None) -> None:
+        super().__init__(ranker.list_len)
+        self.ranker = ranker
+        self.true_reward = true_reward
+        self.batches: list[dict[str, torch.Tensor]] = []
+
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        output = self.ranker.rank(batch)
+        values = per_list_metrics(output.lists, output.scores, batch.labels)  # {name: (B,)}
+        if self.true_reward is not None:
+            values[TRUE_REWARD] = self.true_reward.of_lists(batch, output.lists[:, None])[:, 0]
+        self.batches.append({name: value.detach().float().cpu() for name, value in values.items()})
+        return output
+
+    def values(self) -> dict[str, np.ndarray]:
+        """``{name: (n_lists,)}`` over every batch ranked so far, in split order."""
+        return {name: torch.cat([b[name] for b in self.batches]).numpy() for name in self.batches[0]}
+
+
+@functools.lru_cache(maxsize=4)
+def _true_reward(data_root: str, beam_width: int) -> TrueReward | None:
+    """One TrueReward per dataset for a whole benchmark, so its oracle is searched once (protocol.TrueReward)."""
+    dataset = PreparedDataset(data_root)
+    simulator = simulator_for(dataset)
+    return TrueReward(simulator, dataset, beam_width) if simulator is not None else None
+
+
+def format_metrics(title: str, metrics: dict[str, float]) -> str:
+    """A two-column markdown table of a run's metrics (counts as integers)."""
+    lines = [f"| {title} | value |", "|---|---|"]
+    for key, value in metrics.items():
+        shown = f"{value:.0f}" if key.startswith("n_") else f"{value:.4f}"
+        lines.append(f"| {key} | {shown} |")
+    return "\n".join(lines)

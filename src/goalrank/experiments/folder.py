@@ -1,0 +1,49 @@
+"""The benchmark's output folder: the one owner of its layout.
+
+    OUT/data/NAME/               prepared dataset (and NAME-world/ for the built-in simulator)
+    OUT/runs/NAME/seedS/RUN/     reward and ranker run folders (``RunFolder``)
+    OUT/report.md, OUT/STUDY.csv, OUT/*.png, OUT/benchmark-config.json   the report, in SHA256SUMS
+    OUT/estimate/                the scratch runs and projection of ``--estimate``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BenchmarkFolder:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def world(self, dataset: str) -> Path:
+        """The simulated world of a built-in simulator dataset."""
+        return self.root / "data" / f"{dataset}-world"
+
+    def dataset(self, dataset: str) -> Path:
+        return self.root / "data" / dataset
+
+    def seed(self, dataset: str, seed: int) -> Path:
+        """The folder of one dataset and seed's runs."""
+        return self.root / "runs" / dataset / f"seed{seed}"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "benchmark-config.json"
+
+    def table(self, study: str) -> Path:
+        return self.root / f"{study}.csv"
+
+    def plot(self, study: str, dataset: str) -> Path:
+        return self.root / f"{study}-{dataset}.png"
+
+    @property
+    def estimate(self) -> Path:
+        return self.root / "estimate"

@@ -1,0 +1,63 @@
+"""The runs each study asks for (paper §4.1): Table 1's methods, Table 3's grids, Fig. 3's sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from goalrank.experiments.config import BenchmarkConfig, parse_size
+from goalrank.experiments.paper import GOALRANK
+
+TABLE1_BASELINES = (
+    ("DNN", "dnn"), ("DLCM", "dlcm"), ("PRS (SetRank)", "setrank"), ("PRM", "prm"), ("MIR", "mir"),
+    ("RankMixer", "rankmixer"), ("EGRerank", "egrerank"), ("PIER", "pier"), ("NAR4Rec", "nar4rec"),
+)
+MGE = "MG-E"
+SCALED_DEPTH_FIELDS = {"goalrank": ("encoder_layers", "decoder_layers"), "dnn": ("hidden_layers",),
+                       "pier": ("hidden_layers",)}
+METHOD_NAMES = {"goalrank": GOALRANK, "dnn": "DNN", "pier": "PIER"}
+
+
+@dataclass
+class RunSpec:
+    """One row of a study: ranker ``model`` with ``values`` laid over the shared ranker values.
+
+    ``grid_value`` is the swept value (K, β) for the plots; None where the x axis is the size.
+    """
+
+    study: str
+    method: str
+    setting: str
+    model: str
+    values: dict[str, Any] = field(default_factory=dict)
+    grid_value: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.setting}".strip()
+
+
+def plan(config: BenchmarkConfig) -> list[RunSpec]:
+    """Every run spec of the chosen studies, in report order (shared runs are deduplicated later)."""
+    specs: list[RunSpec] = []
+    if "table1" in config.studies:
+        table1 = [RunSpec("table1", label, "", name) for label, name in TABLE1_BASELINES]
+        table1 += [RunSpec("table1", MGE, f"G-{g}", "mge", {"model": {"n_generators": g}})
+                   for g in config.mge_generators]
+        table1.append(RunSpec("table1", GOALRANK, "", "goalrank"))
+        specs += [spec for spec in table1 if not config.methods or spec.model in config.methods]
+    if "groupsize" in config.studies:
+        specs += [RunSpec("groupsize", GOALRANK, f"K={k}", "goalrank", {"group": {"group_size": k}}, k)
+                  for k in config.group_sizes]
+    if "bias" in config.studies:
+        specs += [RunSpec("bias", GOALRANK, f"β={b}", "goalrank", {"reference": {"reward_noise": b}}, b)
+                  for b in config.reward_noises]
+    if "scaling" in config.studies:
+        for size in config.scaling_sizes:
+            width, depth = parse_size(size)
+            for name, depth_fields in SCALED_DEPTH_FIELDS.items():
+                model = {"d_model": width, **{key: depth for key in depth_fields}}
+                specs.append(RunSpec("scaling", METHOD_NAMES[name], size, name, {"model": model}))
+        specs += [RunSpec("scaling", MGE, f"G-{g}", "mge", {"model": {"n_generators": g}})
+                  for g in config.scaling_generators]
+    return specs

@@ -1,0 +1,44 @@
+"""What an objective is, and the factory the model registry carries for each kind of model.
+
+An objective maps one batch (already on the device) to (loss, stats to log), both means over the
+batch's requests; the training loop is written once against it. Each registered model names the
+factory of its objective (``runs.registry``), so a new model kind brings its objective with it
+instead of a string that the training code has to dispatch on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from goalrank.data.storage import RankingBatch
+from goalrank.groups import GroupConfig
+from goalrank.models.base import ListEvaluator
+from goalrank.objectives.reference import ReferenceConfig
+
+Objective = Callable[[RankingBatch], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class ObjectiveInputs:
+    """Everything an objective may be built from: the model, the frozen reward model (None for
+    models trained without one), the group and reference settings of the run, and its generator."""
+
+    model: nn.Module
+    evaluator: ListEvaluator | None
+    group: GroupConfig
+    reference: ReferenceConfig
+    rng: torch.Generator
+
+
+@dataclass(frozen=True)
+class ObjectiveFactory:
+    """How one kind of model is trained. ``needs_reward_model``: the objective scores lists with
+    the trained reward model, so the run needs ``--reward``."""
+
+    name: str
+    build: Callable[[ObjectiveInputs], Objective]
+    needs_reward_model: bool = False

@@ -1,0 +1,100 @@
+"""GoalRank's objective (paper §3.2–3.3): group → rewards → reference policy (Eq. 4) → cross-entropy (Eq. 5).
+
+For each request a group of K lists is built with the auxiliary policies, scored with the frozen
+reward model, turned into the group-relative reference policy and the generator minimises the
+cross-entropy to it, optionally plus a supervised term on a logged target list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from goalrank.data.storage import RankingBatch
+from goalrank.groups import GroupConfig, GroupContext, build_group
+from goalrank.models.base import ListEvaluator, ListGenerator
+from goalrank.objectives.base import ObjectiveFactory, ObjectiveInputs
+from goalrank.objectives.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
+from goalrank.objectives.reference import ReferenceConfig
+
+
+def supervised_target(batch: RankingBatch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) candidate positions of the list the supervised term imitates (see ReferenceConfig)
+    and a (B, L) 0/1 weight of each of its steps in −log π_θ."""
+    if kind == "logged":
+        return batch.exposed, torch.ones(batch.exposed.shape, device=batch.exposed.device)
+    labels = batch.labels.gather(1, batch.exposed)  # (B, L)
+    order = torch.sort(-labels, dim=1, stable=True).indices
+    target = batch.exposed.gather(1, order)
+    if kind == "positives_first":
+        return target, torch.ones(target.shape, device=target.device)
+    return target, (labels.gather(1, order) > 0).float()  # positives first, so a prefix
+
+
+@dataclass
+class GroupRelativeObjective:
+    """GoalRank's loss on one batch: Eq. 4 reference policy, Eq. 5 cross-entropy.
+
+    The encoder runs once; the group's K lists are scored by teacher forcing over that single
+    encoding. Group construction and reward scoring run without gradients. The three stages are
+    separate methods so that ``goalrank bench train`` can time each one.
+    """
+
+    generator: ListGenerator
+    evaluator: ListEvaluator
+    group: GroupConfig
+    reference: ReferenceConfig
+    rng: torch.Generator
+
+    @torch.no_grad()
+    def build_group(self, batch: RankingBatch, encoding: object) -> torch.Tensor:
+        """(B, K, L) distinct lists per request from the auxiliary policies (App. C)."""
+        context = GroupContext(
+            batch=batch, generator=self.generator, encoding=encoding, evaluator=self.evaluator,
+            list_len=self.generator.list_len, rng=self.rng,
+            existing=batch.exposed.new_zeros(len(batch), 0, self.generator.list_len),
+        )
+        return build_group(context, self.group)
+
+    @torch.no_grad()
+    def reference_policy(self, batch: RankingBatch, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rewards (B, K) of the group's lists and the reference policy π_ref (B, K) of Eq. 4."""
+        rewards = self.evaluator.list_reward(batch, group)
+        if self.reference.reward_noise > 0:
+            rewards = perturb_rewards(rewards, self.reference.reward_noise, self.rng)
+        return rewards, reference_policy(rewards, self.reference.temperature)
+
+    def loss(
+        self, batch: RankingBatch, encoding: object, group: torch.Tensor, reference: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 5 cross-entropy (plus the optional supervised term on the logged list)."""
+        supervised = self.reference.supervised_weight > 0
+        if supervised:  # the target is scored in the group's teacher-forced pass: one decoder pass fewer
+            target, steps = supervised_target(batch, self.reference.supervised_target)
+            group = torch.cat([group, target[:, None]], dim=1)
+        step_log_probs = self.generator.step_log_probs(encoding, group)  # (B, K or K + 1, L), target last
+        log_probs = step_log_probs[:, : reference.shape[1]].sum(dim=2)  # (B, K)
+        loss = group_relative_loss(log_probs, reference, self.reference.variant)
+        stats: dict[str, float] = {}
+        if supervised:
+            sup = supervised_loss((step_log_probs[:, -1] * steps).sum(dim=1))
+            loss = loss + self.reference.supervised_weight * sup
+            stats["supervised"] = sup.item()
+        return loss, stats
+
+    def __call__(self, batch: RankingBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        encoding = self.generator.encode(batch)
+        group = self.build_group(batch, encoding)
+        rewards, reference = self.reference_policy(batch, group)
+        loss, stats = self.loss(batch, encoding, group, reference)
+        return loss, {"group_reward": rewards.mean().item(), **stats}
+
+    @classmethod
+    def from_inputs(cls, inputs: ObjectiveInputs) -> GroupRelativeObjective:
+        if inputs.evaluator is None:
+            raise ValueError("the group-relative objective needs the trained reward model")
+        return cls(inputs.model, inputs.evaluator, inputs.group, inputs.reference, inputs.rng)  # type: ignore[arg-type]
+
+
+GROUP_RELATIVE = ObjectiveFactory("group_relative", GroupRelativeObjective.from_inputs, needs_reward_model=True)

@@ -1,0 +1,97 @@
+"""The run folder: the one owner of every file name in a trained run's directory.
+
+A run folder is what ``goalrank train`` writes and what ``evaluate``, ``serve`` and the benchmark
+read back:
+
+- ``config.json``: everything needed to rebuild the model (model name, model config, training
+  config, dataset and reward-run paths);
+- ``checkpoint.pt`` (+ ``.sha256``): the best validation weights;
+- ``last.pt`` (+ ``.sha256``): the latest training state, to resume from;
+- ``log.jsonl``: one JSON line per epoch and event;
+- ``metrics.json``: validation metrics of the kept checkpoint, written when training finished (so
+  its presence marks a complete run);
+- ``eval-<split>.json`` and ``per-list-<split>.npz``: evaluation results, recorded in
+  ``SHA256SUMS``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from goalrank.errors import ArtifactError, ConfigError
+from goalrank.io import read_json, write_json
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths of one run folder's files; no other module spells their names."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "last.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    def evaluation(self, split: str) -> Path:
+        """The means of ``goalrank evaluate`` on ``split``."""
+        return self.root / f"eval-{split}.json"
+
+    def per_list(self, split: str) -> Path:
+        """Every list's metrics on ``split``, kept for the paired significance test."""
+        return self.root / f"per-list-{split}.npz"
+
+    @property
+    def is_complete(self) -> bool:
+        """Training finished: ``metrics.json`` is written last."""
+        return self.metrics.is_file()
+
+    def read_config(self) -> dict[str, Any]:
+        return read_json(self.config)  # type: ignore[no-any-return]
+
+    def open(self, config: dict[str, Any], resume: bool = False) -> RunFolder:
+        """Create the folder and write its config.json; refuse a non-empty folder unless resuming.
+
+        With ``resume``, an existing run folder is reopened only if its config.json equals
+        ``config``: a resumed run must train exactly what the interrupted one did.
+        """
+        if resume and self.config.is_file():
+            differences = _differences(self.read_config(), json.loads(json.dumps(config)))
+            if differences:
+                raise ConfigError(f"{self.config}: --resume needs the run's own config, but " + "; ".join(differences))
+            return self
+        if self.root.exists() and any(self.root.iterdir()):
+            hint = "it has no config.json to resume from" if resume else "choose another --out or pass --resume"
+            raise ArtifactError(f"{self.root}: run folder exists and is not empty; {hint}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json(self.config, config)
+        return self
+
+
+def _differences(saved: Any, now: Any, where: str = "") -> list[str]:
+    """``key: saved X, now Y`` for every (dotted) key whose value differs."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [line for key in sorted(set(saved) | set(now))
+                for line in _differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)]
+    return [] if saved == now else [f"{where or 'config'}: saved {saved!r}, now {now!r}"]

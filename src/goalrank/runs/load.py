@@ -1,0 +1,62 @@
+"""Rebuild a trained model from its run folder: ``config.json`` + the checksum-verified ``checkpoint.pt``.
+
+Below ``train``: the service, the evaluation and the benchmark load runs through here without
+importing the training code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from goalrank.config import from_dict
+from goalrank.errors import ArtifactError, ConfigError
+from goalrank.reward.model import RewardConfig, RewardModel
+from goalrank.runs.checkpoint import load_checkpoint
+from goalrank.runs.folder import RunFolder
+from goalrank.runs.registry import MODELS
+
+REWARD = "reward"  # the model name of a reward-model run
+
+
+def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model of ``run_dir`` in eval mode on ``device``, and the run's config."""
+    run = RunFolder(run_dir)
+    config = run.read_config()
+    name = config.get("model_name")
+    if name == REWARD:
+        model: torch.nn.Module = RewardModel(from_dict(RewardConfig, config["model"], "model"))
+    elif name in MODELS:
+        evaluator = load_reward_model(Path(config["reward"]), device) if MODELS[name].needs_evaluator else None
+        model = build_model(name, from_dict(MODELS[name].config_cls, config["model"], "model"), evaluator)
+    else:
+        raise ArtifactError(f"{run.config}: unknown model_name {name!r}")
+    if not run.checkpoint.is_file():
+        raise ArtifactError(f"{run.checkpoint}: checkpoint not found (did training finish an epoch?)")
+    state = load_checkpoint(run.checkpoint, device)["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{run.checkpoint}: does not match the model in config.json (made by another version?): "
+                            f"{str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval(), config
+
+
+def build_model(name: str, model_config: Any, evaluator: RewardModel | None) -> torch.nn.Module:
+    """Instantiate ranker ``name``; evaluator-based rankers also get the (frozen) reward model."""
+    spec = MODELS[name]
+    model: torch.nn.Module = spec.model_cls(model_config, evaluator) if spec.needs_evaluator \
+        else spec.model_cls(model_config)
+    return model
+
+
+def load_reward_model(run_dir: Path, device: torch.device | str) -> RewardModel:
+    """The frozen reward model of a reward run (the evaluator every G-E method and GoalRank share)."""
+    model, config = load_run(run_dir, device)
+    if config["model_name"] != REWARD or not isinstance(model, RewardModel):
+        raise ConfigError(f"--reward {run_dir}: is a {config['model_name']!r} run, expected a reward model")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
