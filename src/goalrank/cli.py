@@ -1,20 +1,63 @@
 """The one entry point: ``goalrank <stage> ...``, one subcommand per pipeline stage.
 
-Handlers import their stage lazily so that ``goalrank --help`` is instant. Every GoalRankError
-becomes one ``error: ...`` line on stderr and exit code 2; tracebacks are for bugs only.
+Every command takes ``--config FILE.toml`` and ``--set key=value``; its flags are shorthands for
+fields of the command's config dataclass, which is the only place their choices, defaults and
+checks are written (a flag left out keeps the config's value, and ``--help`` shows it). Handlers
+import their stage lazily so that ``goalrank --help`` is instant. Every GoalRankError becomes one
+``error: ...`` line on stderr and exit code 2; tracebacks are for bugs only.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from goalrank.errors import GoalRankError
 
 Handler = Callable[[argparse.Namespace], None]
+
+
+class ConfigDefault:
+    """A flag's default: "unset", shown in ``--help`` as the config field's default, read lazily."""
+
+    def __init__(self, module: str, cls: str, field: str) -> None:
+        self.module, self.cls, self.field = module, cls, field
+
+    def __str__(self) -> str:
+        config_cls = getattr(importlib.import_module(self.module), self.cls)
+        for field in dataclasses.fields(config_cls):
+            if field.name == self.field:
+                if field.default is not dataclasses.MISSING:
+                    value = field.default
+                elif field.default_factory is not dataclasses.MISSING:
+                    value = field.default_factory()
+                else:
+                    return "required"
+                text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+                return text or "none"
+        raise AttributeError(f"{self.cls} has no field {self.field!r}")
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, config: tuple[str, str], help: str, **kwargs: Any) -> None:
+    """A shorthand for config field ``name`` (dashes for underscores); unset keeps the config's value."""
+    default = ConfigDefault(*config, name)
+    parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
+                        help=f"{help} (config field {name}; default: %(default)s)", **kwargs)
+
+
+def _load(cls: type, args: argparse.Namespace, *names: str, **values: Any) -> Any:
+    """``cls`` from ``--config``, then ``--set``, then the flags ``names`` the user gave, then ``values``."""
+    from goalrank.config import from_dict, load_values, merge_values
+
+    flags = {name: getattr(args, name) for name in names if not isinstance(getattr(args, name), ConfigDefault)}
+    flags = {name: str(value) if isinstance(value, Path) else value for name, value in flags.items()}
+    return from_dict(cls, merge_values(load_values(args.config, args.overrides), flags, values))
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -26,46 +69,55 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_dataset_flag(parser: argparse.ArgumentParser) -> None:
-    from goalrank.experiments.config import BUILT_IN_DATASET
-
     parser.add_argument(
         "--dataset", dest="datasets", action="append", metavar="NAME=SOURCE:PATH",
         help="a dataset to run on, repeatable: any source `prepare` reads and its log, e.g. "
-        f"ml100k=movielens:ml-100k/ratings.csv; NAME=simulator is the built-in world (default: {BUILT_IN_DATASET})",
+        "ml100k=movielens:ml-100k/ratings.csv; NAME=simulator is the built-in world (default: sim=simulator)",
     )
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
-    from goalrank.config import load_config
     from goalrank.simulate import SimConfig, simulate
 
-    config = load_config(SimConfig, args.config, args.overrides)
-    out = simulate(config, args.out, overwrite=args.overwrite)
+    out = simulate(_load(SimConfig, args), args.out, overwrite=args.overwrite)
     print(f"simulated logs written to {out}")
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
-    from goalrank.config import load_config
     from goalrank.data.prepare import PrepareConfig, format_stats, prepare
+    from goalrank.evaluate.audit import SHORTCUT_AUC_LIMIT, shortcut_aucs
 
-    overrides = [f"source={args.source}", f"input={args.input}", *args.overrides]
-    config = load_config(PrepareConfig, args.config, overrides)
-    dataset = prepare(config, args.out, overwrite=args.overwrite)
+    dataset = prepare(_load(PrepareConfig, args, "source", "input"), args.out, overwrite=args.overwrite)
     print(format_stats(dataset.manifest))
     print(f"prepared dataset written to {dataset.root}")
+    leaks = {name: auc for name, auc in shortcut_aucs(dataset).items() if auc > SHORTCUT_AUC_LIMIT}
+    if leaks:
+        found = ", ".join(f"{name} {auc:.3f}" for name, auc in leaks.items())
+        print(f"warning: non-personalised shortcuts reach validation AUC above {SHORTCUT_AUC_LIMIT} ({found}): the "
+              f"labels leak through how candidates were built; see `goalrank audit {dataset.root}`", file=sys.stderr)
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
-    from goalrank.data.prepare import format_stats
+    from goalrank.data.prepare import StatsConfig, format_stats
     from goalrank.data.storage import PreparedDataset
 
-    print(format_stats(PreparedDataset(args.dataset, verify=not args.no_verify).manifest))
+    config = _load(StatsConfig, args, "verify", dataset=str(args.dataset))
+    print(format_stats(PreparedDataset(config.dataset, verify=config.verify).manifest))
+
+
+def _cmd_audit(args: argparse.Namespace) -> None:
+    from goalrank.evaluate.audit import AuditConfig, audit, format_audit
+
+    config = _load(AuditConfig, args, "split", "json", data=str(args.data))
+    print(format_audit(audit(config)))
+    if config.json:
+        print(f"audit written to {config.json}")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from goalrank.config import load_values
-    from goalrank.train.distributed import process_group
     from goalrank.runs.load import REWARD
+    from goalrank.train.distributed import process_group
     from goalrank.train.run import train_ranker, train_reward
 
     values = load_values(args.config, args.overrides)
@@ -80,9 +132,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from goalrank.experiments.evaluation import evaluate_run
+    from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run
 
-    print(evaluate_run(args.run, args.data, args.split, args.beam_width))
+    print(evaluate_run(_load(EvaluateConfig, args, "run", "data", "split", "beam_width")))
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> None:
@@ -100,34 +152,38 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
         print(run_benchmark(args.out, config, shlex.join(["goalrank", *args.argv])))
 
 
-def _cmd_bench_prepare(args: argparse.Namespace) -> None:
-    from goalrank.data.bench import bench_prepare
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from goalrank.serve.app import ServeConfig, serve
 
-    print(bench_prepare(args))
+    serve(_load(ServeConfig, args, *SERVE_FLAGS))
+
+
+def _cmd_bench_prepare(args: argparse.Namespace) -> None:
+    from goalrank.data.bench import BenchPrepareConfig, bench_prepare
+
+    print(bench_prepare(_load(BenchPrepareConfig, args, "ml100k", "sizes", "workdir")))
 
 
 def _cmd_bench_train(args: argparse.Namespace) -> None:
-    from goalrank.train.bench import bench_train
+    from goalrank.train.bench import BenchTrainConfig, bench_train
 
-    mix = {name: 1.0 for name in args.policies.split(",")} if args.policies else None
-    sizes = [int(k) for k in args.group_sizes.split(",")]
-    print(bench_train(args.data, args.reward, sizes, args.batch_size, args.steps, device_name=args.device, mix=mix,
-                      precision=args.precision, peak_tflops=args.peak_tflops))
-
-
-def _cmd_serve(args: argparse.Namespace) -> None:
-    from goalrank.config import from_dict
-    from goalrank.serve.app import ServeConfig, serve
-
-    values = {key: getattr(args, key) for key in ("run", "host", "port", "max_batch", "max_wait_ms", "backend",
-                                                  "threads")}
-    serve(from_dict(ServeConfig, {**values, "run": str(args.run)}))
+    print(bench_train(_load(BenchTrainConfig, args, *BENCH_TRAIN_FLAGS)))
 
 
 def _cmd_bench_serve(args: argparse.Namespace) -> None:
-    from goalrank.serve.bench import bench_serve
+    from goalrank.serve.bench import BenchServeConfig, bench_serve
 
-    print(bench_serve(args))
+    print(bench_serve(_load(BenchServeConfig, args, *BENCH_SERVE_FLAGS)))
+
+
+SERVE = ("goalrank.serve.app", "ServeConfig")
+SERVE_FLAGS = ("run", "host", "port", "max_batch", "max_wait_ms", "backend", "threads")
+BENCH_TRAIN = ("goalrank.train.bench", "BenchTrainConfig")
+BENCH_TRAIN_FLAGS = ("data", "reward", "group_sizes", "batch_size", "steps", "policies", "device", "precision",
+                     "peak_tflops")
+BENCH_SERVE = ("goalrank.serve.bench", "BenchServeConfig")
+BENCH_SERVE_FLAGS = ("run", "mge_run", "pier_run", "requests", "max_seconds", "batch_size", "concurrency", "load",
+                     "malformed", "backends", "threads", "http", "seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo", help="the main job: simulate, prepare, train reward model, GoalRank and DNN, evaluate",
-        description="Run the whole pipeline on the built-in simulator data under --out. Stages "
-        "whose output folder is already complete are skipped, so an interrupted demo resumes.",
+        description="`goalrank benchmark --profile demo`: Table 1 with GoalRank and the DNN on the built-in "
+        "simulator data (or --dataset). Finished stages are skipped and an interrupted training run "
+        "continues from its last checkpoint, so an interrupted demo resumes.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--seeds", help="comma-separated training seeds (default 0)")
@@ -166,14 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
         "of L items, split temporally, train the MF retriever on training interactions and "
         "build N candidates per list. Writes a prepared-dataset folder atomically.",
     )
-    p.add_argument(
-        "--source", required=True,
-        choices=["movielens", "amazon", "kuairand", "generic", "simulator"],
-        help="log format: movielens (ratings.dat '::', u.data tab, ratings.csv), amazon "
-        "(CSV/JSON-lines), kuairand (short-video log), generic (CSV/Parquet user,item,"
-        "timestamp,label), simulator (a `goalrank simulate` folder)",
-    )
-    p.add_argument("--input", required=True, help="log file (or simulator folder)")
+    prepare_config = ("goalrank.data.prepare", "PrepareConfig")
+    _flag(p, "source", prepare_config, "log format (goalrank.data.loaders.Source): movielens (ratings.dat '::', "
+          "u.data tab, ratings.csv), amazon (CSV/JSON-lines), kuairand (short-video log), generic (CSV/Parquet "
+          "user,item,timestamp,label), simulator (a `goalrank simulate` folder)")
+    _flag(p, "input", prepare_config, "log file (or simulator folder)")
     p.add_argument("--out", type=Path, required=True, help="prepared-dataset folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_config_flags(p)
@@ -184,22 +238,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print users, items, interactions and lists per split (paper App. D.1).",
     )
     p.add_argument("dataset", type=Path, help="prepared-dataset folder")
-    p.add_argument("--no-verify", action="store_true", help="skip checksum verification")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   default=ConfigDefault("goalrank.data.prepare", "StatsConfig", "verify"),
+                   help="skip checksum verification (config field verify)")
+    _add_config_flags(p)
     p.set_defaults(handler=_cmd_stats)
+
+    p = sub.add_parser(
+        "audit", help="score a panel of reference rankers that need no training (floor, ceiling, shortcuts)",
+        description="Random, popularity, the exposure-rate and not-in-history shortcuts, the exposed-first "
+        "exposure oracle and, on simulator data, the item-wise and list oracles, evaluated like any "
+        "trained ranker: logged-label metrics, and on simulator data complete-label metrics and true reward.",
+    )
+    p.add_argument("data", type=Path, help="prepared-dataset folder")
+    audit_config = ("goalrank.evaluate.audit", "AuditConfig")
+    _flag(p, "split", audit_config, "train, valid or test")
+    _flag(p, "json", audit_config, "also write the table as a JSON list of objects to this file (empty: no)")
+    _add_config_flags(p)
+    p.set_defaults(handler=_cmd_audit)
 
     p = sub.add_parser(
         "train", help="train the reward model, GoalRank or a baseline on a prepared dataset",
         description="Train one model. `--model reward` fits the list-wise reward model; "
         "`--model goalrank` fits the generator against the group-relative reference policy "
-        "built with a trained reward model (--reward). Per-epoch metrics go to OUT/log.jsonl, "
-        "the best validation checkpoint to OUT/checkpoint.pt, the config to OUT/config.json, and "
-        "every train.checkpoint_every batches the training state to OUT/last.pt. Launched by "
+        "built with a trained reward model (--reward). Per-epoch metrics go to the run folder's "
+        "log.jsonl, the best validation checkpoint to checkpoint.pt, the config to config.json, and "
+        "every train.checkpoint_every batches the training state to last.pt. Launched by "
         "torchrun, it trains data-parallel (DDP) with rank 0 writing OUT.",
     )
-    p.add_argument("--model", required=True, help="reward, goalrank, or a baseline name (e.g. dnn)")
+    p.add_argument("--model", required=True, help="reward, goalrank, or a baseline (goalrank.runs.registry.MODELS)")
     p.add_argument("--data", type=Path, required=True, help="prepared-dataset folder")
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
-    p.add_argument("--reward", type=Path, help="reward-model run folder (needed by goalrank)")
+    p.add_argument("--reward", type=Path, help="reward-model run folder (needed by goalrank and the G-E baselines)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last.pt (same config required)")
     _add_config_flags(p)
@@ -207,37 +277,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "evaluate", help="H@L, NDCG@L, MAP@L, F1@L and AUC of a trained ranker on a split",
-        description="Evaluate a run on a split (default test). On simulator data also prints the "
-        "true expected list reward and its ratio to the best list found by beam search.",
+        description="Evaluate a run on a split. On simulator data also prints the true expected list "
+        "reward and its ratio to the best list found by beam search.",
     )
-    p.add_argument("--run", type=Path, required=True, help="run folder of a trained ranker")
-    p.add_argument("--data", type=Path, help="prepared-dataset folder (default: the run's own)")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--beam-width", type=int, default=64, help="beam width of the oracle search")
+    evaluate_config = ("goalrank.experiments.evaluation", "EvaluateConfig")
+    _flag(p, "run", evaluate_config, "run folder of a trained ranker")
+    _flag(p, "data", evaluate_config, "prepared-dataset folder (empty: the run's own)")
+    _flag(p, "split", evaluate_config, "train, valid or test")
+    _flag(p, "beam_width", evaluate_config, "beam width of the oracle search")
+    _add_config_flags(p)
     p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser(
         "serve", help="serve a trained ranker over HTTP (POST /rank, GET /healthz, /readyz)",
         description="Load a run once and serve POST /rank with micro-batching: requests arriving "
         "together are ranked as one batch (up to --max-batch, waiting at most --max-wait-ms). "
-        "Requests and responses use the log's raw user and item ids; see /docs for the schema.",
+        "Requests and responses use the log's raw user and item ids; see /docs for the schema. "
+        "Every ServeConfig field (e.g. max_body_bytes) can be set with --set.",
     )
-    p.add_argument("--run", type=Path, required=True, help="run folder of a trained ranker")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on")
-    p.add_argument("--max-batch", type=int, default=64, help="largest micro-batch")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a micro-batch to fill")
-    p.add_argument("--backend", default="eager", choices=["eager", "torchscript", "compile"],
-                   help="inference path (see `goalrank bench serve --backends`)")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    _flag(p, "run", SERVE, "run folder of a trained ranker")
+    _flag(p, "host", SERVE, "address to listen on")
+    _flag(p, "port", SERVE, "port to listen on")
+    _flag(p, "max_batch", SERVE, "largest micro-batch")
+    _flag(p, "max_wait_ms", SERVE, "longest wait for a micro-batch to fill")
+    _flag(p, "backend", SERVE, "inference path: eager, torchscript or compile (see `goalrank bench serve`)")
+    _flag(p, "threads", SERVE, "torch intra-op threads (0: torch's default)")
+    _add_config_flags(p)
     p.set_defaults(handler=_cmd_serve)
 
     p = sub.add_parser(
         "benchmark", help="the reproduction report: Table 1, group-size and reward-bias ablations, scaling",
         description="Train and evaluate every method of the paper's Table 1, the Table 3 ablations and "
-        "the Fig. 3 scaling study on the simulator and/or ML-100K; writes CSVs, markdown tables, PNG "
-        "plots and report.md under --out. Finished runs are reused, so re-running resumes and "
-        "regenerates the report. `quick` is a few-minute smoke test; `full` is the real experiment.",
+        "the Fig. 3 scaling study on the built-in simulator and/or any log (--dataset); writes CSVs, "
+        "markdown tables, PNG plots and report.md under --out. Finished runs are reused, so re-running "
+        "resumes and regenerates the report. `quick` is a few-minute smoke test; `full` is the real experiment.",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--profile", default="quick", help="sizes and budgets preset (experiments.config.PROFILES; "
@@ -257,10 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Performance targets live here, never in unit tests.",
     )
     bench = p.add_subparsers(dest="bench", required=True, metavar="WHAT")
-    b = bench.add_parser("prepare", help="wall time and peak memory of `prepare` on several logs")
-    b.add_argument("--ml100k", type=Path, help="ML-100K ratings file to include")
-    b.add_argument("--sizes", default="1000000,10000000", help="simulated log sizes (interactions)")
-    b.add_argument("--workdir", type=Path, default=Path("runs/bench-prepare"), help="scratch folder")
+    b = bench.add_parser("prepare", help="wall time and peak memory of `prepare` on several logs",
+                         description="Every child `prepare` gets the prepare.* values (e.g. --set prepare.kcore=5).")
+    bench_prepare = ("goalrank.data.bench", "BenchPrepareConfig")
+    _flag(b, "ml100k", bench_prepare, "ML-100K ratings file to include (empty: skip)")
+    _flag(b, "sizes", bench_prepare, "comma-separated simulated log sizes (interactions)")
+    _flag(b, "workdir", bench_prepare, "scratch folder")
     _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_prepare)
     b = bench.add_parser(
@@ -270,35 +345,35 @@ def build_parser() -> argparse.ArgumentParser:
         "ratio (paper App. D.3), FLOPs of one GoalRank request and its share of the measured "
         "matmul peak. --load adds a load test with a share of malformed requests.",
     )
-    b.add_argument("--run", type=Path, required=True, help="GoalRank run folder")
-    b.add_argument("--mge-run", type=Path, help="MG-E run folder to compare with")
-    b.add_argument("--pier-run", type=Path, help="PIER run folder to compare with")
-    b.add_argument("--requests", type=int, default=200, help="requests per measurement (upper bound)")
-    b.add_argument("--max-seconds", type=float, default=20.0, help="time bound per measurement")
-    b.add_argument("--batch-size", type=int, default=64, help="batch size of the batched path")
-    b.add_argument("--concurrency", type=int, default=16, help="concurrent HTTP clients of the batched path")
-    b.add_argument("--load", type=int, default=0, help="requests of the HTTP load test (0: skip)")
-    b.add_argument("--malformed", type=float, default=0.2, help="share of malformed load-test requests")
-    b.add_argument("--backends", default="", help="comma-separated inference paths to compare "
-                   "(eager,torchscript,compile); empty: skip")
-    b.add_argument("--threads", type=int, default=1, help="torch intra-op threads of client and server "
-                   "(0: torch's default; 1 avoids oversubscription when clients share the cores)")
-    b.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
-    b.add_argument("--seed", type=int, default=0, help="seed of request sampling")
+    _flag(b, "run", BENCH_SERVE, "GoalRank run folder")
+    _flag(b, "mge_run", BENCH_SERVE, "MG-E run folder to compare with (empty: none)")
+    _flag(b, "pier_run", BENCH_SERVE, "PIER run folder to compare with (empty: none)")
+    _flag(b, "requests", BENCH_SERVE, "requests per measurement (upper bound)")
+    _flag(b, "max_seconds", BENCH_SERVE, "time bound per measurement")
+    _flag(b, "batch_size", BENCH_SERVE, "batch size of the batched path")
+    _flag(b, "concurrency", BENCH_SERVE, "concurrent HTTP clients of the batched path")
+    _flag(b, "load", BENCH_SERVE, "requests of the HTTP load test (0: skip)")
+    _flag(b, "malformed", BENCH_SERVE, "share of malformed load-test requests")
+    _flag(b, "backends", BENCH_SERVE, "comma-separated inference paths to compare (eager,torchscript,compile; "
+          "empty: skip)")
+    _flag(b, "threads", BENCH_SERVE, "torch intra-op threads of client and server (0: torch's default)")
+    b.add_argument("--no-http", dest="http", action="store_false", default=ConfigDefault(*BENCH_SERVE, "http"),
+                   help="skip the HTTP measurements (config field http)")
+    _flag(b, "seed", BENCH_SERVE, "seed of request sampling")
+    _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_serve)
     b = bench.add_parser("train", help="time per GoalRank training step, split by stage, vs a supervised step, "
                          "and its model FLOPs utilisation (MFU)")
-    b.add_argument("--data", type=Path, required=True, help="prepared-dataset folder")
-    b.add_argument("--reward", type=Path, required=True, help="reward-model run folder")
-    b.add_argument("--group-sizes", default="5,20,100", help="comma-separated K values")
-    b.add_argument("--batch-size", type=int, default=128)
-    b.add_argument("--steps", type=int, default=5, help="timed steps per K (after 2 warm-up steps)")
-    b.add_argument("--policies", help="comma-separated policy names (default: the GroupConfig mix)")
-    b.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    b.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                   help="compute dtype (auto: bf16 autocast on CUDA, fp32 on CPU)")
-    b.add_argument("--peak-tflops", type=float, help="peak for MFU, e.g. a datasheet figure "
-                   "(default: the measured matmul peak in the compute dtype)")
+    _flag(b, "data", BENCH_TRAIN, "prepared-dataset folder")
+    _flag(b, "reward", BENCH_TRAIN, "reward-model run folder")
+    _flag(b, "group_sizes", BENCH_TRAIN, "comma-separated K values")
+    _flag(b, "batch_size", BENCH_TRAIN, "requests per step")
+    _flag(b, "steps", BENCH_TRAIN, "timed steps per K (after the warm-up steps)")
+    _flag(b, "policies", BENCH_TRAIN, "comma-separated policy names, equal weights (empty: the GroupConfig mix)")
+    _flag(b, "device", BENCH_TRAIN, "auto, cpu or cuda")
+    _flag(b, "precision", BENCH_TRAIN, "compute dtype: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
+    _flag(b, "peak_tflops", BENCH_TRAIN, "peak for MFU, e.g. a datasheet figure (None: the measured matmul peak)")
+    _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_train)
     return parser
 

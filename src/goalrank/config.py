@@ -9,6 +9,7 @@ keys, coercing override strings to the field's type, and the range checks config
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from pathlib import Path
@@ -30,10 +31,15 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+    missing = [name for name, f in fields.items() if name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {missing} (give the --{missing[0].replace('_', '-')} "
+                          f"flag or --set {missing[0]}=...)")
     kwargs = {}
     for name, value in values.items():
         field_type = hints[name]
-        if dataclasses.is_dataclass(field_type) and isinstance(value, dict):
+        if isinstance(field_type, type) and dataclasses.is_dataclass(field_type) and isinstance(value, dict):
             kwargs[name] = from_dict(field_type, value, f"{where}.{name}")
         else:
             kwargs[name] = _coerce(value, field_type, f"{where}.{name}")
@@ -79,6 +85,27 @@ def load_values(path: Path | None = None, overrides: list[str] | None = None) ->
     return values
 
 
+def merge_values(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Nested merge of config value mappings; later layers win, sub-tables merge key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = merge_values(merged[key], value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def flatten_values(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf of nested config values: the inverse of ``--set`` parsing."""
+    leaves: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        leaves += flatten_values(value, f"{dotted}.") if isinstance(value, dict) else [(dotted, value)]
+    return leaves
+
+
 def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None) -> T:
     """Build and validate ``cls`` from an optional TOML file and ``key=value`` overrides."""
     return from_dict(cls, load_values(path, overrides))
@@ -88,6 +115,11 @@ def check(condition: bool, field: str, expected: str, value: Any) -> None:
     """Raise ConfigError ``field=value: expected ...`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{field}={value!r}: expected {expected}")
+
+
+def check_finite(field: str, value: float) -> None:
+    """Raise ConfigError unless ``value`` is a finite number (``inf``/``nan`` parse as floats)."""
+    check(math.isfinite(value), field, "a finite number", value)
 
 
 def _coerce(value: Any, field_type: Any, where: str) -> Any:

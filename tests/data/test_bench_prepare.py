@@ -2,17 +2,26 @@ import numpy as np
 import polars as pl
 import pytest
 
-from goalrank.data.bench import Measurement, format_table, industry_shape, measure_prepare, parse_sizes
+from goalrank.cli import main
+from goalrank.config import from_dict, load_values
+from goalrank.data.bench import BenchPrepareConfig, Measurement, format_table, industry_shape, measure_prepare
 from goalrank.errors import ConfigError, DataError
 from goalrank.io import read_json
 
 
-def test_parse_sizes():
-    assert parse_sizes("1000,20000") == [1000, 20000]
-    with pytest.raises(ConfigError, match="--sizes='1e6'"):
-        parse_sizes("1e6")
-    with pytest.raises(ConfigError, match="positive"):
-        parse_sizes("0")
+def test_sizes_and_child_prepare_values_come_from_the_config():
+    values = load_values(overrides=["sizes=1000,20000", "prepare.kcore=5", "prepare.retriever.epochs=2"])
+    config = from_dict(BenchPrepareConfig, values)
+    assert config.sizes == (1000, 20000) and config.prepare == {"kcore": "5", "retriever": {"epochs": "2"}}
+    with pytest.raises(ConfigError, match=r"sizes='1e6': expected int"):
+        from_dict(BenchPrepareConfig, {"sizes": "1e6"})
+    with pytest.raises(ConfigError, match="sizes"):
+        from_dict(BenchPrepareConfig, {"sizes": "0"})
+
+
+def test_bench_prepare_bad_size_exits_2_before_any_work(tmp_path, capsys):
+    assert main(["bench", "prepare", "--sizes", "0", "--workdir", str(tmp_path / "w")]) == 2
+    assert "sizes" in capsys.readouterr().err and not (tmp_path / "w").exists()
 
 
 def test_format_table():
@@ -35,9 +44,11 @@ def test_measure_prepare_runs_a_child_and_reads_its_manifest(tmp_path):
     pl.DataFrame({"user": users, "item": items, "timestamp": rng.permutation(3600),
                   "label": rng.integers(0, 2, 3600).astype(np.int8)}).write_csv(tmp_path / "log.csv")
     row = measure_prepare("tiny", "generic", tmp_path / "log.csv", tmp_path / "prepared",
-                          ["--set=retriever.search=hnsw", "--set=retriever.hnsw_ef_search=60"])
+                          ["--set=retriever.search=hnsw", "--set=retriever.hnsw_ef_search=60",
+                           "--set=candidates=retrieved"])
     dropped = read_json(tmp_path / "prepared" / "manifest.json")["lists"]["straddling_dropped"]
-    assert (row.users, row.items, row.interactions, row.lists + dropped) == (60, 60, 3600, 600)  # 10 lists of 6 per user
+    # 10 lists of 6 per user
+    assert (row.users, row.items, row.interactions, row.lists + dropped) == (60, 60, 3600, 600)
     assert (row.search, row.recall) == ("hnsw", 1.0)  # the flags reached the child; a full search is exact
     assert row.wall_s > 0 and row.peak_rss_mib > 50  # importing torch alone takes more
     with pytest.raises(DataError, match="exit code 2"):

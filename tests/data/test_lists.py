@@ -1,26 +1,19 @@
 import numpy as np
 import polars as pl
-from builders import collect
 from synthetic_logs import synthetic_log
 
-from goalrank.data.lists import UserLog, candidate_sets, contexts, cut_lists, sample_chunks
+from builders import collect, reference_lists
+from goalrank.data.lists import (
+    RetrievedNegatives,
+    UserLog,
+    candidate_sets,
+    contexts,
+    cut_lists,
+    retrieved_negatives,
+    sample_chunks,
+)
 
 LIST_LEN, HISTORY_LEN = 4, 6
-
-
-def reference_lists(frame: pl.DataFrame, list_len: int, history_len: int):
-    """Per user: stable sort by time, chunks of list_len, context = last H rows strictly earlier."""
-    out = []
-    rows = list(frame.iter_rows(named=True))
-    for user in sorted({r["user"] for r in rows}):
-        mine = sorted((r for r in rows if r["user"] == user), key=lambda r: r["timestamp"])
-        for lo in range(0, len(mine) - list_len + 1, list_len):
-            chunk = mine[lo : lo + list_len]
-            before = [r for r in mine if r["timestamp"] < chunk[0]["timestamp"]][-history_len:]
-            pad = [0] * (history_len - len(before))
-            out.append((user, [r["item"] for r in chunk], [r["label"] for r in chunk],
-                        pad + [r["item"] for r in before], pad + [r["label"] for r in before]))
-    return out
 
 
 def test_lists_and_contexts_match_a_per_user_loop_with_time_ties():
@@ -46,8 +39,9 @@ def test_list_with_a_repeated_item_is_dropped_and_counted():
 def test_candidates_hand_example():
     exposed_items = np.array([[2, 1]])
     retrieved = np.array([[5, 1, 7, 2, 9, 4]])  # best first; 1 and 2 are exposed
-    candidates, labels, exposed = candidate_sets(exposed_items, np.array([[0, 1]]), retrieved, 4,
-                                                 np.random.default_rng(0))
+    negatives = retrieved_negatives(exposed_items, retrieved, 2)
+    assert negatives.tolist() == [[5, 7]]  # the two best retrieved items not in the list
+    candidates, labels, exposed = candidate_sets(exposed_items, np.array([[0, 1]]), negatives, np.random.default_rng(0))
     assert sorted(candidates[0].tolist()) == [1, 2, 5, 7]  # exposed + two best others
     assert candidates[0, exposed[0]].tolist() == [2, 1]
     assert labels[0].tolist() == [int(c == 1) for c in candidates[0]]
@@ -60,7 +54,7 @@ def test_samples_hold_the_logged_lists_in_shuffled_positions():
     n_candidates = 10
     retrieved = np.tile(np.arange(7, 7 + n_candidates), (8, 1))  # (U, N) the same for every user
     index = np.arange(len(lists))
-    samples = collect(sample_chunks(log, lists, index, retrieved, HISTORY_LEN, n_candidates,
+    samples = collect(sample_chunks(log, lists, index, RetrievedNegatives(retrieved), HISTORY_LEN, n_candidates,
                             np.random.default_rng(0), chunk_size=7))
     candidates, exposed, labels = samples["candidates"], samples["exposed"], samples["labels"]
     rows = lists.rows()

@@ -1,15 +1,16 @@
 import numpy as np
 import pytest
 from synthetic_logs import synthetic_log
-from test_lists import reference_lists
 
+from builders import reference_lists
 from goalrank.cli import main
 from goalrank.config import from_dict
 from goalrank.data.prepare import PrepareConfig, format_stats, prepare
 from goalrank.data.storage import SPLITS, PreparedDataset
 from goalrank.errors import ArtifactError, ConfigError
+from goalrank.simulate import SimConfig, simulate
 
-SMALL = {"kcore": 5, "list_len": 3, "n_candidates": 10, "history_len": 5,
+SMALL = {"kcore": 5, "list_len": 3, "n_candidates": 10, "history_len": 5, "candidates": "retrieved",
          "retriever": {"dim": 4, "epochs": 2, "batch_size": 64}}
 
 
@@ -100,12 +101,25 @@ def test_format_stats_renders_the_manifest_table(prepared):
         format_stats({"n_users": 3})
 
 
-def test_simulator_source_records_its_folder(tmp_path, log_frame):
-    sim = tmp_path / "sim"
-    sim.mkdir()
-    log_frame.write_parquet(sim / "interactions.parquet")
-    dataset = prepare(config(sim, source="simulator"), tmp_path / "data")
-    assert dataset.manifest["simulator"] == str(sim.resolve())
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    world = SimConfig(n_users=30, n_items=40, n_categories=4, sessions_per_user=8, list_len=4, time_span=1000)
+    return simulate(world, tmp_path_factory.mktemp("sim") / "world")
+
+
+def test_simulator_source_records_its_folder_and_takes_its_session_length(tmp_path, simulated):
+    values = {key: value for key, value in SMALL.items() if key != "list_len"}
+    prepared = from_dict(PrepareConfig, {"source": "simulator", "input": str(simulated), **values})
+    assert prepared.list_len == 4  # the simulator's sessions, not the paper's L = 6
+    dataset = prepare(prepared, tmp_path / "data")
+    assert dataset.manifest["simulator"] == str(simulated.resolve()) and dataset.list_len == 4
+    assert from_dict(PrepareConfig, {"source": "generic", "input": "log.csv"}).list_len == 6
+
+
+def test_a_list_length_other_than_the_simulators_sessions_is_rejected_before_any_work(simulated):
+    with pytest.raises(ConfigError, match=r"list_len=3: expected 0 or 4, the session length of the simulator"):
+        config(simulated, source="simulator")
+    assert config(simulated, source="simulator", list_len=4).list_len == 4
 
 
 @pytest.mark.parametrize("values", [{"list_len": 10}, {"test_fraction": 1.0}, {"kcore": 0}, {"source": "csv"}])
@@ -114,7 +128,8 @@ def test_config_validation(values):
         config("log.csv", **values)
 
 
-SMALL_FLAGS = ("kcore=5", "list_len=3", "n_candidates=10", "history_len=5", "retriever.epochs=1")
+SMALL_FLAGS = ("kcore=5", "list_len=3", "n_candidates=10", "history_len=5", "retriever.epochs=1",
+               "candidates=retrieved")
 
 
 def run_cli(capsys, *argv):

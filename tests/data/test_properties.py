@@ -11,11 +11,18 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 from hypothesis import given, reject, settings
-from builders import collect
 from hypothesis import strategies as st
 
+from builders import collect
 from goalrank.data.filtering import kcore
-from goalrank.data.lists import UserLog, candidate_sets, cut_lists, sample_chunks
+from goalrank.data.lists import (
+    RetrievedNegatives,
+    UserLog,
+    candidate_sets,
+    cut_lists,
+    retrieved_negatives,
+    sample_chunks,
+)
 from goalrank.data.split import temporal_split
 from goalrank.errors import DataError
 
@@ -72,7 +79,7 @@ def test_no_list_sees_the_future(rows, list_len, history_len, test_fraction, val
     retrieved = np.tile(np.arange(1, n_items + 1), (users.max() + 1, 1))  # (U, R) every item, R >= N
     window = {"train": (-np.inf, split.t_valid), "valid": (split.t_valid, split.t_test), "test": (split.t_test, np.inf)}
     for name, index in split.index.items():
-        samples = collect(sample_chunks(log, lists, index, retrieved, history_len, list_len + 1,
+        samples = collect(sample_chunks(log, lists, index, RetrievedNegatives(retrieved), history_len, list_len + 1,
                                 np.random.default_rng(0), chunk_size=5))
         list_rows = lists.rows(index)  # (S, L) log rows of each list
         start, end = log.timestamps[list_rows[:, 0]], log.timestamps[list_rows[:, -1]]
@@ -106,7 +113,8 @@ def test_candidate_sets_hold_the_exposed_list_without_duplicates(size, list_len,
     exposed_items = np.stack([rng.choice(pool, list_len, replace=False) for _ in range(size)])  # (S, L)
     exposed_labels = rng.integers(0, 2, (size, list_len))
     retrieved = np.stack([rng.choice(pool, n_retrieved, replace=False) for _ in range(size)])  # (S, R) best first
-    candidates, labels, exposed = candidate_sets(exposed_items, exposed_labels, retrieved, n_candidates, rng)
+    negatives = retrieved_negatives(exposed_items, retrieved, n_candidates - list_len)
+    candidates, labels, exposed = candidate_sets(exposed_items, exposed_labels, negatives, rng)
     assert candidates.shape == labels.shape == (size, n_candidates) and exposed.shape == (size, list_len)
     np.testing.assert_array_equal(np.take_along_axis(candidates, exposed, axis=1), exposed_items)
     np.testing.assert_array_equal(np.take_along_axis(labels, exposed, axis=1), exposed_labels)

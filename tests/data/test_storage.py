@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from builders import random_split, tiny_dataset
 
+from builders import random_split, tiny_dataset
 from goalrank.data.storage import MANIFEST, SPLITS, PreparedDataset, SplitSource, write_prepared
 from goalrank.errors import ArtifactError, DataError
 from goalrank.io import read_json, sha256_file, write_json

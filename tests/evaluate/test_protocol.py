@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -29,7 +28,8 @@ def test_oracle_is_searched_once_per_split_and_bounds_every_ranker(dataset, monk
     expected = sum(true_reward.best(batch, 3).sum().item() for batch in test.batches(7))
     calls = []
     original = TrueReward.best
-    monkeypatch.setattr(TrueReward, "best", lambda self, batch, length: calls.append(1) or original(self, batch, length))
+    monkeypatch.setattr(TrueReward, "best",
+                        lambda self, batch, length: calls.append(1) or original(self, batch, length))
     results = []
     for seed in (0, 1):
         torch.manual_seed(seed)

@@ -16,23 +16,16 @@ import numpy as np
 import polars as pl
 import pytest
 
+from builders import BENCHMARK_TINY as TINY
 from goalrank.cli import main
 from goalrank.errors import ConfigError
-from goalrank.io import SUMS
 from goalrank.experiments.config import STUDIES, merge_values, parse_size
 from goalrank.experiments.plan import TABLE1_BASELINES
 from goalrank.experiments.statistics import best_baseline, paired_bootstrap
+from goalrank.io import SUMS
 from goalrank.models.blocks import count_parameters
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 
-TINY = [
-    "simulate.n_users=60", "simulate.n_items=40", "simulate.sessions_per_user=5", "simulate.list_len=3",
-    "prepare.list_len=3", "prepare.kcore=2", "prepare.n_candidates=8", "prepare.history_len=5",
-    "prepare.retriever.epochs=1", "reward.model.d_model=8", "reward.train.max_steps_per_epoch=2",
-    "ranker.model.d_model=8", "ranker.train.max_steps_per_epoch=2", "ranker.group.group_size=4",
-    "group_sizes=2,4", "reward_noises=0,0.5", "scaling_sizes=4x1,8x2", "scaling_generators=3",
-    "beam_width=2", "bootstrap_samples=200",
-]
 LIST_LEN = 3
 TABLE1_LABELS = [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "MG-E G-20", "MG-E G-100", "GoalRank"]
 ARTEFACTS = ("checkpoint.pt", "metrics.json", "eval-test.json", "per-list-test.npz")
@@ -142,7 +135,8 @@ def test_bad_study_or_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
                        ("x=movielens", "needs a path")):
         assert main(["benchmark", "--out", str(tmp_path / "b"), "--dataset", bad]) == 2
         assert named in capsys.readouterr().err
-    assert main(["benchmark", "--out", str(tmp_path / "b"), "--dataset", "a=simulator", "--dataset", "a=simulator"]) == 2
+    twice = ["--dataset", "a=simulator", "--dataset", "a=simulator"]
+    assert main(["benchmark", "--out", str(tmp_path / "b"), *twice]) == 2
     assert "distinct names" in capsys.readouterr().err
     assert main(["benchmark", "--out", str(tmp_path / "b"), "--dataset", f"x=movielens:{tmp_path / 'none.csv'}"]) == 2
     assert "not found" in capsys.readouterr().err

@@ -40,7 +40,8 @@ def test_demo_rejects_unknown_config_keys(tmp_path, capsys):
 
 
 def test_summary_table_shows_the_spread_only_over_several_seeds():
-    rows = {"dnn": [{"NDCG@6": 0.5, "AUC": 0.7}, {"NDCG@6": 0.7, "AUC": 0.9}], "goalrank": [{"NDCG@6": 0.6, "AUC": 0.8}]}
+    rows = {"dnn": [{"NDCG@6": 0.5, "AUC": 0.7}, {"NDCG@6": 0.7, "AUC": 0.9}],
+            "goalrank": [{"NDCG@6": 0.6, "AUC": 0.8}]}
     lines = summary_table(rows, (0, 1)).splitlines()
     assert lines[0] == "| model (seeds 0, 1) | NDCG@6 | AUC |"
     assert lines[2] == "| dnn | 0.6000 ± 0.1414 | 0.8000 ± 0.1414 |"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from experiments.test_benchmark import TINY
 
+from builders import BENCHMARK_TINY as TINY
 from goalrank.cli import main
 from goalrank.data.storage import PreparedDataset
 from goalrank.experiments.benchmark import ranker_run

@@ -10,11 +10,16 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from toys import assert_valid_lists, make_context
 
-from goalrank.config import from_dict
+from goalrank.config import from_dict, load_values
 from goalrank.errors import ConfigError
 from goalrank.groups import (
     POLICY_NAMES,
+    AutoregressivePolicy,
+    DiversityPolicy,
     GroupConfig,
+    GumbelPolicy,
+    MarkovPolicy,
+    TreePolicy,
     allocate,
     build_group,
     duplicate_mask,
@@ -63,8 +68,11 @@ def test_allocate_sums_and_stays_within_one_of_the_quota(num_lists, weights):
         ({"mix": {"random": -1.0}}, "group.mix.random"),
         ({"mix": {"random": 0.0}}, "group.mix"),
         ({"mix": {"random": "lots"}}, "group.mix.random"),
-        ({"gumbel_temperature": 0.0}, "group.gumbel_temperature"),
-        ({"tree_depth": 0}, "group.tree_depth"),
+        ({"gumbel": {"temperature": 0.0}}, "group.gumbel.temperature"),
+        ({"gumbel": {"temperature": "inf"}}, "group.gumbel.temperature"),
+        ({"tree": {"depth": 0}}, "group.tree.depth"),
+        ({"markov": {"top": 0}}, "group.markov.top"),
+        ({"markov_top": 12}, "unknown key"),
         ({"spaced_pool_size": 20}, "group.spaced_pool_size"),
     ],
 )
@@ -78,6 +86,15 @@ def test_config_from_overrides_coerces_weights():
     assert config.group_size == 8 and config.mix == {"random": 2.0, "tree": 1.0}
 
 
+def test_policy_knobs_nest_under_their_policy():
+    values = load_values(overrides=["group.markov.top=7", "group.tree.branching=3", "group.diversity.temperature=0.5"])
+    config = from_dict(GroupConfig, values["group"], "group")
+    policies = config.policies()
+    assert list(policies) == list(POLICY_NAMES)
+    assert policies["markov"] == MarkovPolicy(top=7) and policies["tree"] == TreePolicy(branching=3)
+    assert policies["diversity"] == DiversityPolicy(temperature=0.5) and policies["gumbel"] == GumbelPolicy()
+
+
 def test_duplicate_mask_by_hand():
     group = torch.tensor([[[0, 1], [1, 0], [0, 1], [1, 0], [2, 0]]])
     assert duplicate_mask(group).tolist() == [[False, False, True, True, False]]
@@ -85,7 +102,7 @@ def test_duplicate_mask_by_hand():
 
 @pytest.mark.parametrize(("size", "n_cand", "list_len", "group_size"), [(3, 12, 4, 20), (2, 50, 6, 20), (4, 6, 2, 8)])
 def test_default_mix_gives_k_distinct_valid_lists(size, n_cand, list_len, group_size):
-    config = GroupConfig(group_size=group_size, markov_chunk_size=64)
+    config = GroupConfig(group_size=group_size, markov=MarkovPolicy(chunk_size=64))
     group = build_group(make_context(size, n_cand, list_len, seed=3), config)
     assert_valid_lists(group, size, group_size, list_len, n_cand)
     assert_distinct(group)
@@ -94,7 +111,7 @@ def test_default_mix_gives_k_distinct_valid_lists(size, n_cand, list_len, group_
 
 def test_colliding_policies_are_deduplicated_and_refilled():
     ctx = make_context(3, 10, 3, seed=4)
-    config = GroupConfig(group_size=12, mix={"autoregressive": 1.0}, autoregressive_temperature=1e-4)
+    config = GroupConfig(group_size=12, mix={"autoregressive": 1.0}, autoregressive=AutoregressivePolicy(1e-4))
     proposals = ctx.generator.decode(ctx.encoding, 12, temperature=1e-4, rng=torch.Generator().manual_seed(4))
     assert bool(duplicate_mask(proposals)[:, 1:].all())  # near-greedy sampling: all the same list
     group = build_group(ctx, config)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from toys import PairwiseReward, all_lists, assert_valid_lists, make_context
+from toys import assert_valid_lists, make_context
 
+from builders import PairwiseReward, all_lists
 from goalrank.errors import ConfigError
 from goalrank.groups import (
     AutoregressivePolicy,

@@ -5,33 +5,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from builders import random_split, tiny_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import log_loss
 
+from builders import GENERATOR_EVALUATOR, N_ITEMS, all_lists, make_batch, objective_for, tiny_dataset
 from goalrank.cli import main
-from goalrank.data.storage import RankingBatch, Split
 from goalrank.errors import ConfigError
 from goalrank.models.nar4rec import decode_position_matrix
 from goalrank.models.pier import PIERConfig
-from goalrank.runs.registry import MODELS
 from goalrank.reward.model import RewardConfig, RewardModel
-from goalrank.groups import GroupConfig
-from goalrank.objectives.base import ObjectiveInputs
-from goalrank.objectives.reference import ReferenceConfig
+from goalrank.runs.registry import MODELS
 
-N_ITEMS, HISTORY = 30, 4
 SMALL = {"d_model": 16, "n_heads": 2, "ffn_mult": 2}
-GE_MODELS = ["egrerank", "pier", "nar4rec", "mge"]
-
-
-def make_batch(size: int, n_candidates: int, list_len: int, seed: int = 0) -> RankingBatch:
-    """Random valid requests; the first one is a new user (all-padding history)."""
-    arrays = random_split(np.random.default_rng(seed), size, N_ITEMS, n_candidates, list_len, HISTORY)
-    arrays["history"][0] = 0
-    arrays["history_labels"][0] = 0
-    return Split("test", arrays).batch(slice(None))
 
 
 def make_evaluator(list_len: int, seed: int = 100) -> RewardModel:
@@ -50,16 +36,6 @@ def make_model(name: str, list_len: int, evaluator: RewardModel | None = None, s
     return spec.model_cls(config, evaluator or make_evaluator(list_len))
 
 
-def objective_for(name: str, model):
-    inputs = ObjectiveInputs(model, model.evaluator, GroupConfig(), ReferenceConfig(), torch.Generator().manual_seed(0))
-    return MODELS[name].objective.build(inputs)
-
-
-def all_lists(n_candidates: int, list_len: int, size: int = 1) -> torch.Tensor:
-    """(B, K, L) every ordered list of ``list_len`` distinct positions, for each of ``size`` requests."""
-    return torch.tensor(list(itertools.permutations(range(n_candidates), list_len))).expand(size, -1, -1)
-
-
 def all_orders(items: list[int]) -> torch.Tensor:
     """(K, L) every order of ``items``, enumerated independently of the code under test."""
     return torch.tensor([list(order) for order in itertools.permutations(items)])
@@ -68,7 +44,7 @@ def all_orders(items: list[int]) -> torch.Tensor:
 # --- shared by every generator–evaluator model ---------------------------------------------------
 
 
-@pytest.mark.parametrize("name", GE_MODELS)
+@pytest.mark.parametrize("name", GENERATOR_EVALUATOR)
 def test_training_step_reaches_every_ranker_weight_and_never_the_evaluator(name):
     evaluator = make_evaluator(list_len=3)
     model = make_model(name, 3, evaluator).train()
@@ -85,7 +61,7 @@ def test_training_step_reaches_every_ranker_weight_and_never_the_evaluator(name)
     assert sum(g.norm() for g in grads) > 0
 
 
-@pytest.mark.parametrize("name", GE_MODELS)
+@pytest.mark.parametrize("name", GENERATOR_EVALUATOR)
 def test_rank_returns_permutations_with_consistent_scores(name):
     model = make_model(name, 3).eval()
     output = model.rank(make_batch(6, n_candidates=7, list_len=3))
@@ -98,7 +74,7 @@ def test_rank_returns_permutations_with_consistent_scores(name):
     assert (listed[:, -1] > unlisted.max(dim=1).values).all()
 
 
-@pytest.mark.parametrize("name", GE_MODELS)
+@pytest.mark.parametrize("name", GENERATOR_EVALUATOR)
 def test_state_dict_round_trip_reproduces_rank(name):
     evaluator = make_evaluator(list_len=3)
     trained = make_model(name, 3, evaluator, seed=0).eval()
@@ -191,7 +167,7 @@ def test_egrerank_policy_gradient_matches_the_exact_gradient_of_the_expected_rew
 
     rng = torch.Generator().manual_seed(0)
     estimated = gradient(model.policy_gradient_loss(batch, model.encode(batch), rng)[0])
-    lists = all_lists(n_candidates=4, list_len=2)  # (1, 12, 2)
+    lists = all_lists(n_candidates=4, list_len=2, size=1)  # (1, 12, 2)
     probabilities = model.log_prob(model.encode(batch), lists).exp()  # (1, 12)
     expected_reward = (probabilities * evaluator.list_reward(batch, lists)).sum()
     exact = gradient(-expected_reward * (samples - 1) / samples)
@@ -318,7 +294,7 @@ def trained_reward(tmp_path_factory):
     return data, reward
 
 
-@pytest.mark.parametrize("name", GE_MODELS)
+@pytest.mark.parametrize("name", GENERATOR_EVALUATOR)
 def test_cli_trains_and_evaluates_with_the_shared_reward_model(name, trained_reward, tmp_path):
     data, reward = trained_reward
     run = tmp_path / name

@@ -1,37 +1,18 @@
-import itertools
-
-import numpy as np
 import pytest
 import torch
-from builders import random_split
 
+from builders import N_ITEMS, all_lists, make_batch
 from goalrank.config import from_dict
-from goalrank.data.storage import RankingBatch, Split
+from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError
 from goalrank.models.blocks import count_parameters
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
-
-N_ITEMS, HISTORY = 30, 4
-
-
-def make_batch(size: int, n_candidates: int, list_len: int, seed: int = 0) -> RankingBatch:
-    """Random valid requests; the first one is a new user (all-padding history)."""
-    arrays = random_split(np.random.default_rng(seed), size, N_ITEMS, n_candidates, list_len, HISTORY)
-    arrays["history"][0] = 0
-    arrays["history_labels"][0] = 0
-    return Split("test", arrays).batch(slice(None))
 
 
 def make_generator(list_len: int, seed: int = 0, **sizes: int) -> GoalRankGenerator:
     torch.manual_seed(seed)
     config = GeneratorConfig(n_items=N_ITEMS, d_model=16, n_heads=2, ffn_mult=2, list_len=list_len, **sizes)
     return GoalRankGenerator(config).eval()
-
-
-def all_lists(n_candidates: int, list_len: int, size: int) -> torch.Tensor:
-    """(B, K, L) every ordered list without repeats, for each of ``size`` requests."""
-    lists = torch.tensor(list(itertools.permutations(range(n_candidates), list_len)))
-    return lists.expand(size, -1, -1)
 
 
 def test_probabilities_of_all_ordered_lists_sum_to_one():

@@ -9,12 +9,12 @@ import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from groups.toys import PairwiseReward, PlackettLuce, all_lists, make_batch
 
+from builders import PairwiseReward, PlackettLuce, all_lists, make_batch
 from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig
-from goalrank.objectives.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
 from goalrank.objectives.group_relative import GroupRelativeObjective, supervised_target
+from goalrank.objectives.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
 from goalrank.objectives.reference import ReferenceConfig
 
 
@@ -104,7 +104,7 @@ def test_perturb_rewards_noise_scale_is_beta_sigma():
 def test_gradient_descent_on_eq5_moves_the_generator_to_the_reference():
     """N=5, L=3: the group is all 60 lists, so Eq. 5 = H(π_ref) + KL(π_ref ‖ π_θ) exactly."""
     generator = PlackettLuce(num_items=5, list_len=3, seed=0)
-    batch = make_batch(size=2, n_cand=5, list_len=3, num_items=5, seed=1)
+    batch = make_batch(2, n_candidates=5, list_len=3, n_items=5, history_len=2, seed=1, logged=False)
     group = all_lists(5, 3).expand(2, -1, -1)  # (B, 60, L)
     item_value = torch.randn(6, generator=torch.Generator().manual_seed(2))[batch.candidates]  # (B, N)
     listed_value = item_value[:, None].expand(-1, 60, -1).gather(2, group)  # (B, 60, L)
@@ -164,7 +164,7 @@ def test_supervised_target_moves_positives_to_the_top_and_keeps_the_rest_in_orde
 def test_objective_loss_is_eq5_plus_the_weighted_supervised_term(kind):
     """The target shares the group's teacher-forced pass; the sum must equal separate log π_θ terms."""
     generator = PlackettLuce(num_items=30, list_len=4, seed=0)
-    batch = make_batch(size=3, n_cand=8, list_len=4, num_items=30, seed=1)
+    batch = make_batch(3, n_candidates=8, list_len=4, n_items=30, history_len=2, seed=1, logged=False)
     batch.labels[0, [2, 0]] = 1.0  # exposed = positions 0..3: request 0 has positives at 0 and 2
     batch.labels[1, 3] = 1.0
     objective = GroupRelativeObjective(generator, PairwiseReward(30), GroupConfig(group_size=5),

@@ -2,22 +2,13 @@ import numpy as np
 import pytest
 import torch
 
+from builders import TWO_TASTE_ITEMS as N_ITEMS
+from builders import TWO_TASTE_USERS as N_USERS
+from builders import two_taste_log
 from goalrank.errors import ConfigError, DataError
 from goalrank.retrieval.mf import RetrieverConfig, train_bpr
 
-N_USERS, N_ITEMS = 40, 30
 CONFIG = RetrieverConfig(dim=8, epochs=8, lr=0.1, reg=0.0, batch_size=64)
-
-
-def two_taste_log(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Even users like items 1..15, odd users items 16..30: each user has 8 positives in their half."""
-    rng = np.random.default_rng(seed)
-    users, items = [], []
-    for user in range(N_USERS):
-        half = np.arange(1, 16) if user % 2 == 0 else np.arange(16, 31)
-        users += [user] * 8
-        items += rng.choice(half, 8, replace=False).tolist()
-    return np.array(users), np.array(items)
 
 
 def test_bpr_recovers_the_two_tastes():

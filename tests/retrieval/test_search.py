@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from test_mf import N_ITEMS, N_USERS, two_taste_log
 
+from builders import TWO_TASTE_ITEMS as N_ITEMS
+from builders import TWO_TASTE_USERS as N_USERS
+from builders import two_taste_log
 from goalrank.errors import ConfigError, DataError
 from goalrank.retrieval.mf import MatrixFactorization, RetrieverConfig, train_bpr
 from goalrank.retrieval.search import hnsw_top_items, recall_at_k, retrieve

@@ -1,21 +1,16 @@
 import math
 
-import numpy as np
 import pytest
 import torch
-from builders import random_split
 from sklearn.metrics import log_loss
 
-from goalrank.data.storage import RankingBatch, Split
+from builders import N_ITEMS, make_batch
 from goalrank.errors import ConfigError, DataError
 from goalrank.reward.model import RewardConfig, RewardModel
 
-N_ITEMS, CANDIDATES, LIST_LEN, HISTORY = 30, 8, 4, 5
-
-
-def make_batch(size: int, seed: int = 0) -> RankingBatch:
-    arrays = random_split(np.random.default_rng(seed), size, N_ITEMS, CANDIDATES, LIST_LEN, HISTORY)
-    return Split("test", arrays).batch(slice(None))
+CANDIDATES, LIST_LEN, HISTORY = 8, 4, 5
+# make_batch's requests for this module: every request has a logged history (no new user).
+REQUESTS = {"n_candidates": CANDIDATES, "list_len": LIST_LEN, "history_len": HISTORY, "new_user": False}
 
 
 def make_model(seed: int = 0, **fields) -> RewardModel:
@@ -30,16 +25,16 @@ LISTS = torch.tensor([[[0, 1, 2, 3], [7, 6, 5, 4], [3, 0, 6, 1]]]).expand(3, -1,
 @pytest.mark.parametrize("length", [2, LIST_LEN])
 def test_item_logits_shapes_for_short_and_full_lists(length):
     model = make_model()
-    logits = model.item_logits(make_batch(3), LISTS[..., :length])
+    logits = model.item_logits(make_batch(3, **REQUESTS), LISTS[..., :length])
     assert logits.shape == (3, 3, length) and torch.isfinite(logits).all()
-    assert model.list_reward(make_batch(3), LISTS[..., :length]).shape == (3, 3)
+    assert model.list_reward(make_batch(3, **REQUESTS), LISTS[..., :length]).shape == (3, 3)
 
 
 @pytest.mark.parametrize("kind, weights", [("dcg", [1.0, 1 / math.log2(3), 0.5, 1 / math.log2(5)]),
                                            ("uniform", [1.0, 1.0, 1.0, 1.0])])
 def test_list_reward_is_the_position_weighted_sum_of_sigmoids(kind, weights):
     model = make_model(position_weights=kind)
-    batch = make_batch(3)
+    batch = make_batch(3, **REQUESTS)
     probabilities = torch.sigmoid(model.item_logits(batch, LISTS))
     expected = (probabilities * torch.tensor(weights)).sum(dim=-1)
     torch.testing.assert_close(model.list_reward(batch, LISTS), expected)
@@ -49,7 +44,7 @@ def test_list_reward_is_the_position_weighted_sum_of_sigmoids(kind, weights):
 
 def test_lists_of_a_request_share_one_user_encoding():
     model = make_model()
-    batch = make_batch(3)
+    batch = make_batch(3, **REQUESTS)
     calls = []
     model.user_encoder.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
     together = model.item_logits(batch, LISTS)
@@ -59,7 +54,7 @@ def test_lists_of_a_request_share_one_user_encoding():
 
 
 def test_item_feedback_depends_on_the_rest_of_the_list_unless_causal():
-    batch = make_batch(2)
+    batch = make_batch(2, **REQUESTS)
     lists = torch.tensor([[[0, 1, 2, 3]], [[4, 5, 6, 7]]])
     changed = torch.tensor([[[0, 1, 5, 6]], [[4, 5, 0, 1]]])
     for causal in (False, True):
@@ -70,7 +65,7 @@ def test_item_feedback_depends_on_the_rest_of_the_list_unless_causal():
 
 def test_loss_is_bce_on_the_exposed_list_and_decreases_with_adam():
     model = make_model(seed=1, dropout=0.0).train()
-    batch = make_batch(16, seed=2)
+    batch = make_batch(16, seed=2, **REQUESTS)
     labels = batch.labels.gather(1, batch.exposed)
     probabilities = torch.sigmoid(model.item_logits(batch, batch.exposed[:, None])[:, 0]).detach()
     expected = log_loss(labels.flatten().numpy(), probabilities.flatten().double().numpy(), labels=[0, 1])
@@ -87,7 +82,7 @@ def test_loss_is_bce_on_the_exposed_list_and_decreases_with_adam():
 def test_bad_lists_and_configs_are_rejected():
     model = make_model()
     with pytest.raises(DataError, match="list_len=4"):
-        model.item_logits(make_batch(1), torch.zeros(1, 1, LIST_LEN + 1, dtype=torch.long))
+        model.item_logits(make_batch(1, **REQUESTS), torch.zeros(1, 1, LIST_LEN + 1, dtype=torch.long))
     with pytest.raises(ConfigError, match="model.position_weights"):
         RewardConfig(n_items=N_ITEMS, position_weights="linear")
     with pytest.raises(ConfigError, match="model.n_heads"):

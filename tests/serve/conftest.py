@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from builders import tiny_dataset
 
+from builders import tiny_dataset
 from goalrank.cli import main
 
 TINY = ["--set", "train.epochs=1", "--set", "train.device=cpu", "--set", "train.batch_size=32"]

@@ -19,9 +19,9 @@ import torch
 import uvicorn
 
 from goalrank.data.storage import SPLITS, PreparedDataset, RankingBatch
+from goalrank.runs.load import load_run
 from goalrank.serve.app import RankingService, ServeConfig, create_app
 from goalrank.serve.bench import malformed_payloads
-from goalrank.runs.load import load_run
 
 MAX_BODY = 4096
 

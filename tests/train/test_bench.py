@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import torch
-from builders import tiny_dataset
 
+from builders import tiny_dataset
 from goalrank.cli import main
 from goalrank.perf import count_flops, matmul_peak_flops
 from goalrank.train.bench import StepCost

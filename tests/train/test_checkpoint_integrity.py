@@ -16,10 +16,10 @@ from goalrank.io import read_json
 from goalrank.runs import checkpoint
 from goalrank.runs.checkpoint import checksum_path, load_checkpoint, save_checkpoint
 from goalrank.runs.folder import RunFolder
-
-CHECKPOINT, LAST = RunFolder(Path()).checkpoint.name, RunFolder(Path()).last.name
 from goalrank.runs.load import load_run
 from goalrank.train.run import train_ranker
+
+CHECKPOINT, LAST = RunFolder(Path()).checkpoint.name, RunFolder(Path()).last.name
 
 DNN_VALUES = {"model": {"d_model": 8, "n_heads": 2},
               "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "checkpoint_every": 2}}

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from builders import tiny_dataset
 from goalrank import cli
 from goalrank.data.storage import RankingBatch
-from goalrank.train.distributed import Distributed, rank_seed
 from goalrank.runs.folder import RunFolder
+from goalrank.train.distributed import Distributed, rank_seed
 
 LAST = RunFolder(Path()).last.name
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from pathlib import Path
 
@@ -16,13 +15,13 @@ from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.evaluate.protocol import evaluate_ranker
 from goalrank.models.dnn import DNNConfig, DNNRanker
 from goalrank.objectives.base import ObjectiveFactory
-from goalrank.runs.registry import MODELS
+from goalrank.objectives.ranker import PointwiseObjective
 from goalrank.runs.folder import RunFolder
+from goalrank.runs.registry import MODELS
 from goalrank.train.loop import MAX_NONFINITE_STEPS, TrainingDiverged, fit
+from goalrank.train.runtime import TrainConfig, seed_everything
 
 CHECKPOINT, LAST = RunFolder(Path()).checkpoint.name, RunFolder(Path()).last.name
-from goalrank.objectives.ranker import PointwiseObjective
-from goalrank.train.runtime import TrainConfig, seed_everything
 
 TRAIN_LISTS = 64  # tiny_dataset's default train split size
 CPU = torch.device("cpu")

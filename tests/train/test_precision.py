@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import tiny_dataset
 
+from builders import tiny_dataset
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ConfigError
 from goalrank.evaluate.protocol import evaluate_ranker
 from goalrank.models.dnn import DNNConfig, DNNRanker
+from goalrank.objectives.ranker import PointwiseObjective
 from goalrank.runs.folder import RunFolder
 from goalrank.train.loop import fit
-from goalrank.objectives.ranker import PointwiseObjective
 from goalrank.train.runtime import TrainConfig, autocast_dtype, seed_everything
 
 CPU = torch.device("cpu")

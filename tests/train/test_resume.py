@@ -17,12 +17,12 @@ import torch
 
 from builders import tiny_dataset
 from goalrank.errors import ArtifactError, ConfigError
-from goalrank.train import run as run_module
 from goalrank.runs.folder import RunFolder
-
-CHECKPOINT, LAST = RunFolder(Path()).checkpoint.name, RunFolder(Path()).last.name
+from goalrank.train import run as run_module
 from goalrank.train.run import train_reward
 from goalrank.train.runtime import RunLog, TrainConfig, capture_rng, restore_rng
+
+CHECKPOINT, LAST = RunFolder(Path()).checkpoint.name, RunFolder(Path()).last.name
 
 DNN_ARGS = ["--model", "dnn", "--set", "model.d_model=8", "--set", "model.n_heads=2", "--set", "train.device=cpu",
             "--set", "train.epochs=3", "--set", "train.patience=3", "--set", "train.batch_size=8",

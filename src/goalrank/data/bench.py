@@ -9,18 +9,19 @@ from `goalrank simulate` in the paper's Industry-0.1B shape scaled to the reques
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from goalrank.config import check, flatten_values
 from goalrank.data.storage import PreparedDataset
-from goalrank.errors import ConfigError, DataError
+from goalrank.errors import DataError
 from goalrank.simulate.folder import SimulatorFolder
 from goalrank.simulate.logs import simulate
 from goalrank.simulate.simulator import SimConfig
@@ -44,30 +45,38 @@ class Measurement:
     recall: float = 1.0
 
 
-def bench_prepare(args: argparse.Namespace) -> str:
-    """Run `prepare` on ML-100K (``args.ml100k``) and simulated logs (``args.sizes``); a markdown table."""
-    sizes = parse_sizes(args.sizes)
-    workdir = Path(args.workdir)
-    flags = ([f"--config={args.config}"] if args.config else []) + [f"--set={value}" for value in args.overrides]
+@dataclass
+class BenchPrepareConfig:
+    """`goalrank bench prepare`: which logs to prepare, and how.
+
+    ml100k: an ML-100K ratings file to include ("": skip). sizes: simulated log sizes
+    (interactions) in the paper's Industry shape. workdir: scratch folder. prepare: PrepareConfig
+    values every child ``prepare`` gets (as its ``--set`` keys, e.g. ``prepare.kcore=5``).
+    """
+
+    ml100k: str = ""
+    sizes: tuple[int, ...] = (1_000_000, 10_000_000)
+    workdir: str = "runs/bench-prepare"
+    prepare: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(all(size >= 1 for size in self.sizes), "sizes", "interaction counts >= 1", self.sizes)
+        check(isinstance(self.prepare, dict), "prepare", "a table of PrepareConfig values", self.prepare)
+
+
+def bench_prepare(config: BenchPrepareConfig) -> str:
+    """Run `prepare` on ML-100K (``config.ml100k``) and simulated logs (``config.sizes``); a markdown table."""
+    workdir = Path(config.workdir)
+    flags = [f"--set={key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+             for key, value in flatten_values(config.prepare)]
     rows = []
-    if args.ml100k is not None:
-        rows.append(measure_prepare("ML-100K", "movielens", Path(args.ml100k), workdir / "prepared-ml100k", flags))
-    for size in sizes:
+    if config.ml100k:
+        rows.append(measure_prepare("ML-100K", "movielens", Path(config.ml100k), workdir / "prepared-ml100k", flags))
+    for size in config.sizes:
         folder = simulated_log(size, workdir / f"simulated-{size}")
         rows.append(measure_prepare(f"simulated {size:,}", "simulator", folder,
                                     workdir / f"prepared-{size}", flags))
     return format_table(rows)
-
-
-def parse_sizes(text: str) -> list[int]:
-    """``"1000000,10000000"`` → [1000000, 10000000]."""
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"--sizes={text!r}: expected comma-separated integers") from exc
-    if any(size <= 0 for size in sizes):
-        raise ConfigError(f"--sizes={text!r}: expected positive sizes")
-    return sizes
 
 
 def industry_shape(size: int) -> SimConfig:
@@ -108,7 +117,7 @@ def measure_prepare(name: str, source: str, log: Path, out: Path, flags: Sequenc
     if child.returncode != 0:
         raise DataError(f"prepare of {log} failed (exit code {child.returncode}); see {stderr_path}")
     manifest = PreparedDataset(out, verify=False).manifest
-    total, retriever = manifest["stats"]["total"], manifest["retriever"]
+    total, retriever = manifest["stats"]["total"], manifest["retriever"] or {"search": "none (matched candidates)"}
     return Measurement(name, total["users"], total["items"], total["interactions"], total["lists"], wall,
                        usage.ru_maxrss / KIB_PER_MIB, retriever["search"], retriever.get("recall_at_k", 1.0))
 

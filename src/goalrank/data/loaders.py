@@ -16,16 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import polars as pl
 
-from goalrank.simulate.folder import SimulatorFolder
 from goalrank.errors import DataError
+from goalrank.simulate.folder import SimulatorFolder
 
 Source = Literal["movielens", "amazon", "kuairand", "generic", "simulator"]
 KuaiRandLabel = Literal["long_view", "is_click"]
-LOG_SCHEMA = {"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64, "label": pl.Int8}
+LOG_SCHEMA: dict[str, type[pl.DataType]] = {"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64, "label": pl.Int8}
 MOVIELENS_COLUMNS = ("UserID", "MovieID", "Rating", "Timestamp")
 AMAZON_CSV_COLUMNS = ("user", "item", "rating", "timestamp")
 AMAZON_JSON_COLUMNS = ("reviewerID", "asin", "overall", "unixReviewTime")
@@ -75,7 +75,7 @@ def load_movielens(path: Path, min_positive_rating: float = 4.0) -> pl.DataFrame
     if separator == ",":
         frame = _scan_csv(path, has_header=True)
         names = _match_columns(path, frame, MOVIELENS_COLUMNS, separator, line)
-        frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, MOVIELENS_COLUMNS))
+        frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, MOVIELENS_COLUMNS, strict=True))
     else:
         # ``::`` is two one-byte separators: fields land in every other column of a ':' scan.
         step = 2 if separator == "::" else 1
@@ -105,13 +105,13 @@ def load_amazon(path: Path, min_positive_rating: float = 4.0) -> pl.DataFrame:
             names = _match_columns(path, frame, AMAZON_JSON_COLUMNS, None, line)
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"{path}: not valid JSON lines ({_first(exc)})") from exc
-        frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, AMAZON_CSV_COLUMNS))
+        frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, AMAZON_CSV_COLUMNS, strict=True))
     else:
         has_header = _looks_like_header(line, rating_field=2)
         frame = _scan_csv(path, has_header=has_header)
         if has_header:
             names = _match_columns(path, frame, AMAZON_CSV_COLUMNS, ",", line)
-            frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, AMAZON_CSV_COLUMNS))
+            frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, AMAZON_CSV_COLUMNS, strict=True))
         elif len(frame.collect_schema()) != len(AMAZON_CSV_COLUMNS):
             raise DataError(_separator_message(path, ",", AMAZON_CSV_COLUMNS, line))
         else:
@@ -130,7 +130,7 @@ def load_kuairand(path: Path, positive: KuaiRandLabel = "long_view") -> pl.DataF
     frame = _scan_csv(path, has_header=True)
     wanted = (*KUAIRAND_COLUMNS, positive)
     names = _match_columns(path, frame, wanted, ",", line)
-    frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, wanted))
+    frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, wanted, strict=True))
     typed = _cast(path, frame, {"user_id": pl.Int64, "video_id": pl.Int64, "time_ms": pl.Int64,
                                 positive: pl.Int8})
     _check_binary(path, typed, positive)
@@ -151,7 +151,7 @@ def load_generic(path: Path) -> pl.DataFrame:
         names = _match_columns(path, frame, GENERIC_COLUMNS, "," if line else None, line)
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"{path}: not a readable Parquet file ({_first(exc)})") from exc
-    frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, GENERIC_COLUMNS))
+    frame = frame.select(pl.col(n).alias(c) for n, c in zip(names, GENERIC_COLUMNS, strict=True))
     typed = _cast(path, frame, LOG_SCHEMA)
     _check_binary(path, typed, "label")
     return typed
@@ -165,7 +165,7 @@ def load_simulator(folder: Path) -> pl.DataFrame:
 
 
 def _log(users: pl.Series, items: pl.Series, timestamps: pl.Series, labels: pl.Series) -> pl.DataFrame:
-    columns = dict(zip(LOG_SCHEMA, (users, items, timestamps, labels)))
+    columns = dict(zip(LOG_SCHEMA, (users, items, timestamps, labels), strict=True))
     return pl.DataFrame({name: series.cast(LOG_SCHEMA[name]) for name, series in columns.items()})
 
 
@@ -224,7 +224,7 @@ def _looks_like_header(line: str, rating_field: int) -> bool:
     return False
 
 
-def _cast(path: Path, frame: pl.LazyFrame, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
+def _cast(path: Path, frame: pl.LazyFrame, dtypes: dict[str, type[pl.DataType]]) -> pl.DataFrame:
     """Collect ``frame`` with each column cast to its dtype; a value that cannot be cast is an error.
 
     Casting is lenient (unparsable → null) so the scan never aborts mid-file; any null left is
@@ -247,9 +247,9 @@ def _cast(path: Path, frame: pl.LazyFrame, dtypes: dict[str, pl.DataType]) -> pl
     return typed
 
 
-def _raise_bad_value(path: Path, frame: pl.LazyFrame, name: str, dtype: pl.DataType,
+def _raise_bad_value(path: Path, frame: pl.LazyFrame, name: str, dtype: type[pl.DataType],
                      bad: pl.Series) -> None:
-    row = int(bad.arg_max())
+    row = cast(int, bad.arg_max())  # the first bad row: the caller found one, so never None
     raw = frame.select(pl.col(name)).slice(row, 1).collect()[name][0]
     count = int(bad.sum())
     if raw is None or str(raw).strip().lower() in ("", "nan", "null", "none"):
@@ -259,7 +259,7 @@ def _raise_bad_value(path: Path, frame: pl.LazyFrame, name: str, dtype: pl.DataT
                     f"{row + 1}); expected {_kind(dtype)}s")
 
 
-def _kind(dtype: pl.DataType) -> str:
+def _kind(dtype: type[pl.DataType]) -> str:
     return "number" if dtype.is_float() else "integer" if dtype.is_integer() else "value"
 
 
@@ -267,7 +267,7 @@ def _check_binary(path: Path, typed: pl.DataFrame, name: str) -> None:
     column = typed[name]
     bad = ~column.is_in([0, 1])
     if bad.any():
-        row = int(bad.arg_max())
+        row = cast(int, bad.arg_max())  # the first bad row: never None once one is found
         raise DataError(f"{path}: column {name!r} has value {column[row]} (data row {row + 1}); "
                         f"expected a binary label 0 or 1")
 

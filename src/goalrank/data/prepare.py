@@ -15,21 +15,31 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
-from goalrank.config import check, to_dict
+from goalrank.config import PAPER_LIST_LEN, check, to_dict
 from goalrank.data.filtering import kcore
-from goalrank.data.lists import Lists, UserLog, cut_lists, sample_chunks
+from goalrank.data.lists import (
+    ConsumedBefore,
+    Lists,
+    MatchedNegatives,
+    NegativeSampler,
+    RetrievedNegatives,
+    UserLog,
+    cut_lists,
+    sample_chunks,
+)
 from goalrank.data.loaders import KuaiRandLabel, Source, load_log, source_files
 from goalrank.data.split import TemporalSplit, temporal_split
 from goalrank.data.storage import SPLITS, PreparedDataset, SplitSource, write_prepared
 from goalrank.errors import ArtifactError, DataError
-from goalrank.io import sha256_file
+from goalrank.io import read_json, sha256_file
 from goalrank.retrieval.mf import RetrieverConfig, train_bpr
 from goalrank.retrieval.search import retrieve
+from goalrank.simulate.folder import SimulatorFolder
 
 STATS_COLUMNS = ("users", "items", "interactions", "lists")
 
@@ -42,6 +52,21 @@ class PrepareConfig:
     when rating >= it; ``kuairand_positive`` picks KuaiRand's positive column (long_view, the
     paper's signal, or is_click). Generic and simulator logs carry their own 0/1 label.
     ``chunk_size`` lists are built and written at a time, which bounds the working memory.
+    ``list_len`` (L) 0, the default, takes a simulator folder's session length for simulator logs
+    and the paper's L = 6 for other logs; a simulator log's lists are its sessions, so any other
+    value for one is rejected (cutting 6-item lists across 8-item sessions would mix sessions).
+
+    candidates: how the N - L non-exposed candidates of a list are chosen. ``retrieved`` is the
+    paper's construction (§4.1.1): the user's best items of the MF retriever. It lets a
+    non-personalised shortcut reach the metrics' top: an item's training share of appearances in
+    which it was exposed predicts exposure (on ML-100K it ties GoalRank). ``matched`` draws them
+    like exposures instead (``data.lists.MatchedNegatives``: ∝ each item's exposures in the list's
+    time window, ``match_windows`` windows), so that exposure propensity carries no label.
+    ``auto``: ``retrieved`` for simulator logs (whose complete labels and true reward measure
+    preference directly), ``matched`` for every other source.
+    exclude_consumed: never offer as a non-exposed candidate an item the user had before the list
+    (``matched`` only). ``auto``: yes with ``matched`` candidates for sources where an item is
+    consumed once (movielens, amazon), no otherwise.
     """
 
     source: Source
@@ -49,13 +74,16 @@ class PrepareConfig:
     min_positive_rating: float = 4.0
     kuairand_positive: KuaiRandLabel = "long_view"
     kcore: int = 20
-    list_len: int = 6
+    list_len: int = 0
     n_candidates: int = 50
     history_len: int = 50
     test_fraction: float = 0.2
     valid_fraction: float = 0.1
     seed: int = 0
     chunk_size: int = 65536
+    candidates: Literal["auto", "matched", "retrieved"] = "auto"
+    exclude_consumed: Literal["auto", "yes", "no"] = "auto"
+    match_windows: int = 20
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
 
     def __post_init__(self) -> None:
@@ -68,13 +96,37 @@ class PrepareConfig:
         check(np.isfinite(self.min_positive_rating), "min_positive_rating", "a finite number",
               self.min_positive_rating)
         check(self.kcore >= 1, "kcore", "an integer >= 1", self.kcore)
-        check(self.list_len >= 1, "list_len", "an integer >= 1", self.list_len)
+        check(self.list_len >= 0, "list_len", "an integer >= 1, or 0 for the default", self.list_len)
+        self.list_len = _resolve_list_len(self.source, self.input, self.list_len)
         check(self.n_candidates > self.list_len, "n_candidates", f"more than list_len={self.list_len}",
               self.n_candidates)
         check(self.history_len >= 1, "history_len", "an integer >= 1", self.history_len)
         check(0 < self.test_fraction < 1, "test_fraction", "a number in (0, 1)", self.test_fraction)
         check(0 < self.valid_fraction < 1, "valid_fraction", "a number in (0, 1)", self.valid_fraction)
         check(self.chunk_size >= 1, "chunk_size", "an integer >= 1", self.chunk_size)
+        check(self.match_windows >= 1, "match_windows", "an integer >= 1", self.match_windows)
+        if self.candidates == "auto":
+            self.candidates = "retrieved" if self.source == "simulator" else "matched"
+        if self.exclude_consumed == "auto":
+            self.exclude_consumed = "yes" if self.candidates == "matched" and self.source in CONSUMED_ONCE else "no"
+        check(self.candidates == "matched" or self.exclude_consumed == "no", "exclude_consumed",
+              "no with candidates=retrieved (the paper's construction is kept as it is)", self.exclude_consumed)
+
+
+CONSUMED_ONCE = ("movielens", "amazon")  # sources where a user rates or reviews an item once
+
+
+def _resolve_list_len(source: str, log: str, list_len: int) -> int:
+    """The list length L of a log: a simulator folder's own session length, else ``list_len`` or the paper's."""
+    if source != "simulator":
+        return list_len or PAPER_LIST_LEN
+    manifest = SimulatorFolder(Path(log)).manifest
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: not found; expected a `goalrank simulate` folder as input")
+    sessions = int(read_json(manifest)["config"]["list_len"])
+    check(list_len in (0, sessions), "list_len", f"0 or {sessions}, the session length of the simulator "
+          f"folder {log} (its lists are its sessions)", list_len)
+    return sessions
 
 
 def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False) -> PreparedDataset:
@@ -102,14 +154,25 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
                            config.test_fraction, config.valid_fraction)
 
     retriever_seed, shuffle_seed = np.random.SeedSequence(config.seed).generate_state(2)
-    known = (user_log.timestamps < split.t_valid) & (user_log.labels == 1)
-    model, loss = train_bpr(user_log.users[known], user_log.items[known], n_users, n_items,
-                            config.retriever, int(retriever_seed))
-    retrieved, search = retrieve(model, config.n_candidates, config.retriever, int(retriever_seed))  # (U, N)
+    negatives: NegativeSampler
+    if config.candidates == "retrieved":
+        known = (user_log.timestamps < split.t_valid) & (user_log.labels == 1)
+        model, loss = train_bpr(user_log.users[known], user_log.items[known], n_users, n_items,
+                                config.retriever, int(retriever_seed))
+        retrieved, search = retrieve(model, config.n_candidates, config.retriever, int(retriever_seed))  # (U, N)
+        negatives = RetrievedNegatives(retrieved)
+        retriever: dict[str, Any] | None = {"train_positives": int(known.sum()), "final_loss": loss, **search}
+    else:
+        consumed = ConsumedBefore(user_log, n_items) if config.exclude_consumed == "yes" else None
+        matched = MatchedNegatives(user_log, n_items, config.match_windows, consumed)
+        rows = [lists.rows(slice(lo, lo + config.chunk_size)) for lo in range(0, len(lists), config.chunk_size)]
+        matched.calibrate([(user_log.users[r[:, 0]], user_log.timestamps[r[:, 0]], user_log.items[r]) for r in rows],
+                          config.n_candidates - config.list_len, np.random.default_rng(retriever_seed))
+        negatives, retriever = matched, None
     rng = np.random.default_rng(shuffle_seed)
     splits = {  # lazy: the chunks are built while write_prepared streams them to disk, in this order
         name: SplitSource(split.index[name].shape[0], sample_chunks(
-            user_log, lists, split.index[name], retrieved, config.history_len, config.n_candidates, rng,
+            user_log, lists, split.index[name], negatives, config.history_len, config.n_candidates, rng,
             config.chunk_size, desc=name))
         for name in SPLITS
     }
@@ -127,7 +190,7 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
         "lists": {"cut": lists.cut, "repeated_item_dropped": lists.repeats_dropped,
                   "straddling_dropped": split.straddling},
         "cuts": {"t_valid": split.t_valid, "t_test": split.t_test},
-        "retriever": {"train_positives": int(known.sum()), "final_loss": loss, **search},
+        "retriever": retriever,
         "stats": split_stats(user_log, lists, split),
     }
     if config.source == "simulator":
@@ -153,6 +216,14 @@ def split_stats(log: UserLog, lists: Lists, split: TemporalSplit) -> dict[str, d
     return stats
 
 
+@dataclass
+class StatsConfig:
+    """`goalrank stats`: the dataset folder, and whether to check its array checksums first."""
+
+    dataset: str
+    verify: bool = True
+
+
 def format_stats(manifest: dict[str, Any]) -> str:
     """The statistics table of a prepared dataset (paper App. D.1) and what preparation dropped."""
     missing = [key for key in ("stats", "kcore", "lists", "cuts") if key not in manifest]
@@ -172,7 +243,10 @@ def format_stats(manifest: dict[str, Any]) -> str:
         f"time cuts: valid from t={cuts['t_valid']}, test from t={cuts['t_test']} "
         "(users/items/interactions: the log inside each split's time window)",
     ]
-    retriever = manifest.get("retriever", {})
+    candidates = manifest.get("config", {}).get("candidates", "retrieved")
+    lines.append(f"non-exposed candidates: {candidates}" + (
+        ", exposure-matched in time windows" if candidates == "matched" else ", the retriever's best items"))
+    retriever = manifest.get("retriever") or {}
     if retriever.get("search") == "hnsw":
         lines.append(f"candidates: HNSW search, recall@{manifest['n_candidates']} "
                      f"{retriever['recall_at_k']:.4f} against exact search on {retriever['recall_users']:,} users")

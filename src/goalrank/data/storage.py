@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -40,8 +41,9 @@ import torch
 from goalrank.errors import ArtifactError, DataError
 from goalrank.io import atomic_dir, read_json, sha256_file, write_json
 
-SPLITS = ("train", "valid", "test")
-ARRAYS = {
+SplitName = Literal["train", "valid", "test"]
+SPLITS: tuple[str, ...] = typing.get_args(SplitName)
+ARRAYS: dict[str, type[np.signedinteger[Any]]] = {
     "users": np.int64,
     "timestamps": np.int64,
     "history": np.int32,

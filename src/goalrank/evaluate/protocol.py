@@ -1,13 +1,22 @@
 """The evaluation protocol: run any Ranker over a split and report the paper's five metrics.
 
-On a simulator-backed dataset it also reports the ground truth the paper cannot observe: the
-exact expected reward of each ranker's list under the known user-response model, the reward of
-the best list found by a wide beam search over the same candidates, and their ratio.
+On a simulator-backed dataset it reports three groups of figures:
+
+- the five metrics on the logged labels (only exposed candidates can be positive: the paper's
+  protocol);
+- the five metrics on complete labels (``complete_`` keys): every candidate of every list gets a
+  label drawn once from the simulator, Bernoulli(p₁(u, i)) with p₁ the item's own click
+  probability at the first slot of a list, without list effects. The draw is keyed by (dataset
+  seed, user, item), so it is the same for every ranker and every run;
+- the ground truth the paper cannot observe: the exact expected reward of each ranker's list
+  under the known user-response model, the reward of the best list found by a wide beam search
+  over the same candidates, and their ratio.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -17,6 +26,7 @@ from goalrank.evaluate.metrics import MetricAccumulator
 from goalrank.models.base import Ranker
 from goalrank.simulate.simulator import Simulator
 
+COMPLETE = "complete_"  # key prefix of the metrics on complete labels
 TRUE_REWARD = "true_reward"  # the exact expected reward of the ranker's lists (simulator data only)
 ORACLE_RATIO = "oracle_ratio"  # its ratio to the beam-search oracle's
 
@@ -37,6 +47,7 @@ class TrueReward:
 
     def __init__(self, simulator: Simulator, dataset: PreparedDataset, beam_width: int) -> None:
         self.simulator = simulator
+        self.label_seed = int(dataset.manifest["seed"])
         self.user_raw = torch.from_numpy(np.array(dataset.user_raw_ids))
         self.item_raw = torch.from_numpy(np.array(dataset.item_raw_ids))
         self.beam_width = beam_width
@@ -51,6 +62,17 @@ class TrueReward:
         users, candidates = self.raw(batch)
         items = torch.gather(candidates, 1, lists.cpu().flatten(1)).view(lists.shape)
         return self.simulator.list_reward(users, items)
+
+    def complete_labels(self, batch: RankingBatch) -> torch.Tensor:
+        """(B, N) a 0/1 label for every candidate: Bernoulli(first-slot click probability), drawn once.
+
+        The uniform of (user, item) is a hash of (dataset seed, raw user, raw item), so a pair has
+        one label wherever it appears and the labels are reproducible for a seed.
+        """
+        users, candidates = self.raw(batch)
+        probs = self.simulator.click_probs(users, candidates[..., None])[..., 0]  # (B, N) one-item lists
+        uniform = _hash_uniform(self.label_seed, users[:, None].expand_as(candidates), candidates)
+        return (uniform < probs).to(batch.labels.dtype).to(batch.labels.device)
 
     def best(self, batch: RankingBatch, list_len: int) -> torch.Tensor:
         """(B,) reward of the best list found by beam search."""
@@ -77,7 +99,7 @@ def evaluate_ranker(
 ) -> dict[str, float]:
     """Five metrics over every list of ``split`` (and true/oracle reward when ``true_reward`` given)."""
     ranker.eval()
-    metrics = MetricAccumulator()
+    metrics, complete = MetricAccumulator(), MetricAccumulator()
     reward_sum = logged_sum = 0.0
     batches = split.batches(batch_size)
     total = -(-len(split) // batch_size)
@@ -86,12 +108,27 @@ def evaluate_ranker(
         output = ranker.rank(batch)
         metrics.update(output.lists, output.scores, batch.labels)
         if true_reward is not None:
+            complete.update(output.lists, output.scores, true_reward.complete_labels(batch))
             reward_sum += true_reward.of_lists(batch, output.lists[:, None]).sum().item()
             logged_sum += true_reward.of_lists(batch, batch.exposed[:, None]).sum().item()
     result = metrics.compute()
     if true_reward is not None:
         n = len(split)
         oracle_sum = true_reward.oracle_total(split, output.lists.shape[1], batch_size)
+        result.update({f"{COMPLETE}{key}": value for key, value in complete.compute().items()})
         result.update({TRUE_REWARD: reward_sum / n, "logged_true_reward": logged_sum / n,
                        "oracle_reward": oracle_sum / n, ORACLE_RATIO: reward_sum / oracle_sum})
     return result
+
+
+def _hash_uniform(seed: int, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Uniforms in [0, 1) from a splitmix64 hash of (seed, user, item): counter-based, order-free."""
+    mask = np.uint64(0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+             + users.numpy().astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+             + items.numpy().astype(np.uint64) * np.uint64(0x94D049BB133111EB)) & mask
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
+        x ^= x >> np.uint64(31)
+    return torch.from_numpy((x >> np.uint64(11)).astype(np.float64) / float(1 << 53))

@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from goalrank.config import from_dict, to_dict
+from goalrank.config import from_dict, merge_values, to_dict
 from goalrank.data.prepare import PrepareConfig, prepare
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import DataError
-from goalrank.experiments.config import SIMULATOR, BenchmarkConfig, DatasetSpec, merge_values
+from goalrank.experiments.config import BenchmarkConfig, DatasetSpec
 from goalrank.experiments.evaluation import evaluate_test
 from goalrank.experiments.folder import BenchmarkFolder
 from goalrank.experiments.plan import RunSpec, plan

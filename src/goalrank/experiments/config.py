@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from goalrank.config import check, from_dict, load_values
+from goalrank.config import check, from_dict, load_values, merge_values
 from goalrank.data.loaders import Source
 from goalrank.errors import ConfigError
 from goalrank.runs.registry import MODELS
-from goalrank.simulate.simulator import ORACLE_BEAM_WIDTH
+from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 
 STUDIES = ("table1", "groupsize", "bias", "scaling")
 SIMULATOR = "simulator"
@@ -105,7 +105,7 @@ class BenchmarkConfig:
             parse_size(size)
         check(min(self.scaling_generators, default=0) >= 1, "scaling_generators", "integers >= 1",
               self.scaling_generators)
-        check(self.beam_width >= 1, "beam_width", ">= 1", self.beam_width)
+        check(1 <= self.beam_width <= MAX_BEAM_WIDTH, "beam_width", f"in [1, {MAX_BEAM_WIDTH}]", self.beam_width)
         check(self.bootstrap_samples >= 1, "bootstrap_samples", ">= 1", self.bootstrap_samples)
         check(0 < self.alpha < 1, "alpha", "in (0, 1)", self.alpha)
 
@@ -167,18 +167,6 @@ def load_benchmark_config(profile: str, path: Path | None, overrides: Sequence[s
     values = merge_values(PROFILES[profile], load_values(path, list(overrides)),
                           {key: value for key, value in flags.items() if value is not None})
     return from_dict(BenchmarkConfig, values, "benchmark")
-
-
-def merge_values(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Nested merge of config value mappings; later layers win, sub-tables merge key by key."""
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                merged[key] = merge_values(merged[key], value)
-            else:
-                merged[key] = value
-    return merged
 
 
 def parse_size(size: str) -> tuple[int, int]:

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import polars as pl
 
-from goalrank.config import check
+from goalrank.config import check, merge_values
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError
 from goalrank.experiments.benchmark import RankerRun, prepare_dataset, ranker_run, reward_values
-from goalrank.experiments.config import BenchmarkConfig, merge_values
+from goalrank.experiments.config import BenchmarkConfig
 from goalrank.experiments.evaluation import evaluate_test
 from goalrank.experiments.folder import BenchmarkFolder
 from goalrank.experiments.plan import plan
@@ -73,7 +73,8 @@ def estimate_benchmark(out: Path, config: BenchmarkConfig, steps: int) -> str:
     (scratch / "estimate.md").write_text(report)
     pl.DataFrame([{"dataset": c.dataset, "runs": " = ".join(c.labels), "epochs": c.epochs,
                    "batches": c.batches, "batch_s": c.batch_s, "valid_s": c.valid_s, "setup_s": c.setup_s,
-                   "test_s": c.test_s, "projected_s": c.projected_s} for c in costs]).write_csv(scratch / "estimate.csv")
+                   "test_s": c.test_s, "projected_s": c.projected_s}
+                  for c in costs]).write_csv(scratch / "estimate.csv")
     print(f"estimate written to {scratch / 'estimate.md'}")
     return report
 
@@ -135,7 +136,8 @@ def _report(costs: list[RunCost], config: BenchmarkConfig, steps: int) -> str:
     lines += [f"| {c.dataset} | {' = '.join(c.labels)} | {c.epochs} × {c.batches} | {c.batch_s:.4f} | "
               f"{c.valid_s:.2f} | {c.setup_s + c.test_s:.1f} | {c.projected_s:,.0f} |" for c in costs]
     lines += ["", f"| dataset | one seed | {len(config.seeds)} seeds |", "|---|---:|---:|"]
-    totals = {name: sum(c.projected_s for c in costs if c.dataset == name) for name in dict.fromkeys(c.dataset for c in costs)}
+    totals = {name: sum(c.projected_s for c in costs if c.dataset == name)
+              for name in dict.fromkeys(c.dataset for c in costs)}
     lines += [f"| {name} | {_hours(total)} | {_hours(total * len(config.seeds))} |" for name, total in totals.items()]
     all_seeds = sum(totals.values()) * len(config.seeds)
     lines += ["", f"Profile total: {_hours(all_seeds)} (every run projected to all its epochs: early stopping "

@@ -9,32 +9,50 @@ only evaluated here, once per run.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from goalrank.data.storage import PreparedDataset, RankingBatch
-from goalrank.errors import ConfigError
+from goalrank.config import check
+from goalrank.data.storage import PreparedDataset, RankingBatch, SplitName
 from goalrank.evaluate.metrics import per_list_metrics
 from goalrank.evaluate.protocol import TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
 from goalrank.io import atomic_file, record_checksum, write_recorded_json
 from goalrank.models.base import ListRanker, Ranker, RankOutput
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import REWARD, load_run
+from goalrank.runs.load import load_ranker
+from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 from goalrank.train.runtime import resolve_device
 
 
-def evaluate_run(run_dir: Path, data_dir: Path | None, split: str, beam_width: int) -> str:
-    """Evaluate ``run_dir`` on ``split``; writes its ``eval-<split>.json`` and returns a table."""
+@dataclass
+class EvaluateConfig:
+    """`goalrank evaluate`: which run, on which data and split.
+
+    data: a prepared-dataset folder ("": the run's own). beam_width: of the simulator's oracle
+    search (true-reward ratio; simulator data only).
+    """
+
+    run: str
+    data: str = ""
+    split: SplitName = "test"
+    beam_width: int = ORACLE_BEAM_WIDTH
+
+    def __post_init__(self) -> None:
+        check(1 <= self.beam_width <= MAX_BEAM_WIDTH, "beam_width", f"in [1, {MAX_BEAM_WIDTH}]", self.beam_width)
+
+
+def evaluate_run(evaluation: EvaluateConfig) -> str:
+    """Evaluate a run on a split; writes its ``eval-<split>.json`` and returns a table."""
     device = resolve_device("auto")
-    model, config = load_run(run_dir, device)
-    if config["model_name"] == REWARD:
-        raise ConfigError(f"--run {run_dir}: is a reward-model run; evaluate a ranker run")
-    dataset = PreparedDataset(data_dir or config["data"])
-    true_reward = _true_reward(str(dataset.root.resolve()), beam_width)
+    model, config = load_ranker(Path(evaluation.run), device)
+    dataset = PreparedDataset(evaluation.data or config["data"])
+    true_reward = _true_reward(str(dataset.root.resolve()), evaluation.beam_width)
+    split = evaluation.split
     metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
-    write_recorded_json(RunFolder(run_dir).evaluation(split), metrics)
+    write_recorded_json(RunFolder(Path(evaluation.run)).evaluation(split), metrics)
     return format_metrics(f"{config['model_name']} on {split}", metrics)
 
 
@@ -46,14 +64,14 @@ def evaluate_test(run_dir: Path, beam_width: int) -> dict[str, float]:
     """
     run = RunFolder(run_dir)
     device = resolve_device("auto")
-    model, config = load_run(run.root, device)
+    ranker, config = load_ranker(run.root, device)
     dataset = PreparedDataset(config["data"])
     true_reward = _true_reward(str(Path(config["data"]).resolve()), beam_width)
-    recorder = PerListRecorder(model, true_reward)
+    recorder = PerListRecorder(ranker, true_reward)
     metrics = evaluate_ranker(recorder, dataset.split("test"), config["train"]["eval_batch_size"], device,
                               true_reward, progress=False)
     with atomic_file(run.per_list("test")) as tmp:
-        np.savez(tmp, **recorder.values())
+        np.savez(tmp, allow_pickle=False, **recorder.values())  # float arrays only: nothing to pickle
     record_checksum(run.per_list("test"))
     write_recorded_json(run.evaluation("test"), metrics)
     return metrics

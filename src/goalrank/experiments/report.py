@@ -4,6 +4,7 @@ bootstrap of GoalRank against the best baseline), PNG plots, and the paper's num
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,8 @@ def summary_table(rows: dict[str, list[dict[str, float]]], seeds: tuple[int, ...
     return "\n".join(lines)
 
 
-def write_report(folder: BenchmarkFolder, config: BenchmarkConfig, rows: list[dict[str, Any]], list_lens: dict[str, int],
-                 command: str, seconds: float) -> str:
+def write_report(folder: BenchmarkFolder, config: BenchmarkConfig, rows: list[dict[str, Any]],
+                 list_lens: dict[str, int], command: str, seconds: float) -> str:
     """Write one CSV per study, the PNG plots and ``report.md`` (returned), atomically and in SHA256SUMS."""
     folder.root.mkdir(parents=True, exist_ok=True)
     write_recorded_json(folder.config, to_dict(config))
@@ -73,10 +74,11 @@ def _report_header(config: BenchmarkConfig, command: str, seconds: float, n_runs
         f"Produced by `{command}` ({n_runs} ranker runs; this invocation took {seconds:.0f} s; "
         "finished runs are reused on re-run).",
         f"Seeds: {', '.join(map(str, config.seeds))}. Every number is a test-split result of a checkpoint "
-        "chosen on the validation split; cells are mean ± sample std over seeds (the mean alone for one seed), as fractions (the paper "
-        "prints percentages). `true_reward` is the exact expected list reward under the simulator and "
-        "`oracle_ratio` its ratio to a beam-search oracle's (simulator data only). One reward model per "
-        "dataset and seed is the evaluator of every G-E/MG-E method and GoalRank's reward model.",
+        "chosen on the validation split; cells are mean ± sample std over seeds (the mean alone for one "
+        "seed), as fractions (the paper prints percentages). `true_reward` is the exact expected list reward "
+        "under the simulator and `oracle_ratio` its ratio to a beam-search oracle's (simulator data only). "
+        "One reward model per dataset and seed is the evaluator of every G-E/MG-E method and GoalRank's "
+        "reward model.",
         "Significance: two-sided paired bootstrap over test lists (per-list differences averaged over "
         f"seeds, {config.bootstrap_samples} resamples), GoalRank vs the best baseline of each metric.",
         "Paper reference columns are copied from the paper (÷ 100): Table 1 is on **ML-1M** and Table 3 on "
@@ -105,7 +107,7 @@ def _summary(grouped: dict[str, list[dict[str, Any]]], list_len: int, seeds: tup
     return summary_table({label: [{k: r[k] for k in keys} for r in runs] for label, runs in grouped.items()}, seeds)
 
 
-def _reference_table(title: str, reference: dict[Any, tuple[float, ...]]) -> str:
+def _reference_table(title: str, reference: Mapping[Any, tuple[float, ...]]) -> str:
     """The paper's rows as fractions, under the paper's own metric names (its L is 6)."""
     names = metric_names(PAPER_LIST_LEN)
     lines = [f"| {title} | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]

@@ -6,7 +6,6 @@ from goalrank.groups.build import (
     build_group,
     duplicate_mask,
     fill_duplicates,
-    make_policies,
     spaced_subset,
 )
 from goalrank.groups.context import GroupContext, GroupPolicy, random_lists
@@ -37,7 +36,6 @@ __all__ = [
     "build_group",
     "duplicate_mask",
     "fill_duplicates",
-    "make_policies",
     "random_lists",
     "spaced_subset",
 ]

@@ -40,9 +40,8 @@ class GroupConfig:
     mix: policy name → non-negative weight; K is split by largest-remainder rounding. The default
         weighs all seven policies equally. A ``group.mix.NAME=w`` override replaces the whole
         default mix by the names given.
-    *_temperature, tree_branching, tree_depth, substitution_max_swaps, markov_chunk_size, markov_top: the
-        knobs of the policies in ``goalrank.groups.policies``; tree lists beyond its
-        branching**depth leaves are completed at ``autoregressive_temperature``.
+    autoregressive, tree, gumbel, markov, random, substitution, diversity: each policy's own
+        knobs (``goalrank.groups.policies``), nested under its name: ``group.markov.top=12``.
     max_fill_rounds: rounds of drawing random lists to replace duplicates.
     spaced_pool_size: when set (> group_size), build this many distinct lists, rank them by
         reward and keep group_size uniformly spaced ones, best and worst included.
@@ -50,15 +49,13 @@ class GroupConfig:
 
     group_size: int = 20
     mix: dict[str, float] = field(default_factory=_uniform_mix)
-    autoregressive_temperature: float = 1.0
-    tree_branching: int = 2
-    tree_depth: int = 2
-    gumbel_temperature: float = 1.0
-    markov_temperature: float = 1.0
-    markov_chunk_size: int = 4096
-    markov_top: int = 12
-    substitution_max_swaps: int = 2
-    diversity_temperature: float = 1.0
+    autoregressive: AutoregressivePolicy = field(default_factory=AutoregressivePolicy)
+    tree: TreePolicy = field(default_factory=TreePolicy)
+    gumbel: GumbelPolicy = field(default_factory=GumbelPolicy)
+    markov: MarkovPolicy = field(default_factory=MarkovPolicy)
+    random: RandomPolicy = field(default_factory=RandomPolicy)
+    substitution: SubstitutionPolicy = field(default_factory=SubstitutionPolicy)
+    diversity: DiversityPolicy = field(default_factory=DiversityPolicy)
     max_fill_rounds: int = 10
     spaced_pool_size: int | None = None
 
@@ -70,39 +67,27 @@ class GroupConfig:
         check(not unknown, "group.mix", f"policy names among {list(POLICY_NAMES)}", unknown)
         self.mix = {name: _weight(name, weight) for name, weight in self.mix.items()}
         check(sum(self.mix.values()) > 0, "group.mix", "at least one positive weight", self.mix)
-        for name in ("autoregressive", "gumbel", "markov", "diversity"):
-            value = getattr(self, f"{name}_temperature")
-            check(value > 0, f"group.{name}_temperature", "> 0", value)
-        for name in ("tree_branching", "tree_depth", "markov_chunk_size", "markov_top", "substitution_max_swaps", "max_fill_rounds"):
-            check(getattr(self, name) >= 1, f"group.{name}", ">= 1", getattr(self, name))
+        check(self.max_fill_rounds >= 1, "group.max_fill_rounds", ">= 1", self.max_fill_rounds)
         check(
             self.spaced_pool_size is None or self.spaced_pool_size > self.group_size,
             "group.spaced_pool_size", f"unset or > group.group_size={self.group_size}", self.spaced_pool_size,
         )
 
+    def policies(self) -> dict[str, GroupPolicy]:
+        """Every policy with its knobs, in run order (POLICY_NAMES)."""
+        policies: list[GroupPolicy] = [self.autoregressive, self.tree, self.gumbel, self.markov, self.random,
+                                       self.substitution, self.diversity]
+        return {policy.name: policy for policy in policies}
+
 
 def _weight(name: str, value: object) -> float:
-    """A mix weight as a float >= 0 (TOML gives numbers, ``key=value`` overrides give strings)."""
+    """A mix weight as a finite float >= 0 (TOML gives numbers, ``key=value`` overrides give strings)."""
     try:
-        weight = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
+        weight = float(value) if isinstance(value, (int, float, str)) else math.nan
+    except ValueError as exc:
         raise ConfigError(f"group.mix.{name}={value!r}: expected a number") from exc
-    check(weight >= 0, f"group.mix.{name}", ">= 0", value)
+    check(math.isfinite(weight) and weight >= 0, f"group.mix.{name}", "a finite number >= 0", value)
     return weight
-
-
-def make_policies(config: GroupConfig) -> dict[str, GroupPolicy]:
-    """Every policy, configured from ``config``, in run order (POLICY_NAMES)."""
-    policies: list[GroupPolicy] = [
-        AutoregressivePolicy(config.autoregressive_temperature),
-        TreePolicy(config.tree_branching, config.tree_depth, config.autoregressive_temperature),
-        GumbelPolicy(config.gumbel_temperature),
-        MarkovPolicy(config.markov_temperature, config.markov_chunk_size, config.markov_top),
-        RandomPolicy(),
-        SubstitutionPolicy(config.substitution_max_swaps),
-        DiversityPolicy(config.diversity_temperature),
-    ]
-    return {policy.name: policy for policy in policies}
 
 
 def allocate(num_lists: int, mix: dict[str, float]) -> dict[str, int]:
@@ -118,7 +103,7 @@ def allocate(num_lists: int, mix: dict[str, float]) -> dict[str, int]:
     by_remainder = sorted(range(len(names)), key=lambda i: (counts[i] - quotas[i], i))
     for i in by_remainder[: num_lists - sum(counts)]:
         counts[i] += 1
-    return dict(zip(names, counts))
+    return dict(zip(names, counts, strict=True))
 
 
 def duplicate_mask(group: torch.Tensor) -> torch.Tensor:
@@ -184,7 +169,7 @@ def build_group(ctx: GroupContext, config: GroupConfig) -> torch.Tensor:
             f" length {ctx.list_len} from {ctx.num_candidates} candidates"
         )
     check(ctx.existing.shape[1] < size, "group.group_size", f"> the {ctx.existing.shape[1]} existing lists", size)
-    policies = make_policies(config)
+    policies = config.policies()
     ctx = replace(ctx, first_logits=ctx.first_step_logits())
     parts = [ctx.existing]
     for name, count in allocate(size - ctx.existing.shape[1], config.mix).items():

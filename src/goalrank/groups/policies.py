@@ -17,8 +17,14 @@ from typing import ClassVar
 
 import torch
 
+from goalrank.config import check, check_finite
 from goalrank.errors import ConfigError
-from goalrank.groups.context import GroupContext, gumbel, randint, random_lists, uniform
+from goalrank.groups.context import GroupContext, GroupPolicy, gumbel, randint, random_lists, uniform
+
+
+def _check_temperature(policy: str, value: float) -> None:
+    check_finite(f"group.{policy}.temperature", value)
+    check(value > 0, f"group.{policy}.temperature", "> 0", value)
 
 
 def _complete(ctx: GroupContext, prefixes: torch.Tensor, greedy: bool, temperature: float) -> torch.Tensor:
@@ -36,6 +42,9 @@ class AutoregressivePolicy:
 
     temperature: float = 1.0
     name: ClassVar[str] = "autoregressive"
+
+    def __post_init__(self) -> None:
+        _check_temperature("autoregressive", self.temperature)
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
@@ -57,6 +66,11 @@ class TreePolicy:
     depth: int = 2
     temperature: float = 1.0
     name: ClassVar[str] = "tree"
+
+    def __post_init__(self) -> None:
+        check(self.branching >= 1, "group.tree.branching", ">= 1", self.branching)
+        check(self.depth >= 1, "group.tree.depth", ">= 1", self.depth)
+        _check_temperature("tree", self.temperature)
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
@@ -112,6 +126,9 @@ class GumbelPolicy:
     temperature: float = 1.0
     name: ClassVar[str] = "gumbel"
 
+    def __post_init__(self) -> None:
+        _check_temperature("gumbel", self.temperature)
+
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
         logits = ctx.first_step_logits() / self.temperature  # (B, N)
@@ -136,6 +153,11 @@ class MarkovPolicy:
     chunk_size: int = 4096
     top: int = 12
     name: ClassVar[str] = "markov"
+
+    def __post_init__(self) -> None:
+        _check_temperature("markov", self.temperature)
+        check(self.chunk_size >= 1, "group.markov.chunk_size", ">= 1", self.chunk_size)
+        check(self.top >= 1, "group.markov.top", ">= 1", self.top)
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
@@ -194,6 +216,9 @@ class SubstitutionPolicy:
     max_swaps: int = 2
     name: ClassVar[str] = "substitution"
 
+    def __post_init__(self) -> None:
+        check(self.max_swaps >= 1, "group.substitution.max_swaps", ">= 1", self.max_swaps)
+
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
         sources = ctx.existing
@@ -225,6 +250,9 @@ class DiversityPolicy:
     temperature: float = 1.0
     name: ClassVar[str] = "diversity"
 
+    def __post_init__(self) -> None:
+        _check_temperature("diversity", self.temperature)
+
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
         by_position = ctx.existing.transpose(1, 2)  # (B, L, K0)
@@ -250,7 +278,7 @@ class DiversityPolicy:
         return torch.stack(built, dim=1)  # (B, n, L)
 
 
-POLICY_TYPES: tuple[type, ...] = (
+POLICY_TYPES: tuple[type[GroupPolicy], ...] = (
     AutoregressivePolicy,
     TreePolicy,
     GumbelPolicy,

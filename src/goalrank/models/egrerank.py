@@ -52,6 +52,8 @@ class EGRerank(GoalRankGenerator):
     ``rank`` is the inherited greedy decoding.
     """
 
+    evaluator: ListEvaluator  # set by attach_evaluator
+
     def __init__(self, config: EGRerankConfig, evaluator: ListEvaluator) -> None:
         super().__init__(config)
         self.config: EGRerankConfig = config

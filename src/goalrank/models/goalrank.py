@@ -13,6 +13,7 @@ and decoding reuses it at every step with a key/value cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +105,7 @@ class GoalRankGenerator(Ranker):
         return Encoding(
             memory=memory,
             user=user,
-            cross_kv=[layer.cross_attention.project_kv(memory) for layer in self.decoder],
+            cross_kv=[cast(DecoderLayer, layer).cross_attention.project_kv(memory) for layer in self.decoder],
             pointer_keys=self.pointer.project_keys(memory),
         )
 

@@ -15,6 +15,7 @@ fits its own bootstrap resample of the training requests. The shared layers lear
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +47,12 @@ class MGEConfig(DNNConfig):
 class MGE(DNNRanker):
     """G linear heads on the DNN's shared layers; ``rank``: the evaluator's best of their G top-L lists."""
 
+    evaluator: ListEvaluator  # set by attach_evaluator
+
     def __init__(self, config: MGEConfig, evaluator: ListEvaluator) -> None:
         super().__init__(config)
         self.config: MGEConfig = config
-        self.mlp[-1] = nn.Linear(self.mlp[-1].in_features, config.n_generators)
+        self.mlp[-1] = nn.Linear(cast(nn.Linear, self.mlp[-1]).in_features, config.n_generators)
         attach_evaluator(self, evaluator)
 
     def head_logits(self, batch: RankingBatch) -> torch.Tensor:

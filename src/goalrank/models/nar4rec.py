@@ -66,6 +66,9 @@ class NAR4Rec(Ranker):
     checkpoint and the batch.
     """
 
+    decode_seed: torch.Tensor  # () a buffer, saved with the weights
+    evaluator: ListEvaluator  # set by attach_evaluator
+
     def __init__(self, config: NAR4RecConfig, evaluator: ListEvaluator) -> None:
         super().__init__(config.list_len)
         self.config = config

@@ -42,6 +42,9 @@ class PIERConfig(DNNConfig):
 class PIER(DNNRanker):
     """DNN scorer whose top-L items are reordered by the evaluator's best permutation."""
 
+    permutations: torch.Tensor  # (L!, L) a non-persistent buffer: every order of L positions
+    evaluator: ListEvaluator  # set by attach_evaluator
+
     def __init__(self, config: PIERConfig, evaluator: ListEvaluator) -> None:
         super().__init__(config)
         self.config: PIERConfig = config

@@ -8,6 +8,7 @@ cross-entropy to it, optionally plus a supervised term on a logged target list.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -94,7 +95,8 @@ class GroupRelativeObjective:
     def from_inputs(cls, inputs: ObjectiveInputs) -> GroupRelativeObjective:
         if inputs.evaluator is None:
             raise ValueError("the group-relative objective needs the trained reward model")
-        return cls(inputs.model, inputs.evaluator, inputs.group, inputs.reference, inputs.rng)  # type: ignore[arg-type]
+        generator = cast(ListGenerator, inputs.model)  # the registry pairs GROUP_RELATIVE with generators only
+        return cls(generator, inputs.evaluator, inputs.group, inputs.reference, inputs.rng)
 
 
 GROUP_RELATIVE = ObjectiveFactory("group_relative", GroupRelativeObjective.from_inputs, needs_reward_model=True)

@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 from goalrank.config import check
 from goalrank.errors import DataError
 
-
 Search = Literal["auto", "exact", "hnsw"]
 
 

@@ -64,6 +64,8 @@ class RewardModel(nn.Module):
     The user context is encoded once per request and shared by all K lists scored for it.
     """
 
+    weights: torch.Tensor  # (L,) the reward's position weights, a non-persistent buffer
+
     def __init__(self, config: RewardConfig) -> None:
         super().__init__()
         self.config = config

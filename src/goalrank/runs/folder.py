@@ -68,7 +68,7 @@ class RunFolder:
         return self.metrics.is_file()
 
     def read_config(self) -> dict[str, Any]:
-        return read_json(self.config)  # type: ignore[no-any-return]
+        return read_json(self.config)
 
     def open(self, config: dict[str, Any], resume: bool = False) -> RunFolder:
         """Create the folder and write its config.json; refuse a non-empty folder unless resuming.

@@ -13,6 +13,8 @@ import torch
 
 from goalrank.config import from_dict
 from goalrank.errors import ArtifactError, ConfigError
+from goalrank.models.base import Ranker
+from goalrank.models.blocks import ModelConfig
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.runs.checkpoint import load_checkpoint
 from goalrank.runs.folder import RunFolder
@@ -21,13 +23,14 @@ from goalrank.runs.registry import MODELS
 REWARD = "reward"  # the model name of a reward-model run
 
 
-def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker | RewardModel, dict[str, Any]]:
     """The trained model of ``run_dir`` in eval mode on ``device``, and the run's config."""
     run = RunFolder(run_dir)
     config = run.read_config()
     name = config.get("model_name")
+    model: Ranker | RewardModel
     if name == REWARD:
-        model: torch.nn.Module = RewardModel(from_dict(RewardConfig, config["model"], "model"))
+        model = RewardModel(from_dict(RewardConfig, config["model"], "model"))
     elif name in MODELS:
         evaluator = load_reward_model(Path(config["reward"]), device) if MODELS[name].needs_evaluator else None
         model = build_model(name, from_dict(MODELS[name].config_cls, config["model"], "model"), evaluator)
@@ -44,12 +47,18 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.n
     return model.to(device).eval(), config
 
 
-def build_model(name: str, model_config: Any, evaluator: RewardModel | None) -> torch.nn.Module:
+def load_ranker(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker, dict[str, Any]]:
+    """``load_run`` for a ranker run; a reward-model run is refused (it ranks nothing)."""
+    model, config = load_run(run_dir, device)
+    if not isinstance(model, Ranker):
+        raise ConfigError(f"--run {run_dir}: is a reward-model run; expected a ranker run")
+    return model, config
+
+
+def build_model(name: str, model_config: ModelConfig, evaluator: RewardModel | None) -> Ranker:
     """Instantiate ranker ``name``; evaluator-based rankers also get the (frozen) reward model."""
     spec = MODELS[name]
-    model: torch.nn.Module = spec.model_cls(model_config, evaluator) if spec.needs_evaluator \
-        else spec.model_cls(model_config)
-    return model
+    return spec.model_cls(model_config, evaluator) if spec.needs_evaluator else spec.model_cls(model_config)
 
 
 def load_reward_model(run_dir: Path, device: torch.device | str) -> RewardModel:

@@ -6,8 +6,11 @@ contract tests are all derived from ``MODELS``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from goalrank.models.base import Ranker
+from goalrank.models.blocks import ModelConfig
 from goalrank.models.dlcm import DLCMConfig, DLCMRanker
 from goalrank.models.dnn import DNNConfig, DNNRanker
 from goalrank.models.egrerank import EGRerank, EGRerankConfig
@@ -37,8 +40,8 @@ class ModelSpec:
     reward model, which it uses to train and/or to choose among candidate lists when ranking.
     """
 
-    config_cls: type
-    model_cls: type
+    config_cls: type[ModelConfig]
+    model_cls: Callable[..., Ranker]
     objective: ObjectiveFactory
     needs_evaluator: bool = False
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,13 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset
-from goalrank.errors import ConfigError
 from goalrank.io import sha256_file
+from goalrank.runs.folder import RunFolder
+from goalrank.runs.load import load_ranker
 from goalrank.serve.batcher import MicroBatcher
 from goalrank.serve.catalog import Catalog, HistoryEvent, RequestError
 from goalrank.serve.export import Backend, build_rank_fn
-from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import REWARD, load_run
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -83,8 +83,8 @@ class RankRequest(BaseModel):
     @field_validator("candidates")
     @classmethod
     def _distinct(cls, candidates: list[int]) -> list[int]:
-        seen: set[int] = set()
-        repeated = sorted({item for item in candidates if item in seen or seen.add(item)})
+        counts = Counter(candidates)
+        repeated = sorted(item for item, count in counts.items() if count > 1)
         if repeated:
             raise ValueError(f"duplicate candidate item id(s) {repeated[:10]}; candidates must be distinct")
         return candidates
@@ -106,9 +106,7 @@ class RankingService:
         if config.threads:
             torch.set_num_threads(config.threads)
         run_dir = Path(config.run)
-        self.ranker, run_config = load_run(run_dir, "cpu")
-        if run_config["model_name"] == REWARD:
-            raise ConfigError(f"--run {run_dir}: is a reward-model run; serve a ranker run")
+        self.ranker, run_config = load_ranker(run_dir, "cpu")
         self.model_name = run_config["model_name"]
         self.model_version = f"{run_dir.resolve().name}@{sha256_file(RunFolder(run_dir).checkpoint)[:12]}"
         self.catalog = Catalog(PreparedDataset(run_config["data"]), self.ranker.list_len)
@@ -207,7 +205,7 @@ def create_app(service: RankingService, max_body_bytes: int) -> FastAPI:
 
     app = FastAPI(title="goalrank", summary=f"{service.model_name} ranking service", lifespan=lifespan)
     app.state.service = service
-    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]  # Starlette's stub types every handler for Exception
 
     @app.post("/rank", response_model=RankResponse)
     async def rank(request: RankRequest) -> RankResponse:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from goalrank.config import check
 from goalrank.data.storage import RankingBatch
 from goalrank.models.base import RankOutput
 
@@ -43,13 +42,12 @@ class MicroBatcher:
 
     ``warmup`` (a batch) is ranked once before the first request, so the first caller does
     not pay for lazy initialisation (or compilation); ``ready`` is set after it. ``batch_sizes``
-    counts how many model calls ran with each batch size.
+    counts how many model calls ran with each batch size. ``max_batch`` and ``max_wait_s`` come
+    from a validated ``ServeConfig`` (the one place the service's settings are checked).
     """
 
     def __init__(self, rank_fn: RankFn, max_batch: int, max_wait_s: float, warmup: RankingBatch | None = None,
                  poll_s: float = 0.1) -> None:
-        check(max_batch >= 1, "serve.max_batch", ">= 1", max_batch)
-        check(max_wait_s >= 0, "serve.max_wait_ms", ">= 0", max_wait_s)
         self.rank_fn = rank_fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s

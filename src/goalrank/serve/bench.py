@@ -19,8 +19,8 @@ after ``--requests`` requests or ``--max-seconds``, whichever comes first.
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -40,12 +40,13 @@ import torch
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.errors import ArtifactError
+from goalrank.models.base import ListRanker
 from goalrank.models.blocks import PAD
 from goalrank.perf import count_flops, matmul_peak_flops
+from goalrank.runs.load import load_ranker
 from goalrank.serve.batcher import concat
 from goalrank.serve.catalog import Catalog, HistoryEvent
-from goalrank.serve.export import compare_backends, format_backends
-from goalrank.runs.load import load_run
+from goalrank.serve.export import Backend, compare_backends, format_backends
 
 READY_TIMEOUT_S = 120.0
 PEAK_MATMUL_SIZE = 1024
@@ -67,21 +68,53 @@ class Latency:
         return float(np.percentile(self.latencies_ms, q))
 
 
-def bench_serve(args: argparse.Namespace) -> str:
+@dataclass
+class BenchServeConfig:
+    """`goalrank bench serve`: which runs, how many requests, which paths.
+
+    run: the GoalRank run; mge_run, pier_run: runs to compare with ("": skip). requests and
+    max_seconds bound each measurement; batch_size is the batched path's, concurrency the number
+    of HTTP clients of the batched path. load: requests of the HTTP load test (0: skip), malformed
+    the share of them that is malformed. backends: inference paths to compare (empty: skip).
+    threads: torch intra-op threads of client and server (0: torch's default; 1 avoids
+    oversubscription when clients share the cores). http: also measure over HTTP on loopback.
+    seed: of the request sampling.
+    """
+
+    run: str
+    mge_run: str = ""
+    pier_run: str = ""
+    requests: int = 200
+    max_seconds: float = 20.0
+    batch_size: int = 64
+    concurrency: int = 16
+    load: int = 0
+    malformed: float = 0.2
+    backends: tuple[Backend, ...] = ()
+    threads: int = 1
+    http: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("requests", "batch_size", "concurrency"):
+            check(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        check(math.isfinite(self.max_seconds) and self.max_seconds > 0, "max_seconds", "a finite number > 0",
+              self.max_seconds)
+        check(self.load >= 0, "load", ">= 0 (0: skip)", self.load)
+        check(0.0 <= self.malformed <= 1.0, "malformed", "in [0, 1]", self.malformed)
+        check(self.threads >= 0, "threads", ">= 0", self.threads)
+
+
+def bench_serve(args: BenchServeConfig) -> str:
     """Run every measurement ``args`` asks for and return the markdown report."""
-    check(args.requests >= 1, "--requests", ">= 1", args.requests)
-    check(args.batch_size >= 1, "--batch-size", ">= 1", args.batch_size)
-    check(args.concurrency >= 1, "--concurrency", ">= 1", args.concurrency)
-    check(0.0 <= args.malformed <= 1.0, "--malformed", "in [0, 1]", args.malformed)
-    check(args.threads >= 0, "--threads", ">= 0", args.threads)
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = {name: run for name, run in (("GoalRank", args.run), ("MG-E", args.mge_run), ("PIER", args.pier_run))
-            if run is not None}
+    runs = {name: Path(run) for name, run in (("GoalRank", args.run), ("MG-E", args.mge_run), ("PIER", args.pier_run))
+            if run}
     results: list[Latency] = []
     sections = []
     for name, run in runs.items():
-        ranker, config = load_run(run, "cpu")
+        ranker, config = load_ranker(run, "cpu")
         dataset = PreparedDataset(config["data"])
         catalog = Catalog(dataset, ranker.list_len)
         bodies = request_bodies(catalog, dataset, args.requests, args.seed)
@@ -92,8 +125,8 @@ def bench_serve(args: argparse.Namespace) -> str:
             if args.backends:
                 batched = concat((singles * args.batch_size)[: args.batch_size])
                 sections.append("## Inference paths (GoalRank, CPU)\n\n" + format_backends(compare_backends(
-                    ranker, {"single": singles[0], "batched": batched}, tuple(args.backends.split(",")))))
-        if not args.no_http:
+                    ranker, {"single": singles[0], "batched": batched}, args.backends)))
+        if args.http:
             with ServerProcess(run, args.batch_size, args.threads) as url:
                 results += over_http(name, url, bodies, args.concurrency, args.max_seconds)
                 if name == "GoalRank" and args.load:
@@ -116,7 +149,8 @@ def request_bodies(catalog: Catalog, dataset: PreparedDataset, count: int, seed:
         history, labels = test.arrays["history"][row], test.arrays["history_labels"][row]
         bodies.append({
             "user": int(user_raw[test.arrays["users"][row]]),
-            "history": [{"item": int(raw[i]), "label": int(v)} for i, v in zip(history, labels) if i != PAD],
+            "history": [{"item": int(raw[i]), "label": int(v)}
+                        for i, v in zip(history, labels, strict=True) if i != PAD],
             "candidates": [int(raw[i]) for i in test.arrays["candidates"][row]],
         })
     return bodies
@@ -140,7 +174,7 @@ def _timed_calls(call: Callable[[int], int], count: int, max_seconds: float) -> 
     return np.array(latencies), time.perf_counter() - start, served
 
 
-def in_process(name: str, ranker: torch.nn.Module, singles: list[RankingBatch], batch_size: int,
+def in_process(name: str, ranker: ListRanker, singles: list[RankingBatch], batch_size: int,
                max_seconds: float) -> list[Latency]:
     """``ranker.rank`` alone: one request per call, then ``batch_size`` requests per call."""
     batches = [concat([singles[(start + k) % len(singles)] for k in range(batch_size)])
@@ -286,7 +320,7 @@ def load_section(url: str, bodies: list[dict[str, Any]], count: int, malformed_s
     return "\n".join(lines)
 
 
-def flops_section(ranker: torch.nn.Module, single: RankingBatch, single_latency: Latency) -> str:
+def flops_section(ranker: ListRanker, single: RankingBatch, single_latency: Latency) -> str:
     """FLOPs of one request and the share of the matmul peak its in-process p50 latency reaches."""
     with torch.inference_mode():
         flops = count_flops(lambda: ranker.rank(single))

@@ -109,11 +109,11 @@ def _latest_histories(dataset: PreparedDataset) -> dict[int, tuple[list[int], li
     """
     users, times, split_of, rows = [], [], [], []
     splits = [dataset.split(name) for name in SPLITS]
-    for order, split in enumerate(splits):
+    for split_order, split in enumerate(splits):
         size = len(split)
         users.append(np.asarray(split.arrays["users"]))
         times.append(np.asarray(split.arrays["timestamps"]))
-        split_of.append(np.full(size, order))
+        split_of.append(np.full(size, split_order))
         rows.append(np.arange(size))
     users_all, times_all = np.concatenate(users), np.concatenate(times)
     split_all, rows_all = np.concatenate(split_of), np.concatenate(rows)

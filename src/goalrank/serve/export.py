@@ -14,6 +14,7 @@ runtime, heavy dependencies for a path the measurements would have to justify fi
 from __future__ import annotations
 
 import time
+import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from goalrank.errors import ConfigError
 from goalrank.models.base import Ranker, RankOutput
 
 Backend = Literal["eager", "torchscript", "compile"]
-BACKENDS: tuple[Backend, ...] = ("eager", "torchscript", "compile")
+BACKENDS: tuple[Backend, ...] = typing.get_args(Backend)
 RankFn = Callable[[RankingBatch], RankOutput]
 
 

@@ -10,13 +10,15 @@ Each step's FLOPs are counted once (FlopCounterMode) and turned into MFU against
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from goalrank.config import from_dict
+from goalrank.config import check, from_dict
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.groups import GroupConfig
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
@@ -25,7 +27,7 @@ from goalrank.objectives.losses import supervised_loss
 from goalrank.objectives.reference import ReferenceConfig
 from goalrank.perf import count_flops, matmul_peak_flops, timed
 from goalrank.runs.load import load_reward_model
-from goalrank.train.runtime import autocast, autocast_dtype, resolve_device, seed_everything
+from goalrank.train.runtime import Precision, autocast, autocast_dtype, resolve_device, seed_everything
 
 MFU_PEAK_SIZE = {"cpu": 1024, "cuda": 8192}  # large enough to saturate the device's matmul units
 
@@ -41,21 +43,53 @@ class StepCost:
         return self.flops / self.seconds / peak
 
 
-def bench_train(data_dir: Path, reward_dir: Path, group_sizes: list[int], batch_size: int, steps: int,
-                warmup: int = 2, device_name: str = "auto", mix: dict[str, float] | None = None,
-                precision: str = "auto", peak_tflops: float | None = None) -> str:
+@dataclass
+class BenchTrainConfig:
+    """`goalrank bench train`: which steps to time, on what.
+
+    data, reward: the prepared dataset and the reward-model run. group_sizes: the K values timed.
+    steps: timed steps per K, after ``warmup`` untimed ones. policies: the group's policy names
+    (equal weights; empty: the ``GroupConfig`` mix). precision: as ``train.precision``.
+    peak_tflops: the MFU peak, e.g. a datasheet figure (None: the measured matmul peak).
+    """
+
+    data: str
+    reward: str
+    group_sizes: tuple[int, ...] = (5, 20, 100)
+    batch_size: int = 128
+    steps: int = 5
+    warmup: int = 2
+    policies: tuple[str, ...] = ()
+    device: str = "auto"
+    precision: Precision = "auto"
+    peak_tflops: float | None = None
+
+    def __post_init__(self) -> None:
+        check(min(self.group_sizes, default=0) >= 2, "group_sizes", "integers >= 2, at least one", self.group_sizes)
+        for name in ("batch_size", "steps"):
+            check(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        check(self.warmup >= 0, "warmup", ">= 0", self.warmup)
+        check(self.peak_tflops is None or (math.isfinite(self.peak_tflops) and self.peak_tflops > 0),
+              "peak_tflops", "unset or a finite number > 0", self.peak_tflops)
+
+
+def bench_train(config: BenchTrainConfig) -> str:
     """Markdown table of median milliseconds per stage of a training step, per group size K, with MFU.
 
     MFU = FLOPs of a step / its median time / peak, the peak being ``peak_tflops`` if given, else
     the measured matmul peak of the device in the step's compute dtype (``goalrank.perf``).
     """
-    device = resolve_device(device_name)
+    batch_size, steps, warmup, precision = config.batch_size, config.steps, config.warmup, config.precision
+    peak_tflops = config.peak_tflops
+    mix = {name: 1.0 for name in config.policies} or None
+    device = resolve_device(config.device)
     rng = seed_everything(0)
-    dataset = PreparedDataset(data_dir)
+    dataset = PreparedDataset(config.data)
     generator = GoalRankGenerator(GeneratorConfig(n_items=dataset.n_items, list_len=dataset.list_len)).to(device)
-    evaluator = load_reward_model(reward_dir, device)
+    evaluator = load_reward_model(Path(config.reward), device)
     optimizer = torch.optim.AdamW(generator.parameters(), lr=1e-4)
-    batches = [b.to(device) for b, _ in zip(dataset.split("train").batches(batch_size, shuffle=True), range(warmup + steps))]
+    train_batches = dataset.split("train").batches(batch_size, shuffle=True)
+    batches = [batch.to(device) for batch, _ in zip(train_batches, range(warmup + steps), strict=False)]
     dtype = autocast_dtype(device, precision) or torch.float32
     peak = peak_tflops * 1e12 if peak_tflops else matmul_peak_flops(device, dtype, size=MFU_PEAK_SIZE[device.type])
 
@@ -70,15 +104,15 @@ def bench_train(data_dir: Path, reward_dir: Path, group_sizes: list[int], batch_
             loss = supervised_loss(generator.log_prob(encoding, batch.exposed[:, None])[:, 0])
         optimise(loss)
 
-    base_times = [timed(lambda b=b: supervised_step(b), device)[1] for b in batches][warmup:]
+    base_times = [timed(partial(supervised_step, batch), device)[1] for batch in batches][warmup:]
     base = StepCost(statistics.median(base_times), count_flops(lambda: supervised_step(batches[0])))
     rows = ["| K | group construction ms | reward scoring ms | loss+backward ms | step ms | step / supervised "
             "| GFLOP / step | MFU |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for k in group_sizes:
+    for k in config.group_sizes:
         group_config = from_dict(GroupConfig, {"group_size": k, **({"mix": mix} if mix else {})})
         objective = GroupRelativeObjective(generator, evaluator, group_config, ReferenceConfig(), rng)
 
-        def stages(batch: RankingBatch) -> tuple[float, float, float]:
+        def stages(batch: RankingBatch, objective: GroupRelativeObjective = objective) -> tuple[float, float, float]:
             with autocast(device, precision):
                 encoding, t_encode = timed(lambda: generator.encode(batch), device)
                 group, t_group = timed(lambda: objective.build_group(batch, encoding), device)

@@ -111,7 +111,7 @@ class Distributed:
         keys = sorted(values)
         summed = torch.tensor([values[key] for key in keys], dtype=torch.float64)
         torch_dist.all_reduce(summed)
-        return {key: float(total) / self.world_size for key, total in zip(keys, summed)}
+        return {key: float(total) / self.world_size for key, total in zip(keys, summed, strict=True)}
 
     def gather(self, value: T) -> list[T]:
         """``value`` of every rank, in rank order (picklable values only)."""
@@ -136,6 +136,9 @@ class Distributed:
         if error is not None:
             raise error
         return result
+
+
+SINGLE_PROCESS = Distributed()  # a run outside torchrun: the default of ``fit``
 
 
 class _ObjectiveModule(nn.Module):

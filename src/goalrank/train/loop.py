@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +27,7 @@ from goalrank.data.storage import RankingBatch, Split
 from goalrank.errors import ConfigError, GoalRankError
 from goalrank.runs.checkpoint import load_checkpoint, save_checkpoint
 from goalrank.runs.folder import RunFolder
-from goalrank.train.distributed import Distributed
+from goalrank.train.distributed import SINGLE_PROCESS, Distributed
 from goalrank.train.runtime import RunLog, TrainConfig, autocast, capture_rng, restore_rng
 
 LossFn = Callable[[RankingBatch], tuple[torch.Tensor, dict[str, float]]]
@@ -79,7 +78,7 @@ def fit(
     device: torch.device,
     rng: torch.Generator | None = None,
     resume: bool = False,
-    dist: Distributed = Distributed(),
+    dist: Distributed = SINGLE_PROCESS,
 ) -> FitResult:
     """Train ``model`` with AdamW; keep the weights of the best validation ``select_metric``.
 

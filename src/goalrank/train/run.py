@@ -19,6 +19,7 @@ from goalrank.evaluate.metrics import pooled_auc
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
 from goalrank.groups import GroupConfig
 from goalrank.io import write_recorded_json
+from goalrank.models.blocks import ModelConfig
 from goalrank.objectives.base import ObjectiveInputs
 from goalrank.objectives.reference import ReferenceConfig
 from goalrank.objectives.reward import RewardObjective
@@ -60,7 +61,8 @@ def build_reward_config(dataset: PreparedDataset, values: dict[str, Any]) -> Rew
     return from_dict(RewardRunConfig, values)
 
 
-def build_ranker_config(name: str, dataset: PreparedDataset, values: dict[str, Any]) -> tuple[RankerRunConfig, Any]:
+def build_ranker_config(name: str, dataset: PreparedDataset,
+                        values: dict[str, Any]) -> tuple[RankerRunConfig, ModelConfig]:
     """The run config and the model's own typed config (validated against the model's class)."""
     if name not in MODELS:
         raise ConfigError(f"--model {name!r}: expected one of {sorted(MODELS) + [REWARD]}")

@@ -12,16 +12,18 @@ import contextlib
 import json
 import random
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 
 from goalrank.config import check
 
-PRECISIONS = ("auto", "bf16", "fp32")
+Precision = Literal["auto", "bf16", "fp32"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 
 @dataclass
@@ -48,7 +50,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     max_steps_per_epoch: int = 0
     checkpoint_every: int = 200
-    precision: str = "auto"
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
@@ -80,7 +82,8 @@ def capture_rng(generator: torch.Generator | None, device: torch.device) -> dict
 
     Plain lists, ints and tensors only, so the checkpoint loads with ``weights_only=True``.
     """
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # The global RandomState is an MT19937, whose legacy state (the default) is always the tuple form.
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": [kind, keys.tolist(), pos, has_gauss, cached],

@@ -1,0 +1,177 @@
+"""`goalrank audit`: a fixed panel of reference rankers that need no training, scored by the protocol.
+
+An offline protocol is only worth its comparisons if it tells a good ranker from a bad one. The
+panel shows where a dataset's floor and ceiling lie and whether a shortcut that knows nothing of
+the user's taste can reach the top:
+
+- ``random``: a seeded uniform order of the candidates (the floor);
+- ``popularity``: the item's positives in the training split (a non-personalised baseline);
+- ``exposure_rate``: the share of the item's training appearances as a candidate in which it was
+  the exposed item — a shortcut: it scores how the candidate set was built, not preference;
+- ``not_in_history``: 1 when the candidate is not among the user's history items — a shortcut;
+- ``exposed_first``: the exposed items first (an exposure oracle, for scale: it reads the
+  exposed positions, which no ranker may);
+- on simulator data, ``itemwise_oracle`` (the true affinity a(u, i) of each candidate) and
+  ``list_oracle`` (the beam-search best list under the exact list reward).
+
+Each is a ``Ranker`` evaluated by ``evaluate_ranker``, the code every trained method goes
+through, so the figures are directly comparable with Table 1. A ranker's list is its top L
+candidates by score, ties broken by candidate slot (candidates are shuffled per sample at
+``prepare``); AUC counts tied scores one half.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from goalrank.data.storage import PreparedDataset, RankingBatch, Split, SplitName
+from goalrank.evaluate.metrics import AUC
+from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
+from goalrank.io import atomic_file
+from goalrank.models.base import Ranker, RankOutput, scores_from_lists
+from goalrank.simulate.simulator import ORACLE_BEAM_WIDTH
+
+SHORTCUTS = ("exposure_rate", "not_in_history")  # non-personalised rankers that must not rank well
+SHORTCUT_AUC_LIMIT = 0.55  # `prepare` warns when a shortcut's validation AUC exceeds it
+STATS_CHUNK = 65536  # training samples counted at a time
+
+
+@dataclass
+class AuditConfig:
+    """`goalrank audit`: the dataset, the split, and where to write the table as JSON ("": nowhere)."""
+
+    data: str
+    split: SplitName = "test"
+    json: str = ""
+    seed: int = 0
+    batch_size: int = 512
+
+
+class ScoreRanker(Ranker):
+    """A ranker defined by one score per candidate: its list is the top L, ties to the earlier slot."""
+
+    def __init__(self, list_len: int, score: Callable[[RankingBatch], torch.Tensor]) -> None:
+        super().__init__(list_len)
+        self.score = score
+
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        scores = self.score(batch).float()  # (B, N)
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+        return RankOutput(lists=order[:, : self.list_len], scores=scores)
+
+
+class ListOracle(Ranker):
+    """The beam-search best list under the simulator's exact reward; the rest ordered by true affinity."""
+
+    def __init__(self, list_len: int, true_reward: TrueReward) -> None:
+        super().__init__(list_len)
+        self.true_reward = true_reward
+
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        users, candidates = self.true_reward.raw(batch)
+        positions, _ = self.true_reward.simulator.best_lists(users, candidates, self.list_len,
+                                                              beam_width=self.true_reward.beam_width)
+        affinity = self.true_reward.simulator.affinity(users, candidates)
+        return RankOutput(lists=positions, scores=scores_from_lists(positions, affinity))
+
+
+@dataclass(frozen=True)
+class ItemStats:
+    """Per item of the catalogue (index 0 is padding): training positives, exposures, candidate appearances."""
+
+    positives: np.ndarray
+    exposures: np.ndarray
+    appearances: np.ndarray
+
+    @classmethod
+    def of(cls, split: Split, n_items: int) -> ItemStats:
+        positives, exposures, appearances = (np.zeros(n_items + 1, dtype=np.int64) for _ in range(3))
+        candidates_all, labels_all, exposed_all = (split.arrays[key] for key in ("candidates", "labels", "exposed"))
+        for lo in range(0, len(split), STATS_CHUNK):
+            candidates = np.asarray(candidates_all[lo : lo + STATS_CHUNK], dtype=np.int64)  # (C, N)
+            labels = np.asarray(labels_all[lo : lo + STATS_CHUNK])
+            shown = np.take_along_axis(candidates, np.asarray(exposed_all[lo : lo + STATS_CHUNK], dtype=np.int64), 1)
+            appearances += np.bincount(candidates.ravel(), minlength=n_items + 1)
+            exposures += np.bincount(shown.ravel(), minlength=n_items + 1)
+            positives += np.bincount(candidates.ravel(), weights=labels.ravel(), minlength=n_items + 1).astype(np.int64)
+        return cls(positives, exposures, appearances)
+
+    @property
+    def exposure_rate(self) -> np.ndarray:
+        return self.exposures / np.maximum(self.appearances, 1)
+
+
+def reference_rankers(dataset: PreparedDataset, true_reward: TrueReward | None, seed: int = 0) -> dict[str, Ranker]:
+    """The panel, in report order; the two oracles only on simulator data."""
+    stats = ItemStats.of(dataset.split("train"), dataset.n_items)
+    list_len = dataset.list_len
+    generator = torch.Generator().manual_seed(seed)
+
+    def lookup(values: np.ndarray) -> Callable[[RankingBatch], torch.Tensor]:
+        table = torch.from_numpy(values.astype(np.float64))
+        return lambda batch: table[batch.candidates.cpu()].to(batch.labels.device)
+
+    def random_scores(batch: RankingBatch) -> torch.Tensor:
+        return torch.rand(batch.candidates.shape, generator=generator).to(batch.labels.device)
+
+    def not_in_history(batch: RankingBatch) -> torch.Tensor:
+        seen = (batch.candidates[:, :, None] == batch.history[:, None, :]).any(dim=2)  # (B, N); history pads are 0
+        return (~seen).float()
+
+    def exposed_first(batch: RankingBatch) -> torch.Tensor:
+        return torch.zeros(batch.candidates.shape, device=batch.labels.device).scatter(1, batch.exposed, 1.0)
+
+    panel: dict[str, Ranker] = {
+        "random": ScoreRanker(list_len, random_scores),
+        "popularity": ScoreRanker(list_len, lookup(stats.positives)),
+        "exposure_rate": ScoreRanker(list_len, lookup(stats.exposure_rate)),
+        "not_in_history": ScoreRanker(list_len, not_in_history),
+        "exposed_first": ScoreRanker(list_len, exposed_first),
+    }
+    if true_reward is not None:
+        oracle = true_reward
+
+        def affinity(batch: RankingBatch) -> torch.Tensor:
+            users, candidates = oracle.raw(batch)
+            return oracle.simulator.affinity(users, candidates).to(batch.labels.device)
+
+        panel["itemwise_oracle"] = ScoreRanker(list_len, affinity)
+        panel["list_oracle"] = ListOracle(list_len, true_reward)
+    return panel
+
+
+def audit(config: AuditConfig, beam_width: int = ORACLE_BEAM_WIDTH) -> list[dict[str, float | str]]:
+    """Every panel ranker's metrics on ``config.split``: one row each, keys as `goalrank evaluate` names them."""
+    dataset = PreparedDataset(config.data)
+    simulator = simulator_for(dataset)
+    true_reward = TrueReward(simulator, dataset, beam_width) if simulator is not None else None
+    split = dataset.split(config.split)
+    rows: list[dict[str, float | str]] = []
+    for name, ranker in reference_rankers(dataset, true_reward, config.seed).items():
+        metrics = evaluate_ranker(ranker, split, config.batch_size, torch.device("cpu"), true_reward, progress=False)
+        rows.append({"ranker": name, **metrics})
+    if config.json:
+        with atomic_file(Path(config.json)) as tmp:
+            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+def shortcut_aucs(dataset: PreparedDataset, split: SplitName = "valid") -> dict[str, float]:
+    """Logged-label AUC of each non-personalised shortcut on ``split`` (`prepare`'s warning)."""
+    panel = reference_rankers(dataset, None)
+    return {name: evaluate_ranker(panel[name], dataset.split(split), 512, torch.device("cpu"), progress=False)[AUC]
+            for name in SHORTCUTS}
+
+
+def format_audit(rows: list[dict[str, float | str]]) -> str:
+    """Markdown table: one row per reference ranker, the metric columns `goalrank evaluate` prints."""
+    keys = [key for key in rows[0] if key != "ranker" and "n_lists" not in key]
+    lines = ["| ranker | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    lines += [f"| {row['ranker']} | " + " | ".join(f"{float(row[key]):.4f}" for key in keys) + " |" for row in rows]
+    return "\n".join(lines)
