@@ -21,6 +21,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,13 @@ def read_recorded_json(path: Path) -> Any:
     """``verify_checksum``, then ``read_json``: read a result file only if it is what was written."""
     verify_checksum(path)
     return read_json(path)
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder on disk whose subclass is the one owner of its file names (run, dataset, benchmark)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))

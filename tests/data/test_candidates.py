@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from goalrank.cli import main
 from goalrank.config import from_dict
 from goalrank.data.lists import ConsumedBefore, MatchedNegatives, UserLog, cut_lists
 from goalrank.data.prepare import PrepareConfig, prepare
@@ -119,3 +120,15 @@ def test_auto_choices_follow_the_source() -> None:
     assert (generic.candidates, generic.exclude_consumed) == ("matched", "no")
     paper = from_dict(PrepareConfig, {"source": "movielens", "input": "ratings.csv", "candidates": "retrieved"})
     assert paper.exclude_consumed == "no"
+
+
+def test_prepare_warns_when_a_shortcut_reaches_the_validation_auc_limit(ratings, tmp_path, capsys) -> None:
+    root, values, _ = ratings
+    argv = ["prepare", "--source", "generic", "--input", str(root / "log.csv"),
+            *[f"--set={key}={value}" for key, value in values.items() if key not in ("source", "input")]]
+    assert main([*argv, "--out", str(tmp_path / "matched")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "paper"), "--set=candidates=retrieved", "--set=exclude_consumed=no",
+                 "--set=retriever.epochs=2"]) == 0
+    warning = capsys.readouterr().err.strip().splitlines()[-1]
+    assert warning.startswith("warning: non-personalised shortcuts reach validation AUC above 0.55 (exposure_rate ")

@@ -19,6 +19,7 @@ import pytest
 from builders import BENCHMARK_TINY as TINY
 from goalrank.cli import main
 from goalrank.errors import ConfigError
+from goalrank.experiments.benchmark import SANITY_ROWS
 from goalrank.experiments.config import STUDIES, merge_values, parse_size
 from goalrank.experiments.plan import TABLE1_BASELINES
 from goalrank.experiments.statistics import best_baseline, paired_bootstrap
@@ -27,8 +28,10 @@ from goalrank.models.blocks import count_parameters
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 
 LIST_LEN = 3
+METRICS = (f"H@{LIST_LEN}", f"NDCG@{LIST_LEN}", f"MAP@{LIST_LEN}", f"F1@{LIST_LEN}", "AUC")
 TABLE1_LABELS = [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "MG-E G-20", "MG-E G-100", "GoalRank"]
 ARTEFACTS = ("checkpoint.pt", "metrics.json", "eval-test.json", "per-list-test.npz")
+REFERENCE_ARTEFACTS = ("eval-test.json", "per-list-test.npz")
 
 
 def _benchmark(out: Path) -> int:
@@ -56,14 +59,18 @@ def _table_rows(section: str) -> dict[str, list[str]]:
 def test_report_has_all_table1_rows_with_numeric_cells(bench: Path) -> None:
     report = (bench / "report.md").read_text()
     rows = _table_rows(_section(report, "Table 1 — sim"))
-    assert list(rows) == TABLE1_LABELS
+    assert list(rows) == TABLE1_LABELS + list(SANITY_ROWS)
     for cells in rows.values():
-        assert len(cells) == 7  # five metrics, true reward, oracle ratio
+        assert len(cells) == 12  # five metrics on logged labels, five on complete labels, true reward, oracle ratio
         assert all(re.fullmatch(r"-?\d+\.\d{4}", cell) for cell in cells)  # one seed: the mean alone
     table1 = pl.read_csv(bench / "table1.csv")
-    assert table1.height == len(TABLE1_LABELS)
-    for column in (f"H@{LIST_LEN}", f"NDCG@{LIST_LEN}", f"MAP@{LIST_LEN}", f"F1@{LIST_LEN}", "AUC", "true_reward"):
+    assert table1.height == len(TABLE1_LABELS) + len(SANITY_ROWS)
+    for column in (*METRICS, *(f"complete_{name}" for name in METRICS), "true_reward"):
         assert table1[column].is_between(0, 10).all()
+    by_label = {row["label"]: row for row in table1.iter_rows(named=True)}
+    assert by_label["list_oracle"]["oracle_ratio"] == pytest.approx(1.0)  # the oracle ratio's own oracle
+    assert max(row["true_reward"] for row in by_label.values()) == by_label["list_oracle"]["true_reward"]
+    assert (table1.filter(pl.col("model") == "reference")["parameters"] == 0).all()
     assert "goalrank benchmark --out" in report and "ML-1M" in report
 
 
@@ -71,10 +78,10 @@ def test_significance_row_per_metric_names_the_best_baseline(bench: Path) -> Non
     table1 = pl.read_csv(bench / "table1.csv")
     section = _section((bench / "report.md").read_text(), "Table 1 — sim")
     significance = section.split("paired bootstrap over test lists):")[1].strip().split("\n\n")[0].splitlines()[2:]
-    for line, metric in zip(significance, [f"H@{LIST_LEN}", f"NDCG@{LIST_LEN}", f"MAP@{LIST_LEN}",
-                                            f"F1@{LIST_LEN}", "AUC", "true_reward"], strict=True):
+    keys = [*METRICS, *(f"complete_{name}" for name in METRICS), "true_reward"]
+    for line, metric in zip(significance, keys, strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
-        baselines = table1.filter(pl.col("label") != "GoalRank")
+        baselines = table1.filter((pl.col("label") != "GoalRank") & (pl.col("model") != "reference"))
         best = baselines.filter(pl.col(metric) == baselines[metric].max())["label"].to_list()
         assert cells[0] == metric and cells[1] in best
         assert 0 < float(cells[6]) <= 1
@@ -97,8 +104,10 @@ def test_studies_share_runs_and_count_parameters(bench: Path) -> None:
 
 
 def test_rerun_reuses_every_run(bench: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    runs = {run for study in STUDIES for run in pl.read_csv(bench / f"{study}.csv")["run"]}
-    artefacts = [bench / run / name for run in runs for name in ARTEFACTS]
+    runs = {(run, model) for study in STUDIES for run, model in pl.read_csv(bench / f"{study}.csv")
+            .select("run", "model").iter_rows()}
+    artefacts = [bench / run / name for run, model in runs for name in ARTEFACTS
+                 if model != "reference" or name in REFERENCE_ARTEFACTS]  # reference rankers are not trained
     assert all(path.is_file() for path in artefacts)
     before = {p: p.stat().st_mtime_ns for p in artefacts}
     report_before = (bench / "report.md").read_text()
@@ -160,7 +169,8 @@ def test_table1_runs_on_a_generic_log_named_on_the_command_line(tmp_path: Path) 
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     rows_by_label = _table_rows(_section(report, "Table 1 — mine"))
-    assert list(rows_by_label) == [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "GoalRank"]
+    assert list(rows_by_label) == [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "GoalRank", "random",
+                                                                              "popularity", "exposure_rate"]
     assert all(len(cells) == 5 for cells in rows_by_label.values())  # no true reward off the simulator
     table1 = pl.read_csv(out / "table1.csv")
     assert set(table1["dataset"]) == {"mine"} and table1["NDCG@3"].is_between(0, 1).all()

@@ -9,8 +9,9 @@ the user's taste can reach the top:
 - ``exposure_rate``: the share of the item's training appearances as a candidate in which it was
   the exposed item — a shortcut: it scores how the candidate set was built, not preference;
 - ``not_in_history``: 1 when the candidate is not among the user's history items — a shortcut;
-- ``exposed_first``: the exposed items first (an exposure oracle, for scale: it reads the
-  exposed positions, which no ranker may);
+- ``exposed_first``: the exposed items first, in slot order (an exposure oracle, for scale: it
+  reads the exposed positions, which no ranker may);
+- ``logged``: the logged list itself, in the order it was shown (what the logging policy earned);
 - on simulator data, ``itemwise_oracle`` (the true affinity a(u, i) of each candidate) and
   ``list_oracle`` (the beam-search best list under the exact list reward).
 
@@ -64,6 +65,14 @@ class ScoreRanker(Ranker):
         scores = self.score(batch).float()  # (B, N)
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices
         return RankOutput(lists=order[:, : self.list_len], scores=scores)
+
+
+class LoggedList(Ranker):
+    """The exposed list in its logged order; the other candidates tie below it."""
+
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        base = torch.zeros(batch.candidates.shape, device=batch.labels.device)
+        return RankOutput(lists=batch.exposed, scores=scores_from_lists(batch.exposed, base))
 
 
 class ListOracle(Ranker):
@@ -133,6 +142,7 @@ def reference_rankers(dataset: PreparedDataset, true_reward: TrueReward | None, 
         "exposure_rate": ScoreRanker(list_len, lookup(stats.exposure_rate)),
         "not_in_history": ScoreRanker(list_len, not_in_history),
         "exposed_first": ScoreRanker(list_len, exposed_first),
+        "logged": LoggedList(list_len),
     }
     if true_reward is not None:
         oracle = true_reward

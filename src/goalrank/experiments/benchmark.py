@@ -33,11 +33,12 @@ from goalrank.config import from_dict, merge_values, to_dict
 from goalrank.data.prepare import PrepareConfig, prepare
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import DataError
+from goalrank.evaluate.audit import reference_rankers
 from goalrank.experiments.config import BenchmarkConfig, DatasetSpec
-from goalrank.experiments.evaluation import evaluate_test
+from goalrank.experiments.evaluation import evaluate_test, record_test, true_reward_of
 from goalrank.experiments.folder import BenchmarkFolder
 from goalrank.experiments.plan import RunSpec, plan
-from goalrank.experiments.report import write_report
+from goalrank.experiments.report import REFERENCE, write_report
 from goalrank.io import read_recorded_json
 from goalrank.models.blocks import count_parameters
 from goalrank.runs.folder import RunFolder
@@ -46,6 +47,9 @@ from goalrank.runs.registry import MODELS
 from goalrank.simulate import SimConfig, simulate
 from goalrank.simulate.folder import SimulatorFolder
 from goalrank.train.run import RankerRunConfig, build_ranker_config, build_reward_config, train_ranker, train_reward
+
+SANITY_ROWS = ("random", "popularity", "exposure_rate", "itemwise_oracle", "list_oracle")  # oracles: simulator only
+EVAL_BATCH_SIZE = 512
 
 
 def stage(done: Path, build: Callable[[], Any], label: str) -> None:
@@ -75,6 +79,8 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
                 where = f"[{name} seed {seed} {index}/{len(specs)}] {spec.study}: {spec.label}"
                 run_dir = _ensure_ranker(seed_dir, dataset, spec, config, seed, reward_dir, where)
                 rows.append(_result_row(folder, spec, name, seed, run_dir))
+            if "table1" in config.studies:
+                rows += _sanity_rows(folder, seed_dir, dataset, config, name, seed)
     report = write_report(folder, config, rows, list_lens, command, time.perf_counter() - start)
     print(f"report written to {folder.report}")
     return report
@@ -149,6 +155,22 @@ def _ensure_ranker(seed_dir: Path, dataset: PreparedDataset, spec: RunSpec, conf
     return folder.root
 
 
+def _sanity_rows(folder: BenchmarkFolder, seed_dir: Path, dataset: PreparedDataset, config: BenchmarkConfig,
+                 name: str, seed: int) -> list[dict[str, Any]]:
+    """Table 1's floor and ceiling: the audit's reference rankers, evaluated like every method."""
+    true_reward = true_reward_of(str(dataset.root.resolve()), config.beam_width)
+    panel = reference_rankers(dataset, true_reward, seed)
+    rows = []
+    for ranker_name in (ranker for ranker in SANITY_ROWS if ranker in panel):
+        run = RunFolder(seed_dir / f"{REFERENCE}-{ranker_name}")
+        stage(run.evaluation("test"), partial(record_test, run, panel[ranker_name], dataset, EVAL_BATCH_SIZE,
+                                              torch.device("cpu"), true_reward), f"[{name} seed {seed}] {ranker_name}")
+        spec = RunSpec("table1", ranker_name, "", REFERENCE)
+        rows.append({**_row_identity(folder, spec, name, seed, run.root), "parameters": 0,
+                     **read_recorded_json(run.evaluation("test"))})
+    return rows
+
+
 def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -162,8 +184,12 @@ def parameter_count(run_dir: Path) -> int:
         return count_parameters(build_model(name, model_config, evaluator=None))
 
 
-def _result_row(folder: BenchmarkFolder, spec: RunSpec, dataset: str, seed: int, run_dir: Path) -> dict[str, Any]:
+def _row_identity(folder: BenchmarkFolder, spec: RunSpec, dataset: str, seed: int, run_dir: Path) -> dict[str, Any]:
     return {"study": spec.study, "dataset": dataset, "method": spec.method, "setting": spec.setting,
             "label": spec.label, "model": spec.model, "grid_value": spec.grid_value, "seed": seed,
-            "parameters": parameter_count(run_dir), "run": str(run_dir.relative_to(folder.root)),
+            "run": str(run_dir.relative_to(folder.root))}
+
+
+def _result_row(folder: BenchmarkFolder, spec: RunSpec, dataset: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    return {**_row_identity(folder, spec, dataset, seed, run_dir), "parameters": parameter_count(run_dir),
             **read_recorded_json(RunFolder(run_dir).evaluation("test"))}

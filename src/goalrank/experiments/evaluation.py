@@ -18,7 +18,7 @@ import torch
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch, SplitName
 from goalrank.evaluate.metrics import per_list_metrics
-from goalrank.evaluate.protocol import TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
+from goalrank.evaluate.protocol import COMPLETE, TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
 from goalrank.io import atomic_file, record_checksum, write_recorded_json
 from goalrank.models.base import ListRanker, Ranker, RankOutput
 from goalrank.runs.folder import RunFolder
@@ -49,7 +49,7 @@ def evaluate_run(evaluation: EvaluateConfig) -> str:
     device = resolve_device("auto")
     model, config = load_ranker(Path(evaluation.run), device)
     dataset = PreparedDataset(evaluation.data or config["data"])
-    true_reward = _true_reward(str(dataset.root.resolve()), evaluation.beam_width)
+    true_reward = true_reward_of(str(dataset.root.resolve()), evaluation.beam_width)
     split = evaluation.split
     metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
     write_recorded_json(RunFolder(Path(evaluation.run)).evaluation(split), metrics)
@@ -57,19 +57,22 @@ def evaluate_run(evaluation: EvaluateConfig) -> str:
 
 
 def evaluate_test(run_dir: Path, beam_width: int) -> dict[str, float]:
-    """Evaluate a run on the test split in one ranking pass.
-
-    Writes the means (as `goalrank evaluate` does) and every test list's metrics (and true reward
-    on simulator data) for the significance test.
-    """
-    run = RunFolder(run_dir)
+    """Evaluate a trained run on the test split in one ranking pass (``record_test``)."""
     device = resolve_device("auto")
-    ranker, config = load_ranker(run.root, device)
+    ranker, config = load_ranker(Path(run_dir), device)
     dataset = PreparedDataset(config["data"])
-    true_reward = _true_reward(str(Path(config["data"]).resolve()), beam_width)
+    true_reward = true_reward_of(str(dataset.root.resolve()), beam_width)
+    return record_test(RunFolder(run_dir), ranker, dataset, config["train"]["eval_batch_size"], device, true_reward)
+
+
+def record_test(run: RunFolder, ranker: ListRanker, dataset: PreparedDataset, batch_size: int, device: torch.device,
+                true_reward: TrueReward | None) -> dict[str, float]:
+    """Evaluate ``ranker`` on the test split and write the means (as `goalrank evaluate` does) and
+    every test list's metrics (complete-label metrics and true reward on simulator data, too) into
+    ``run`` for the significance test. Trained runs and the reference rankers go through here alike."""
     recorder = PerListRecorder(ranker, true_reward)
-    metrics = evaluate_ranker(recorder, dataset.split("test"), config["train"]["eval_batch_size"], device,
-                              true_reward, progress=False)
+    metrics = evaluate_ranker(recorder, dataset.split("test"), batch_size, device, true_reward, progress=False)
+    run.root.mkdir(parents=True, exist_ok=True)
     with atomic_file(run.per_list("test")) as tmp:
         np.savez(tmp, allow_pickle=False, **recorder.values())  # float arrays only: nothing to pickle
     record_checksum(run.per_list("test"))
@@ -90,6 +93,8 @@ class PerListRecorder(Ranker):
         output = self.ranker.rank(batch)
         values = per_list_metrics(output.lists, output.scores, batch.labels)  # {name: (B,)}
         if self.true_reward is not None:
+            complete = per_list_metrics(output.lists, output.scores, self.true_reward.complete_labels(batch))
+            values.update({f"{COMPLETE}{name}": value for name, value in complete.items()})
             values[TRUE_REWARD] = self.true_reward.of_lists(batch, output.lists[:, None])[:, 0]
         self.batches.append({name: value.detach().float().cpu() for name, value in values.items()})
         return output
@@ -100,7 +105,7 @@ class PerListRecorder(Ranker):
 
 
 @functools.lru_cache(maxsize=4)
-def _true_reward(data_root: str, beam_width: int) -> TrueReward | None:
+def true_reward_of(data_root: str, beam_width: int) -> TrueReward | None:
     """One TrueReward per dataset for a whole benchmark, so its oracle is searched once (protocol.TrueReward)."""
     dataset = PreparedDataset(data_root)
     simulator = simulator_for(dataset)

@@ -11,14 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from goalrank.io import Folder
+
 
 @dataclass(frozen=True)
-class BenchmarkFolder:
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-
+class BenchmarkFolder(Folder):
     def world(self, dataset: str) -> Path:
         """The simulated world of a built-in simulator dataset."""
         return self.root / "data" / f"{dataset}-world"

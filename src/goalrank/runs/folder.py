@@ -22,17 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from goalrank.errors import ArtifactError, ConfigError
-from goalrank.io import read_json, write_json
+from goalrank.io import Folder, read_json, write_json
 
 
 @dataclass(frozen=True)
-class RunFolder:
+class RunFolder(Folder):
     """Paths of one run folder's files; no other module spells their names."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def config(self) -> Path:

@@ -11,14 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from goalrank.io import Folder
+
 
 @dataclass(frozen=True)
-class SimulatorFolder:
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-
+class SimulatorFolder(Folder):
     @property
     def world(self) -> Path:
         return self.root / "world.npz"

@@ -1,0 +1,108 @@
+"""`goalrank audit`: the reference panel's figures against hand-computed values, its JSON, the
+complete labels of simulator data, and `prepare`'s warning about shortcuts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from goalrank.cli import main
+from goalrank.data.storage import SPLITS, PreparedDataset, SplitSource, write_prepared
+from goalrank.evaluate.audit import AuditConfig, audit
+from goalrank.evaluate.protocol import TrueReward
+from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run
+from goalrank.simulate import SimConfig, Simulator, simulate
+
+
+def _split(candidates: list[list[int]], exposed: list[list[int]], labels: list[list[int]],
+           history: list[list[int]]) -> dict[str, np.ndarray]:
+    size = len(candidates)
+    return {"users": np.arange(size), "timestamps": np.arange(size), "history": np.array(history),
+            "history_labels": np.ones((size, len(history[0])), dtype=np.int8) * (np.array(history) > 0),
+            "candidates": np.array(candidates), "labels": np.array(labels, dtype=np.int8), "exposed": np.array(exposed)}
+
+
+@pytest.fixture
+def hand_made(tmp_path: Path) -> Path:
+    """Train: item 1 exposed (positive) among 1,2,3; item 4 exposed (negative) among 4,1,5.
+    Test: candidates 2,4,1, item 1 exposed and positive, item 4 in the user's history."""
+    train = _split([[1, 2, 3], [4, 1, 5]], [[0], [0]], [[1, 0, 0], [0, 0, 0]], [[0, 0], [0, 0]])
+    test = _split([[2, 4, 1]], [[2]], [[0, 0, 1]], [[4, 0]])
+    arrays = {"train": train, "valid": test, "test": test}
+    splits = {name: SplitSource(len(arrays[name]["users"]), [arrays[name]]) for name in SPLITS}
+    manifest = {"n_users": 3, "n_items": 5, "list_len": 1, "n_candidates": 3, "history_len": 2, "seed": 0}
+    return write_prepared(tmp_path / "data", splits, np.arange(3), np.arange(-1, 5), manifest)
+
+
+def test_panel_matches_hand_computed_metrics(hand_made: Path) -> None:
+    rows = {row["ranker"]: row for row in audit(AuditConfig(data=str(hand_made)))}
+    assert list(rows) == ["random", "popularity", "exposure_rate", "not_in_history", "exposed_first", "logged"]
+    keys = ("H@1", "NDCG@1", "MAP@1", "F1@1", "AUC")
+    # popularity (training positives): item 1 has one, the others none -> item 1 first; AUC 1
+    assert [rows["popularity"][k] for k in keys] == [1.0, 1.0, 1.0, 1.0, 1.0]
+    # exposure rate: item 4 1/1, item 1 1/2, item 2 0/1 -> item 4 first; AUC: 0.5 beats 0, loses to 1
+    assert [rows["exposure_rate"][k] for k in keys] == [0.0, 0.0, 0.0, 0.0, 0.5]
+    # not in history: items 2 and 1 tie at 1, item 4 is 0 -> the earlier slot (item 2) first; AUC (½ + 1) / 2
+    assert [rows["not_in_history"][k] for k in keys] == [0.0, 0.0, 0.0, 0.0, 0.75]
+    assert [rows["exposed_first"][k] for k in keys] == [1.0, 1.0, 1.0, 1.0, 1.0]
+    assert [rows["logged"][k] for k in keys] == [1.0, 1.0, 1.0, 1.0, 1.0]  # the list shown, item 1
+    assert 0.0 <= rows["random"]["AUC"] <= 1.0 and "true_reward" not in rows["random"]
+
+
+def test_cli_writes_the_table_and_json_with_evaluate_keys(hand_made: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "audit.json"
+    assert main(["audit", str(hand_made), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| popularity | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 |" in printed
+    rows = json.loads(out.read_text())
+    assert [row["ranker"] for row in rows][:2] == ["random", "popularity"]
+    assert {"H@1", "NDCG@1", "MAP@1", "F1@1", "AUC"} <= set(rows[0])
+    assert main(["audit", str(hand_made), "--split", "dev"]) == 2
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sim")
+    world = simulate(SimConfig(n_users=40, n_items=40, sessions_per_user=6, list_len=3, time_span=1000), root / "w")
+    assert main(["prepare", "--source", "simulator", "--input", str(world), "--out", str(root / "d"),
+                 "--set", "kcore=2", "--set", "n_candidates=8", "--set", "history_len=4",
+                 "--set", "retriever.epochs=1"]) == 0
+    return root / "d"
+
+
+def test_complete_labels_are_reproducible_and_follow_the_first_slot_probability(simulated: Path) -> None:
+    dataset = PreparedDataset(simulated)
+    simulator = Simulator.load(Path(dataset.manifest["simulator"]))
+    batch = dataset.split("test").batch(slice(0, 64))
+    first, second = (TrueReward(simulator, dataset, beam_width=4).complete_labels(batch) for _ in range(2))
+    assert torch.equal(first, second) and set(first.unique().tolist()) <= {0.0, 1.0}
+    users, candidates = TrueReward(simulator, dataset, 4).raw(batch)
+    probs = simulator.click_probs(users, candidates[..., None])[..., 0]
+    assert abs(first.mean().item() - probs.mean().item()) < 4 * (probs.var().item() / first.numel()) ** 0.5 + 0.02
+    other = TrueReward(simulator, dataset, 4)
+    other.label_seed = 1
+    assert not torch.equal(other.complete_labels(batch), first)  # the seed drives the draw
+
+
+def test_simulator_audit_reports_three_groups_and_its_oracles(simulated: Path) -> None:
+    rows = {row["ranker"]: row for row in audit(AuditConfig(data=str(simulated)), beam_width=8)}
+    assert {"itemwise_oracle", "list_oracle"} <= set(rows)
+    assert {"NDCG@3", "complete_NDCG@3", "complete_AUC", "true_reward", "oracle_ratio"} <= set(rows["random"])
+    assert rows["list_oracle"]["oracle_ratio"] == pytest.approx(1.0)
+    assert rows["list_oracle"]["true_reward"] >= max(row["true_reward"] for row in rows.values()) - 1e-9
+    assert rows["exposed_first"]["H@3"] == 1.0  # the exposed items, in slot order: every logged positive
+    assert rows["logged"]["true_reward"] == pytest.approx(rows["logged"]["logged_true_reward"])
+
+
+def test_evaluate_reports_complete_label_metrics_on_simulator_data(simulated: Path, tmp_path: Path) -> None:
+    assert main(["train", "--model", "reward", "--data", str(simulated), "--out", str(tmp_path / "r"),
+                 "--set", "model.d_model=8", "--set", "train.epochs=1", "--set", "train.device=cpu"]) == 0
+    assert main(["train", "--model", "dnn", "--data", str(simulated), "--out", str(tmp_path / "dnn"),
+                 "--set", "model.d_model=8", "--set", "train.epochs=1", "--set", "train.device=cpu"]) == 0
+    table = evaluate_run(EvaluateConfig(run=str(tmp_path / "dnn"), beam_width=4))
+    assert "| complete_NDCG@3 |" in table and "| true_reward |" in table and "| NDCG@3 |" in table
