@@ -90,11 +90,12 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     dataset = prepare(_load(PrepareConfig, args, "source", "input"), args.out, overwrite=args.overwrite)
     print(format_stats(dataset.manifest))
     print(f"prepared dataset written to {dataset.root}")
-    leaks = {name: auc for name, auc in shortcut_aucs(dataset).items() if auc > SHORTCUT_AUC_LIMIT}
-    if leaks:
+    leaks = {name: auc for name, auc in shortcut_aucs(dataset).items() if max(auc, 1 - auc) > SHORTCUT_AUC_LIMIT}
+    if leaks:  # a score far below 0.5 is a shortcut too: its reverse ranks well
         found = ", ".join(f"{name} {auc:.3f}" for name, auc in leaks.items())
-        print(f"warning: non-personalised shortcuts reach validation AUC above {SHORTCUT_AUC_LIMIT} ({found}): the "
-              f"labels leak through how candidates were built; see `goalrank audit {dataset.root}`", file=sys.stderr)
+        print(f"warning: non-personalised shortcuts reach validation AUC above {SHORTCUT_AUC_LIMIT} or below "
+              f"{1 - SHORTCUT_AUC_LIMIT:.2f} ({found}): the labels leak through how candidates were built; see "
+              f"`goalrank audit {dataset.root}`", file=sys.stderr)
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:

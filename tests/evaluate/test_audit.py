@@ -106,3 +106,42 @@ def test_evaluate_reports_complete_label_metrics_on_simulator_data(simulated: Pa
                  "--set", "model.d_model=8", "--set", "train.epochs=1", "--set", "train.device=cpu"]) == 0
     table = evaluate_run(EvaluateConfig(run=str(tmp_path / "dnn"), beam_width=4))
     assert "| complete_NDCG@3 |" in table and "| true_reward |" in table and "| NDCG@3 |" in table
+
+
+ISSUE_PANEL = ("random", "popularity", "exposure_rate", "not_in_history", "exposed_first", "itemwise_oracle",
+               "list_oracle")  # the reference rankers the testbed's criterion is stated for
+
+
+def kendall_tau(first: list[float], second: list[float]) -> float:
+    pairs = [(a, b) for a in range(len(first)) for b in range(a + 1, len(first))]
+    signs = [np.sign(first[a] - first[b]) * np.sign(second[a] - second[b]) for a, b in pairs]
+    return float(sum(signs) / len(pairs))
+
+
+def test_kendall_tau_by_hand() -> None:
+    assert kendall_tau([1, 2, 3], [1, 2, 3]) == 1.0 and kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3], [2, 1, 3]) == pytest.approx(1 / 3)
+
+
+@pytest.fixture(scope="module")
+def default_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smaller world of the default config (the production logger, 20 sessions, 20-core)."""
+    root = tmp_path_factory.mktemp("default-like")
+    world = simulate(SimConfig(n_users=300, n_items=150), root / "w")
+    assert main(["prepare", "--source", "simulator", "--input", str(world), "--out", str(root / "d"),
+                 "--set", "retriever.epochs=5"]) == 0
+    return root / "d"
+
+
+def test_the_default_world_tells_a_good_ranker_from_a_bad_one(default_like: Path) -> None:
+    """Testbed criterion: in true reward random < logged < item-wise oracle < list oracle, logged at
+    least 15 % above random and at most 75 % of the oracle; and the panel's order by logged-label
+    NDCG@6 agrees with its order by true reward (Kendall τ >= 0.6)."""
+    rows = {row["ranker"]: row for row in audit(AuditConfig(data=str(default_like)))}
+    random, logged = rows["random"]["true_reward"], rows["logged"]["true_reward"]
+    itemwise, oracle = rows["itemwise_oracle"]["true_reward"], rows["list_oracle"]["true_reward"]
+    assert random < logged < itemwise < oracle
+    assert logged >= 1.15 * random and logged <= 0.75 * oracle
+    ndcg = [float(rows[name]["NDCG@6"]) for name in ISSUE_PANEL]
+    true = [float(rows[name]["true_reward"]) for name in ISSUE_PANEL]
+    assert kendall_tau(ndcg, true) >= 0.6

@@ -16,7 +16,8 @@ from goalrank.io import read_json, sha256_file
 from goalrank.simulate import SimConfig, Simulator, World, simulate
 from goalrank.simulate.folder import SimulatorFolder
 
-INTERACTIONS, MANIFEST, WORLD = (p.name for p in (SimulatorFolder(Path()).interactions, SimulatorFolder(Path()).manifest, SimulatorFolder(Path()).world))
+FILES = SimulatorFolder(Path())
+INTERACTIONS, MANIFEST, WORLD = FILES.interactions.name, FILES.manifest.name, FILES.world.name
 
 SMALL = dict(n_users=30, n_items=40, n_categories=4, sessions_per_user=5, list_len=4, time_span=1000)
 
@@ -71,10 +72,11 @@ def test_labels_follow_the_true_click_probabilities(tmp_path: Path) -> None:
     assert abs(first_labels.sum() - first_probs.sum()) < 4 * np.sqrt((first_probs * (1 - first_probs)).sum())
 
 
-def test_logging_policy_is_plackett_luce_over_its_logits(tmp_path: Path) -> None:
+def test_popularity_logging_policy_is_plackett_luce_over_its_logits(tmp_path: Path) -> None:
     """First shown item ~ softmax((a + popularity · b) / temperature) over the whole catalogue."""
     config = SimConfig(n_users=1, n_items=5, n_categories=2, sessions_per_user=20000, list_len=2,
-                       time_span=40000, logging_temperature=1.5, logging_popularity=0.5)
+                       time_span=40000, logging_policy="popularity", logging_temperature=1.5,
+                       logging_popularity=0.5)
     logs = _frame(simulate(config, tmp_path / "sim"))
     sim = Simulator.load(tmp_path / "sim")
     affinity = sim.affinity(torch.tensor([0]), torch.arange(config.n_items)[None])[0]

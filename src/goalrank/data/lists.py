@@ -163,9 +163,11 @@ class MatchedNegatives:
     candidates, and a ranker has to find the positives by preference. Windows are ``windows``
     quantile bins of the log's timestamps; lists are assigned by their first timestamp.
 
-    Exclusions bend plain exposure-proportional draws: an item that many users consumed early is
-    refused for many lists, so it would appear less often than its exposures say (on ML-100K that
-    alone lifted the exposure-rate shortcut's AUC from 0.52 to 0.58). ``calibrate`` corrects
+    Exclusions bend plain exposure-proportional draws: an item that many users consumed early, or
+    that is itself in many lists, is refused for many lists, so it would appear less often than
+    its exposures say (on ML-100K consumed-item refusals alone lifted the exposure-rate shortcut's
+    AUC from 0.52 to 0.58; on the simulator, whose production logger shows a few items in many
+    lists, the list's own items lifted it to 0.59). ``calibrate`` corrects
     that: it draws the negatives of every list ``calibration_rounds`` times and multiplies each
     window's item weights by exposures / appearances, so the appearances end up ∝ exposures.
     Items are drawn with replacement ∝ weight, in rounds, keeping the first distinct valid ones;
@@ -191,8 +193,6 @@ class MatchedNegatives:
 
         ``samples`` holds (users, starts, exposed items) chunks of every list.
         """
-        if self.consumed is None:
-            return  # nothing is refused but a list's own items: plain proportional draws are matched
         chunks = list(samples)
         for _ in range(calibration_rounds):
             appearances = np.zeros_like(self.weights)

@@ -39,7 +39,7 @@ from goalrank.models.base import Ranker, RankOutput, scores_from_lists
 from goalrank.simulate.simulator import ORACLE_BEAM_WIDTH
 
 SHORTCUTS = ("exposure_rate", "not_in_history")  # non-personalised rankers that must not rank well
-SHORTCUT_AUC_LIMIT = 0.55  # `prepare` warns when a shortcut's validation AUC exceeds it
+SHORTCUT_AUC_LIMIT = 0.55  # `prepare` warns when a shortcut's validation AUC exceeds it, or 1 minus it
 STATS_CHUNK = 65536  # training samples counted at a time
 
 
