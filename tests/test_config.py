@@ -42,6 +42,9 @@ def test_overrides_are_coerced_to_field_types(tmp_path):
         (["mode=c"], "expected one of ['a', 'b']"),
         (["flag=maybe"], "expected bool"),
         (["novalue"], "expected key=value"),
+        (["inner.rate=inf"], "config.inner.rate='inf': expected a finite number"),
+        (["inner.rate=nan"], "config.inner.rate='nan': expected a finite number"),
+        (["inner.rate=1e400"], "config.inner.rate='1e400': expected a finite number"),
     ],
 )
 def test_bad_values_raise_one_clear_config_error(overrides, message):
@@ -57,6 +60,26 @@ def test_missing_or_invalid_toml_is_reported(tmp_path):
     bad.write_text("a = [")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_values(bad)
+
+
+def test_toml_infinities_and_overflowing_integers_are_config_errors(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[inner]\nwidth = 1e400\n")  # TOML reads it as inf: int(inf) overflows
+    with pytest.raises(ConfigError, match="config.inner.width=inf: expected int"):
+        load_config(Outer, path)
+    path.write_text("[inner]\nrate = inf\n")
+    with pytest.raises(ConfigError, match="expected a finite number"):
+        load_config(Outer, path)
+
+
+def test_missing_required_fields_are_named():
+    @dataclass
+    class Needs:
+        run: str
+        port: int = 1
+
+    with pytest.raises(ConfigError, match=r"missing required key\(s\) \['run'\] \(give the --run flag or --set run=...\)"):
+        from_dict(Needs, {"port": 2})
 
 
 def test_from_dict_keeps_typed_values():

@@ -154,9 +154,11 @@ def _coerce(value: Any, field_type: Any, where: str) -> Any:
             number = field_type(value)
             if field_type is int and isinstance(value, float) and value != number:
                 raise ValueError(value)
+            if field_type is float and not math.isfinite(number):  # "inf", "nan" and 1e400 parse as floats
+                raise ConfigError(f"{where}={value!r}: expected a finite number")
             return number
         if field_type is str:
             return str(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # int(1e400) overflows
         raise ConfigError(f"{where}={value!r}: expected {field_type.__name__}") from exc
     return value

@@ -93,6 +93,10 @@ class Split:
     def __len__(self) -> int:
         return self.arrays["users"].shape[0]
 
+    def head(self, size: int) -> Split:
+        """The first ``size`` lists (views of the same memory-mapped arrays): a cheap sample."""
+        return Split(self.name, {key: array[:size] for key, array in self.arrays.items()})
+
     def batch(self, index: np.ndarray | slice) -> RankingBatch:
         """Copy rows ``index`` into a RankingBatch on the CPU (labels as float for losses)."""
         tensors = {

@@ -40,6 +40,7 @@ from goalrank.simulate.simulator import ORACLE_BEAM_WIDTH
 
 SHORTCUTS = ("exposure_rate", "not_in_history")  # non-personalised rankers that must not rank well
 SHORTCUT_AUC_LIMIT = 0.55  # `prepare` warns when a shortcut's validation AUC exceeds it, or 1 minus it
+SHORTCUT_LISTS = 200_000  # lists of each split `prepare`'s check reads: seconds, however large the dataset
 STATS_CHUNK = 65536  # training samples counted at a time
 
 
@@ -116,9 +117,12 @@ class ItemStats:
         return self.exposures / np.maximum(self.appearances, 1)
 
 
-def reference_rankers(dataset: PreparedDataset, true_reward: TrueReward | None, seed: int = 0) -> dict[str, Ranker]:
-    """The panel, in report order; the two oracles only on simulator data."""
-    stats = ItemStats.of(dataset.split("train"), dataset.n_items)
+def reference_rankers(dataset: PreparedDataset, true_reward: TrueReward | None, seed: int = 0,
+                      train_lists: int | None = None) -> dict[str, Ranker]:
+    """The panel, in report order; the two oracles only on simulator data. The item statistics
+    come from the training split (its first ``train_lists`` lists when given)."""
+    train = dataset.split("train")
+    stats = ItemStats.of(train if train_lists is None else train.head(train_lists), dataset.n_items)
     list_len = dataset.list_len
     generator = torch.Generator().manual_seed(seed)
 
@@ -173,9 +177,11 @@ def audit(config: AuditConfig, beam_width: int = ORACLE_BEAM_WIDTH) -> list[dict
 
 
 def shortcut_aucs(dataset: PreparedDataset, split: SplitName = "valid") -> dict[str, float]:
-    """Logged-label AUC of each non-personalised shortcut on ``split`` (`prepare`'s warning)."""
-    panel = reference_rankers(dataset, None)
-    return {name: evaluate_ranker(panel[name], dataset.split(split), 512, torch.device("cpu"), progress=False)[AUC]
+    """Logged-label AUC of each non-personalised shortcut on ``split`` (`prepare`'s warning), from
+    the first ``SHORTCUT_LISTS`` lists of the training split and of ``split``."""
+    panel = reference_rankers(dataset, None, train_lists=SHORTCUT_LISTS)
+    lists = dataset.split(split).head(SHORTCUT_LISTS)
+    return {name: evaluate_ranker(panel[name], lists, 512, torch.device("cpu"), progress=False)[AUC]
             for name in SHORTCUTS}
 
 
