@@ -78,7 +78,8 @@ def test_missing_required_fields_are_named():
         run: str
         port: int = 1
 
-    with pytest.raises(ConfigError, match=r"missing required key\(s\) \['run'\] \(give the --run flag or --set run=...\)"):
+    named = r"missing required key\(s\) \['run'\] \(give the --run flag or --set run=...\)"
+    with pytest.raises(ConfigError, match=named):
         from_dict(Needs, {"port": 2})
 
 
