@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,6 @@ import pytest
 from goalrank import cli
 from goalrank.data.bench import BenchPrepareConfig
 from goalrank.serve.app import ServeConfig
-from goalrank.serve.bench import BenchServeConfig
-from goalrank.train.bench import BenchTrainConfig
 
 
 def _commands(parser: argparse.ArgumentParser,
@@ -37,12 +36,15 @@ def test_every_command_takes_config_and_set() -> None:
         assert {"--config", "--set"} <= options, words
 
 
-@pytest.mark.parametrize(("config_cls", "flags"), [
-    (ServeConfig, cli.SERVE_FLAGS), (BenchTrainConfig, cli.BENCH_TRAIN_FLAGS),
-    (BenchServeConfig, cli.BENCH_SERVE_FLAGS),
-])
-def test_flags_name_config_fields(config_cls: type, flags: tuple[str, ...]) -> None:
-    assert set(flags) <= {field.name for field in dataclasses.fields(config_cls)}
+def test_every_flag_with_a_config_default_names_a_config_field_and_reaches_the_config() -> None:
+    for words, parser in _commands(cli.build_parser()).items():
+        shorthands = {action.dest: action.default for action in parser._actions
+                      if isinstance(action.default, cli.ConfigDefault)}
+        assert set(parser.get_default("config_flags") or ()) == set(shorthands), words
+        for dest, default in shorthands.items():
+            assert default.field == dest, words
+            config_cls = getattr(importlib.import_module(default.module), default.cls)
+            assert dest in {field.name for field in dataclasses.fields(config_cls)}, (words, dest)
 
 
 def test_help_shows_the_config_defaults(capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,12 +49,14 @@ def _flag(parser: argparse.ArgumentParser, name: str, config: tuple[str, str], h
     default = ConfigDefault(*config, name)
     parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
                         help=f"{help} (config field {name}; default: %(default)s)", **kwargs)
+    parser.set_defaults(config_flags=(*(parser.get_default("config_flags") or ()), name))
 
 
-def _load(cls: type, args: argparse.Namespace, *names: str, **values: Any) -> Any:
-    """``cls`` from ``--config``, then ``--set``, then the flags ``names`` the user gave, then ``values``."""
+def _load(cls: type, args: argparse.Namespace, **values: Any) -> Any:
+    """``cls`` from ``--config``, then ``--set``, then the command's config flags the user gave, then ``values``."""
     from goalrank.config import from_dict, load_values, merge_values
 
+    names = getattr(args, "config_flags", ())
     flags = {name: getattr(args, name) for name in names if not isinstance(getattr(args, name), ConfigDefault)}
     flags = {name: str(value) if isinstance(value, Path) else value for name, value in flags.items()}
     return from_dict(cls, merge_values(load_values(args.config, args.overrides), flags, values))
@@ -85,31 +87,28 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from goalrank.data.prepare import PrepareConfig, format_stats, prepare
-    from goalrank.evaluate.audit import SHORTCUT_AUC_LIMIT, shortcut_aucs
+    from goalrank.evaluate.audit import shortcut_warning
 
-    dataset = prepare(_load(PrepareConfig, args, "source", "input"), args.out, overwrite=args.overwrite)
+    dataset = prepare(_load(PrepareConfig, args), args.out, overwrite=args.overwrite)
     print(format_stats(dataset.manifest))
     print(f"prepared dataset written to {dataset.root}")
-    leaks = {name: auc for name, auc in shortcut_aucs(dataset).items() if max(auc, 1 - auc) > SHORTCUT_AUC_LIMIT}
-    if leaks:  # a score far below 0.5 is a shortcut too: its reverse ranks well
-        found = ", ".join(f"{name} {auc:.3f}" for name, auc in leaks.items())
-        print(f"warning: non-personalised shortcuts reach validation AUC above {SHORTCUT_AUC_LIMIT} or below "
-              f"{1 - SHORTCUT_AUC_LIMIT:.2f} ({found}): the labels leak through how candidates were built; see "
-              f"`goalrank audit {dataset.root}`", file=sys.stderr)
+    warning = shortcut_warning(dataset)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
     from goalrank.data.prepare import StatsConfig, format_stats
     from goalrank.data.storage import PreparedDataset
 
-    config = _load(StatsConfig, args, "verify", dataset=str(args.dataset))
+    config = _load(StatsConfig, args, dataset=str(args.dataset))
     print(format_stats(PreparedDataset(config.dataset, verify=config.verify).manifest))
 
 
 def _cmd_audit(args: argparse.Namespace) -> None:
     from goalrank.evaluate.audit import AuditConfig, audit, format_audit
 
-    config = _load(AuditConfig, args, "split", "json", data=str(args.data))
+    config = _load(AuditConfig, args, data=str(args.data))
     print(format_audit(audit(config)))
     if config.json:
         print(f"audit written to {config.json}")
@@ -135,7 +134,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run
 
-    print(evaluate_run(_load(EvaluateConfig, args, "run", "data", "split", "beam_width")))
+    print(evaluate_run(_load(EvaluateConfig, args)))
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> None:
@@ -156,35 +155,30 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
 def _cmd_serve(args: argparse.Namespace) -> None:
     from goalrank.serve.app import ServeConfig, serve
 
-    serve(_load(ServeConfig, args, *SERVE_FLAGS))
+    serve(_load(ServeConfig, args))
 
 
 def _cmd_bench_prepare(args: argparse.Namespace) -> None:
     from goalrank.data.bench import BenchPrepareConfig, bench_prepare
 
-    print(bench_prepare(_load(BenchPrepareConfig, args, "ml100k", "sizes", "workdir")))
+    print(bench_prepare(_load(BenchPrepareConfig, args)))
 
 
 def _cmd_bench_train(args: argparse.Namespace) -> None:
     from goalrank.train.bench import BenchTrainConfig, bench_train
 
-    print(bench_train(_load(BenchTrainConfig, args, *BENCH_TRAIN_FLAGS)))
+    print(bench_train(_load(BenchTrainConfig, args)))
 
 
 def _cmd_bench_serve(args: argparse.Namespace) -> None:
     from goalrank.serve.bench import BenchServeConfig, bench_serve
 
-    print(bench_serve(_load(BenchServeConfig, args, *BENCH_SERVE_FLAGS)))
+    print(bench_serve(_load(BenchServeConfig, args)))
 
 
 SERVE = ("goalrank.serve.app", "ServeConfig")
-SERVE_FLAGS = ("run", "host", "port", "max_batch", "max_wait_ms", "backend", "threads")
 BENCH_TRAIN = ("goalrank.train.bench", "BenchTrainConfig")
-BENCH_TRAIN_FLAGS = ("data", "reward", "group_sizes", "batch_size", "steps", "policies", "device", "precision",
-                     "peak_tflops")
 BENCH_SERVE = ("goalrank.serve.bench", "BenchServeConfig")
-BENCH_SERVE_FLAGS = ("run", "mge_run", "pier_run", "requests", "max_seconds", "batch_size", "concurrency", "load",
-                     "malformed", "backends", "threads", "http", "seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,8 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "prepare", help="turn a raw interaction log into list-wise ranking samples",
         description="Load a log, filter it k-core, cut each user's history into exposed lists "
-        "of L items, split temporally, train the MF retriever on training interactions and "
-        "build N candidates per list. Writes a prepared-dataset folder atomically.",
+        "of L items, split temporally and give each list N candidates: its L exposed items and N - L "
+        "others, exposure-matched (--set candidates=matched, the default for real logs) or the MF "
+        "retriever's best (candidates=retrieved, the paper's; the default for simulator logs). Writes a "
+        "prepared-dataset folder atomically, then warns if a non-personalised shortcut separates the "
+        "validation labels (see `goalrank audit`). All PrepareConfig fields can be set with --set.",
     )
     prepare_config = ("goalrank.data.prepare", "PrepareConfig")
     _flag(p, "source", prepare_config, "log format (goalrank.data.loaders.Source): movielens (ratings.dat '::', "
@@ -242,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    default=ConfigDefault("goalrank.data.prepare", "StatsConfig", "verify"),
                    help="skip checksum verification (config field verify)")
+    p.set_defaults(config_flags=("verify",))
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_stats)
 
@@ -255,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_config = ("goalrank.evaluate.audit", "AuditConfig")
     _flag(p, "split", audit_config, "train, valid or test")
     _flag(p, "json", audit_config, "also write the table as a JSON list of objects to this file (empty: no)")
+    _flag(p, "beam_width", audit_config, "beam width of the list oracle (simulator data)")
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_audit)
 
@@ -360,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(b, "threads", BENCH_SERVE, "torch intra-op threads of client and server (0: torch's default)")
     b.add_argument("--no-http", dest="http", action="store_false", default=ConfigDefault(*BENCH_SERVE, "http"),
                    help="skip the HTTP measurements (config field http)")
+    b.set_defaults(config_flags=(*b.get_default("config_flags"), "http"))
     _flag(b, "seed", BENCH_SERVE, "seed of request sampling")
     _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_serve)

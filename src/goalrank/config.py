@@ -9,6 +9,7 @@ keys, coercing override strings to the field's type, and the range checks config
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 import typing
@@ -34,8 +35,10 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
     missing = [name for name, f in fields.items() if name not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"{where}: missing required key(s) {missing} (give the --{missing[0].replace('_', '-')} "
-                          f"flag or --set {missing[0]}=...)")
+        prefix = where.partition(".")[2]  # "config.model" -> "model": the --set path of a nested table
+        key = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        flag = f"the --{missing[0].replace('_', '-')} flag or " if not prefix else ""
+        raise ConfigError(f"{where}: missing required key(s) {missing} (give {flag}--set {key}=...)")
     kwargs = {}
     for name, value in values.items():
         field_type = hints[name]
@@ -109,6 +112,16 @@ def flatten_values(values: dict[str, Any], prefix: str = "") -> list[tuple[str, 
 def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None) -> T:
     """Build and validate ``cls`` from an optional TOML file and ``key=value`` overrides."""
     return from_dict(cls, load_values(path, overrides))
+
+
+def config_differences(saved: Any, now: Any, where: str = "") -> list[str]:
+    """``key: saved X, now Y`` for every (dotted) key whose value differs; ``now`` is compared in its
+    JSON form (tuples as lists), as ``saved`` was read back from a JSON file."""
+    now = json.loads(json.dumps(now, default=str)) if not where else now
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [line for key in sorted(set(saved) | set(now))
+                for line in config_differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)]
+    return [] if saved == now else [f"{where or 'config'}: saved {saved!r}, now {now!r}"]
 
 
 def check(condition: bool, field: str, expected: str, value: Any) -> None:

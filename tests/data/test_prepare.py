@@ -1,4 +1,5 @@
 import numpy as np
+import polars as pl
 import pytest
 from synthetic_logs import synthetic_log
 
@@ -179,3 +180,24 @@ def test_cli_wrong_separator_and_existing_output(tmp_path, capsys):
     (tmp_path / "o").mkdir()
     with pytest.raises(ArtifactError, match="already exists"):
         prepare(config(path), tmp_path / "o")
+
+
+def test_the_k_core_filter_drops_simulator_sessions_whole(tmp_path):
+    """A sharp logger leaves rarely shown items; dropping them alone would cut later lists across sessions."""
+    world = simulate(SimConfig(n_users=300, n_items=150, production_exploration=0.02), tmp_path / "w")
+    dataset = prepare(from_dict(PrepareConfig, {"source": "simulator", "input": str(world), "kcore": 20,
+                                                "retriever": {"epochs": 1}}), tmp_path / "d")
+    assert dataset.manifest["kcore"]["interactions_dropped"] > 0  # the trap is armed
+    log = pl.read_parquet(world / "interactions.parquet")
+    sessions = {(u, t): i for u, t, i in zip(log["user"].to_list(), log["timestamp"].to_list(),
+                                             log["item"].to_list())}
+    starts = log.group_by("user").agg(pl.col("timestamp").sort()).to_dict(as_series=False)
+    session_starts = {(u, ts[k]) for u, ts in zip(starts["user"], starts["timestamp"]) for k in range(0, len(ts), 6)}
+    raw_users, raw_items = np.asarray(dataset.user_raw_ids), np.asarray(dataset.item_raw_ids)
+    for name in SPLITS:
+        arrays = dataset.split(name).arrays
+        for row in range(len(dataset.split(name))):
+            user, start = int(raw_users[arrays["users"][row]]), int(arrays["timestamps"][row])
+            assert (user, start) in session_starts  # every list starts a logged session ...
+            shown = raw_items[arrays["candidates"][row][arrays["exposed"][row]]].tolist()
+            assert shown == [sessions[(user, start + k)] for k in range(6)]  # ... and is exactly that session

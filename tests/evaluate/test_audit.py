@@ -4,6 +4,7 @@ complete labels of simulator data, and `prepare`'s warning about shortcuts."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +90,23 @@ def test_complete_labels_are_reproducible_and_follow_the_first_slot_probability(
     assert not torch.equal(other.complete_labels(batch), first)  # the seed drives the draw
 
 
+def test_a_user_item_pair_has_one_complete_label_in_every_list_and_batch(simulated: Path) -> None:
+    dataset = PreparedDataset(simulated)
+    true_reward = TrueReward(Simulator.load(Path(dataset.manifest["simulator"])), dataset, 4)
+    seen: dict[tuple[int, int], float] = {}
+    repeats = 0
+    for name in ("valid", "test"):
+        for batch in dataset.split(name).batches(7):  # odd batches: labels must not depend on batching
+            labels = true_reward.complete_labels(batch)
+            for user, items, row in zip(batch.users.tolist(), batch.candidates.tolist(), labels.tolist()):
+                for item, label in zip(items, row):
+                    repeats += (user, item) in seen
+                    assert seen.setdefault((user, item), label) == label
+    assert repeats > 100  # pairs do recur across lists, so the check has teeth
+
+
 def test_simulator_audit_reports_three_groups_and_its_oracles(simulated: Path) -> None:
-    rows = {row["ranker"]: row for row in audit(AuditConfig(data=str(simulated)), beam_width=8)}
+    rows = {row["ranker"]: row for row in audit(AuditConfig(data=str(simulated), beam_width=8))}
     assert {"itemwise_oracle", "list_oracle"} <= set(rows)
     assert {"NDCG@3", "complete_NDCG@3", "complete_AUC", "true_reward", "oracle_ratio"} <= set(rows["random"])
     assert rows["list_oracle"]["oracle_ratio"] == pytest.approx(1.0)
@@ -106,6 +122,11 @@ def test_evaluate_reports_complete_label_metrics_on_simulator_data(simulated: Pa
                  "--set", "model.d_model=8", "--set", "train.epochs=1", "--set", "train.device=cpu"]) == 0
     table = evaluate_run(EvaluateConfig(run=str(tmp_path / "dnn"), beam_width=4))
     assert "| complete_NDCG@3 |" in table and "| true_reward |" in table and "| NDCG@3 |" in table
+    written = tmp_path / "dnn" / "eval-test.json"
+    before = written.read_bytes()
+    shutil.copytree(simulated, tmp_path / "copy")
+    other = evaluate_run(EvaluateConfig(run=str(tmp_path / "dnn"), data=str(tmp_path / "copy"), beam_width=4))
+    assert "(not written)" in other and written.read_bytes() == before  # another dataset: the run's file stays
 
 
 ISSUE_PANEL = ("random", "popularity", "exposure_rate", "not_in_history", "exposed_first", "itemwise_oracle",

@@ -220,3 +220,17 @@ def test_merge_values_and_parse_size() -> None:
     for bad in ("256", "x4", "0x2", "axb"):
         with pytest.raises(ConfigError, match="scaling_sizes"):
             parse_size(bad)
+
+
+def test_a_finished_stage_made_with_another_config_is_refused_not_reused(bench: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "bench"
+    shutil.copytree(bench / "data", copy / "data")
+    argv = ["benchmark", "--out", str(copy), "--profile", "quick", "--seeds", "0", "--only", "table1",
+            *[arg for item in TINY for arg in ("--set", item)]]
+    assert main([*argv, "--set", "simulate.logging_policy=popularity"]) == 2
+    err = capsys.readouterr().err
+    assert "sim-world: made with another config than this run asks for (logging_policy: saved 'production', " \
+           "now 'popularity')" in err
+    assert main([*argv, "--set", "prepare.candidates=matched"]) == 2
+    assert "candidates: saved 'retrieved', now 'matched'" in capsys.readouterr().err

@@ -15,6 +15,9 @@ from collections import defaultdict
 import pytest
 
 from builders import GENERATOR_EVALUATOR, GENERATOR_ONLY, OWN_TESTS
+from goalrank.models.base import ListGenerator, PointwiseScorer, Ranker, SelfTrained
+from goalrank.reward.model import RewardConfig, RewardModel
+from goalrank.runs.load import build_model
 from goalrank.runs.registry import MODELS
 
 CONTRACT_MODULES = {
@@ -55,3 +58,19 @@ def test_each_family_member_gets_every_contract_test_of_its_module(module, colle
 @pytest.mark.parametrize("name", sorted(OWN_TESTS))
 def test_models_outside_the_families_have_their_own_tests(name, collected):
     assert any(path == OWN_TESTS[name] for path, _, _ in collected)
+
+
+OBJECTIVE_CONTRACTS = {"pointwise": PointwiseScorer, "self_trained": SelfTrained, "group_relative": ListGenerator}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_implements_the_protocol_its_objective_needs(name: str) -> None:
+    """The registry pairs each model with an objective factory; the model must be what that objective
+    trains (the factories cast, so this is where a wrong pairing is caught)."""
+    spec = MODELS[name]
+    config = spec.config_cls(n_items=12, list_len=3, d_model=8, n_heads=2)
+    reward = RewardConfig(n_items=12, list_len=3, d_model=8, n_heads=2)
+    evaluator = RewardModel(reward) if spec.needs_evaluator else None
+    model = build_model(name, config, evaluator)
+    assert isinstance(model, OBJECTIVE_CONTRACTS[spec.objective.name]), (name, spec.objective.name)
+    assert isinstance(model, Ranker) and model.list_len == 3

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from goalrank.config import check, flatten_values
+from goalrank.config import PAPER_LIST_LEN, check, config_differences, flatten_values, to_dict
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import DataError
+from goalrank.io import read_json
 from goalrank.simulate.folder import SimulatorFolder
 from goalrank.simulate.logs import simulate
 from goalrank.simulate.simulator import SimConfig
@@ -87,7 +88,7 @@ def industry_shape(size: int) -> SimConfig:
     in the paper), and the logging policy draws from a per-user pool of 200 items, so simulating
     costs O(size) however large the catalogue (whole-catalogue logging would cost O(size · items)).
     """
-    sessions, length = 15, 6
+    sessions, length = 15, PAPER_LIST_LEN
     n_users = math.ceil(size / (sessions * length))
     n_items = max(1000, round(n_users * INDUSTRY_ITEMS_PER_USER))
     return SimConfig(n_users=n_users, n_items=n_items, sessions_per_user=sessions, list_len=length,
@@ -95,10 +96,11 @@ def industry_shape(size: int) -> SimConfig:
 
 
 def simulated_log(size: int, folder: Path) -> Path:
-    """A `goalrank simulate` folder of ``industry_shape(size)`` (reused if already there)."""
-    if SimulatorFolder(folder).manifest.is_file():
+    """A `goalrank simulate` folder of ``industry_shape(size)``, reused if one of that very config is there."""
+    config, manifest = industry_shape(size), SimulatorFolder(folder).manifest
+    if manifest.is_file() and not config_differences(read_json(manifest).get("config"), to_dict(config)):
         return folder
-    simulate(industry_shape(size), folder, overwrite=True)
+    simulate(config, folder, overwrite=True)
     return folder
 
 

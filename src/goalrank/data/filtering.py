@@ -45,16 +45,21 @@ class KCoreReport:
                 "items_dropped": self.items_dropped, "interactions_dropped": self.interactions_dropped}
 
 
-def kcore(log: pl.DataFrame, k: int) -> tuple[pl.DataFrame, KCoreReport]:
+def kcore(log: pl.DataFrame, k: int, whole: list[str] | None = None) -> tuple[pl.DataFrame, KCoreReport]:
     """Keep the rows of ``log`` whose user and item both have >= ``k`` interactions, iterated to a fixpoint.
 
-    Row order is preserved, so the file order still breaks timestamp ties downstream.
+    ``whole`` names columns that group rows which stand or fall together (a simulator session:
+    dropping one of its items would cut every later list of the user across sessions). Row order
+    is preserved, so the file order still breaks timestamp ties downstream.
     """
     before = _sizes(log)
     rounds = 0
     while True:
         dense = (pl.len().over("user") >= k) & (pl.len().over("item") >= k)
-        kept = log.filter(dense)
+        if whole:  # two steps: polars does not nest one window expression inside another
+            kept = log.with_columns(_dense=dense).filter(pl.col("_dense").all().over(whole)).drop("_dense")
+        else:
+            kept = log.filter(dense)
         if kept.height == log.height:
             break
         log, rounds = kept, rounds + 1

@@ -131,7 +131,7 @@ def retrieved_negatives(exposed_items: np.ndarray, retrieved: np.ndarray, count:
 
 
 class ConsumedBefore:
-    """Which (user, item) pairs the log holds strictly before a given time: "already consumed".
+    """Which (user, item) pairs the log holds at or before a given time: "already consumed".
 
     For sources where an item is consumed once (a rating, a review), offering such an item as a
     non-exposed candidate hands the ranker a free negative: it is never exposed again, and it is
@@ -147,10 +147,18 @@ class ConsumedBefore:
         self.first_time = log.timestamps[order][first]  # (P,) each pair's first timestamp
 
     def mask(self, users: np.ndarray, items: np.ndarray, before: np.ndarray) -> np.ndarray:
-        """(S, K) True where user ``users[s]`` had ``items[s, k]`` strictly before ``before[s]``."""
+        """(S, K) True where user ``users[s]`` had ``items[s, k]`` at or before time ``before[s]``.
+
+        At, too: ratings share timestamps (ML-100K users rate many films in one second), and an
+        item rated in the list's first second belongs to the list or a neighbouring one, never to
+        what the user has not seen yet.
+        """
         keys = users.astype(np.int64)[:, None] * self.stride + items
         where = np.minimum(np.searchsorted(self.keys, keys), self.keys.shape[0] - 1)
-        return (self.keys[where] == keys) & (self.first_time[where] < before[:, None])
+        return (self.keys[where] == keys) & (self.first_time[where] <= before[:, None])
+
+
+FALLBACK_CELLS = 1 << 24  # (rows × items) drawn at once for lists the weighted draws left short
 
 
 class MatchedNegatives:
@@ -187,16 +195,16 @@ class MatchedNegatives:
         self.consumed = consumed
         self.oversample, self.rounds = oversample, rounds
 
-    def calibrate(self, samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], count: int,
+    def calibrate(self, samples: Callable[[], Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]], count: int,
                   rng: np.random.Generator, calibration_rounds: int = 3) -> None:
         """Reweight so that each item's appearances as a negative are ∝ its exposures, per window.
 
-        ``samples`` holds (users, starts, exposed items) chunks of every list.
+        ``samples()`` yields (users, starts, exposed items) chunks of every list, one chunk in
+        memory at a time; it is called once per round.
         """
-        chunks = list(samples)
         for _ in range(calibration_rounds):
             appearances = np.zeros_like(self.weights)
-            for users, starts, exposed in chunks:
+            for users, starts, exposed in samples():
                 window = np.searchsorted(self.edges, starts, side="right")
                 drawn = self(users, starts, exposed, count, rng)
                 np.add.at(appearances, (np.repeat(window, count), drawn.ravel()), 1.0)
@@ -225,10 +233,16 @@ class MatchedNegatives:
                 break
             if round_ < self.rounds:
                 proposals = draw((short.size, self.oversample * count))
-            else:  # still short: every item of the catalogue, in random order
-                proposals = np.argsort(rng.random((short.size, self.n_items)), axis=1) + 1
-            merged = np.concatenate([chosen[short], proposals], axis=1)
-            chosen[short] = self._first_valid(users[short], starts[short], exposed[short], merged, count)
+                merged = np.concatenate([chosen[short], proposals], axis=1)
+                chosen[short] = self._first_valid(users[short], starts[short], exposed[short], merged, count)
+                continue
+            # still short: every item of the catalogue in random order, a bounded number of rows at a time
+            step = max(1, FALLBACK_CELLS // self.n_items)
+            for lo in range(0, short.size, step):
+                rows = short[lo : lo + step]
+                proposals = np.argsort(rng.random((rows.size, self.n_items)), axis=1) + 1
+                merged = np.concatenate([chosen[rows], proposals], axis=1)
+                chosen[rows] = self._first_valid(users[rows], starts[rows], exposed[rows], merged, count)
         if (chosen < 0).any():
             raise DataError(f"{int((chosen < 0).any(axis=1).sum())} list(s) have fewer than {count} items that are "
                             "neither exposed in them nor consumed before them; lower n_candidates")

@@ -13,6 +13,7 @@ and the candidate shuffles, so preparing twice gives bit-identical arrays.
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -135,7 +136,12 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
     if out.exists() and not overwrite:
         raise ArtifactError(f"{out}: already exists (pass --overwrite to replace it)")
     log = load_log(config.source, config.input, config.min_positive_rating, config.kuairand_positive)
-    log, core = kcore(log, config.kcore)
+    sessions = None
+    if config.source == "simulator":  # its lists are its sessions: the filter keeps or drops them whole
+        log = log.sort(["user", "timestamp"], maintain_order=True).with_columns(
+            session=pl.int_range(pl.len()).over("user") // config.list_len)
+        sessions = ["user", "session"]
+    log, core = kcore(log, config.kcore, whole=sessions)
     if log.height == 0:
         raise DataError(f"{config.input}: no interactions left after {config.kcore}-core filtering "
                         f"(of {core.interactions_before}); lower kcore")
@@ -165,9 +171,13 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
     else:
         consumed = ConsumedBefore(user_log, n_items) if config.exclude_consumed == "yes" else None
         matched = MatchedNegatives(user_log, n_items, config.match_windows, consumed)
-        rows = [lists.rows(slice(lo, lo + config.chunk_size)) for lo in range(0, len(lists), config.chunk_size)]
-        matched.calibrate([(user_log.users[r[:, 0]], user_log.timestamps[r[:, 0]], user_log.items[r]) for r in rows],
-                          config.n_candidates - config.list_len, np.random.default_rng(retriever_seed))
+        def chunks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            for lo in range(0, len(lists), config.chunk_size):
+                rows = lists.rows(slice(lo, lo + config.chunk_size))  # (C, L)
+                yield user_log.users[rows[:, 0]], user_log.timestamps[rows[:, 0]], user_log.items[rows]
+
+        calibration_seed = np.random.SeedSequence(config.seed).generate_state(3)[2]
+        matched.calibrate(chunks, config.n_candidates - config.list_len, np.random.default_rng(calibration_seed))
         negatives, retriever = matched, None
     rng = np.random.default_rng(shuffle_seed)
     splits = {  # lazy: the chunks are built while write_prepared streams them to disk, in this order

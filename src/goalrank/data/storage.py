@@ -93,9 +93,14 @@ class Split:
     def __len__(self) -> int:
         return self.arrays["users"].shape[0]
 
-    def head(self, size: int) -> Split:
-        """The first ``size`` lists (views of the same memory-mapped arrays): a cheap sample."""
-        return Split(self.name, {key: array[:size] for key, array in self.arrays.items()})
+    def spread(self, size: int) -> Split:
+        """``size`` evenly spaced lists (all of them if fewer): a cheap sample across users and time,
+        which are the storage order."""
+        if size >= len(self):
+            return self
+        index = np.linspace(0, len(self) - 1, size).round().astype(np.int64)
+        arrays = {key: np.asarray(array[index]) for key, array in self.arrays.items()}
+        return Split(f"{self.name}[{size} spread]", arrays)
 
     def batch(self, index: np.ndarray | slice) -> RankingBatch:
         """Copy rows ``index`` into a RankingBatch on the CPU (labels as float for losses)."""

@@ -24,6 +24,7 @@ candidates by score, ties broken by candidate slot (candidates are shuffled per 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,28 +32,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch, Split, SplitName
 from goalrank.evaluate.metrics import AUC
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
 from goalrank.io import atomic_file
 from goalrank.models.base import Ranker, RankOutput, scores_from_lists
-from goalrank.simulate.simulator import ORACLE_BEAM_WIDTH
+from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 
 SHORTCUTS = ("exposure_rate", "not_in_history")  # non-personalised rankers that must not rank well
 SHORTCUT_AUC_LIMIT = 0.55  # `prepare` warns when a shortcut's validation AUC exceeds it, or 1 minus it
-SHORTCUT_LISTS = 200_000  # lists of each split `prepare`'s check reads: seconds, however large the dataset
+SHORTCUT_LISTS = 200_000  # lists of each split `prepare`'s check reads, evenly spaced: seconds at any size
 STATS_CHUNK = 65536  # training samples counted at a time
 
 
 @dataclass
 class AuditConfig:
-    """`goalrank audit`: the dataset, the split, and where to write the table as JSON ("": nowhere)."""
+    """`goalrank audit`: the dataset, the split, where to write the table as JSON ("": nowhere), the
+    random ranker's seed, the batch size and the list oracle's beam width (simulator data)."""
 
     data: str
     split: SplitName = "test"
     json: str = ""
     seed: int = 0
     batch_size: int = 512
+    beam_width: int = ORACLE_BEAM_WIDTH
+
+    def __post_init__(self) -> None:
+        check(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        check(1 <= self.beam_width <= MAX_BEAM_WIDTH, "beam_width", f"in [1, {MAX_BEAM_WIDTH}]", self.beam_width)
 
 
 class ScoreRanker(Ranker):
@@ -120,9 +128,9 @@ class ItemStats:
 def reference_rankers(dataset: PreparedDataset, true_reward: TrueReward | None, seed: int = 0,
                       train_lists: int | None = None) -> dict[str, Ranker]:
     """The panel, in report order; the two oracles only on simulator data. The item statistics
-    come from the training split (its first ``train_lists`` lists when given)."""
+    come from the training split (``train_lists`` evenly spaced lists of it when given)."""
     train = dataset.split("train")
-    stats = ItemStats.of(train if train_lists is None else train.head(train_lists), dataset.n_items)
+    stats = ItemStats.of(train if train_lists is None else train.spread(train_lists), dataset.n_items)
     list_len = dataset.list_len
     generator = torch.Generator().manual_seed(seed)
 
@@ -160,28 +168,30 @@ def reference_rankers(dataset: PreparedDataset, true_reward: TrueReward | None, 
     return panel
 
 
-def audit(config: AuditConfig, beam_width: int = ORACLE_BEAM_WIDTH) -> list[dict[str, float | str]]:
+def audit(config: AuditConfig) -> list[dict[str, float | str]]:
     """Every panel ranker's metrics on ``config.split``: one row each, keys as `goalrank evaluate` names them."""
     dataset = PreparedDataset(config.data)
     simulator = simulator_for(dataset)
-    true_reward = TrueReward(simulator, dataset, beam_width) if simulator is not None else None
+    true_reward = TrueReward(simulator, dataset, config.beam_width) if simulator is not None else None
     split = dataset.split(config.split)
     rows: list[dict[str, float | str]] = []
     for name, ranker in reference_rankers(dataset, true_reward, config.seed).items():
         metrics = evaluate_ranker(ranker, split, config.batch_size, torch.device("cpu"), true_reward, progress=False)
         rows.append({"ranker": name, **metrics})
-    if config.json:
+    if config.json:  # strict JSON: an undefined metric (no list had a positive) is null, not NaN
+        strict = [{key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
+                  for row in rows]
         with atomic_file(Path(config.json)) as tmp:
-            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+            tmp.write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
     return rows
 
 
 def shortcut_aucs(dataset: PreparedDataset, split: SplitName = "valid") -> dict[str, float]:
     """Logged-label AUC of each non-personalised shortcut on ``split`` (`prepare`'s warning), from
-    the first ``SHORTCUT_LISTS`` lists of the training split and of ``split``."""
+    ``SHORTCUT_LISTS`` evenly spaced lists of the training split and of ``split``."""
     panel = reference_rankers(dataset, None, train_lists=SHORTCUT_LISTS)
-    lists = dataset.split(split).head(SHORTCUT_LISTS)
-    return {name: evaluate_ranker(panel[name], lists, 512, torch.device("cpu"), progress=False)[AUC]
+    lists = dataset.split(split).spread(SHORTCUT_LISTS)
+    return {name: evaluate_ranker(panel[name], lists, AuditConfig.batch_size, torch.device("cpu"), progress=False)[AUC]
             for name in SHORTCUTS}
 
 
@@ -191,3 +201,16 @@ def format_audit(rows: list[dict[str, float | str]]) -> str:
     lines = ["| ranker | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     lines += [f"| {row['ranker']} | " + " | ".join(f"{float(row[key]):.4f}" for key in keys) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def shortcut_warning(dataset: PreparedDataset) -> str | None:
+    """One warning line when a non-personalised shortcut separates validation positives from
+    negatives beyond ``SHORTCUT_AUC_LIMIT`` either way (a score far below 0.5 is a shortcut too:
+    its reverse ranks well); None otherwise. `prepare` and the benchmark print it."""
+    leaks = {name: auc for name, auc in shortcut_aucs(dataset).items() if max(auc, 1 - auc) > SHORTCUT_AUC_LIMIT}
+    if not leaks:
+        return None
+    found = ", ".join(f"{name} {auc:.3f}" for name, auc in leaks.items())
+    return (f"warning: non-personalised shortcuts reach validation AUC above {SHORTCUT_AUC_LIMIT} or below "
+            f"{1 - SHORTCUT_AUC_LIMIT:.2f} ({found}): the labels leak through how candidates were built; see "
+            f"`goalrank audit {dataset.root}`")

@@ -51,7 +51,7 @@ class TrueReward:
         self.user_raw = torch.from_numpy(np.array(dataset.user_raw_ids))
         self.item_raw = torch.from_numpy(np.array(dataset.item_raw_ids))
         self.beam_width = beam_width
-        self._oracle_totals: dict[tuple[str, int], float] = {}
+        self._oracle_totals: dict[tuple[str, int, int], float] = {}
 
     def raw(self, batch: RankingBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw user ids (B,) and raw candidate item ids (B, N) of a batch."""
@@ -81,7 +81,7 @@ class TrueReward:
 
     def oracle_total(self, split: Split, list_len: int, batch_size: int) -> float:
         """Sum over ``split``'s lists of the best list's reward (``best``), computed once per split."""
-        key = (split.name, list_len)
+        key = (split.name, len(split), list_len)
         if key not in self._oracle_totals:
             self._oracle_totals[key] = sum(self.best(batch, list_len).sum().item()
                                            for batch in split.batches(batch_size))

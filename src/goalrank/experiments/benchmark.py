@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,17 +30,18 @@ from typing import Any
 
 import torch
 
-from goalrank.config import from_dict, merge_values, to_dict
+from goalrank.config import config_differences, from_dict, merge_values, to_dict
 from goalrank.data.prepare import PrepareConfig, prepare
 from goalrank.data.storage import PreparedDataset
-from goalrank.errors import DataError
-from goalrank.evaluate.audit import reference_rankers
+from goalrank.errors import ArtifactError, DataError
+from goalrank.evaluate.audit import AuditConfig, reference_rankers, shortcut_warning
 from goalrank.experiments.config import BenchmarkConfig, DatasetSpec
 from goalrank.experiments.evaluation import evaluate_test, record_test, true_reward_of
 from goalrank.experiments.folder import BenchmarkFolder
 from goalrank.experiments.plan import RunSpec, plan
 from goalrank.experiments.report import REFERENCE, write_report
-from goalrank.io import read_recorded_json
+from goalrank.io import read_json, read_recorded_json
+from goalrank.models.base import Ranker
 from goalrank.models.blocks import count_parameters
 from goalrank.runs.folder import RunFolder
 from goalrank.runs.load import build_model
@@ -49,7 +51,6 @@ from goalrank.simulate.folder import SimulatorFolder
 from goalrank.train.run import RankerRunConfig, build_ranker_config, build_reward_config, train_ranker, train_reward
 
 SANITY_ROWS = ("random", "popularity", "exposure_rate", "itemwise_oracle", "list_oracle")  # oracles: simulator only
-EVAL_BATCH_SIZE = 512
 
 
 def stage(done: Path, build: Callable[[], Any], label: str) -> None:
@@ -92,16 +93,39 @@ def prepare_dataset(folder: BenchmarkFolder, spec: DatasetSpec, config: Benchmar
     log = spec.path
     if log is None:
         world = folder.world(spec.name)
-        stage(SimulatorFolder(world).manifest,
-              lambda: simulate(from_dict(SimConfig, config.simulate, "simulate"), world), f"simulate {spec.name}")
+        sim_config = from_dict(SimConfig, config.simulate, "simulate")
+        manifest = SimulatorFolder(world).manifest
+        stage(manifest, lambda: simulate(sim_config, world), f"simulate {spec.name}")
+        check_reused(manifest, to_dict(sim_config))
         log = world
     elif not log.exists():
         raise DataError(f"--dataset {spec.name}={spec.source}:{log}: not found; expected a log that "
                         f"`goalrank prepare --source {spec.source}` reads")
-    values = {**config.prepare, "source": spec.source, "input": str(log)}
-    stage(PreparedDataset.manifest_path(data_dir),
-          lambda: prepare(from_dict(PrepareConfig, values, "prepare"), data_dir), f"prepare {spec.name}")
+    prepare_config = from_dict(PrepareConfig, {**config.prepare, "source": spec.source, "input": str(log)}, "prepare")
+    manifest = PreparedDataset.manifest_path(data_dir)
+    stage(manifest, lambda: _prepare_and_warn(prepare_config, data_dir), f"prepare {spec.name}")
+    # the built-in world lives inside OUT, so a moved benchmark folder reads it at another path
+    check_reused(manifest, to_dict(prepare_config), ignore=("input",) if spec.path is None else ())
     return data_dir
+
+
+def _prepare_and_warn(config: PrepareConfig, data_dir: Path) -> None:
+    warning = shortcut_warning(prepare(config, data_dir))
+    if warning:
+        print(warning, file=sys.stderr)
+
+
+def check_reused(manifest: Path, config: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+    """Refuse a folder a finished stage left if it was made with another config than the one asked for.
+
+    Skipping a stage whose folder exists is what makes re-runs resume; reusing one made with other
+    settings (another logging policy, other candidates) would silently report old figures.
+    """
+    saved = {key: value for key, value in read_json(manifest).get("config", {}).items() if key not in ignore}
+    differences = config_differences(saved, {key: value for key, value in config.items() if key not in ignore})
+    if differences:
+        raise ArtifactError(f"{manifest.parent}: made with another config than this run asks for ("
+                            + "; ".join(differences) + "); remove it or choose another --out")
 
 
 def reward_values(reward: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -157,14 +181,25 @@ def _ensure_ranker(seed_dir: Path, dataset: PreparedDataset, spec: RunSpec, conf
 
 def _sanity_rows(folder: BenchmarkFolder, seed_dir: Path, dataset: PreparedDataset, config: BenchmarkConfig,
                  name: str, seed: int) -> list[dict[str, Any]]:
-    """Table 1's floor and ceiling: the audit's reference rankers, evaluated like every method."""
+    """Table 1's floor and ceiling: the audit's reference rankers, evaluated like every method.
+
+    The list oracle's folder names its beam width, so a run with another ``beam_width`` does not
+    reuse it; the panel (training-split statistics) is built only when a row is missing.
+    """
     true_reward = true_reward_of(str(dataset.root.resolve()), config.beam_width)
-    panel = reference_rankers(dataset, true_reward, seed)
+    names = [ranker for ranker in SANITY_ROWS if true_reward is not None or not ranker.endswith("_oracle")]
+    panel: dict[str, Ranker] = {}
     rows = []
-    for ranker_name in (ranker for ranker in SANITY_ROWS if ranker in panel):
-        run = RunFolder(seed_dir / f"{REFERENCE}-{ranker_name}")
-        stage(run.evaluation("test"), partial(record_test, run, panel[ranker_name], dataset, EVAL_BATCH_SIZE,
-                                              torch.device("cpu"), true_reward), f"[{name} seed {seed}] {ranker_name}")
+    for ranker_name in names:
+        suffix = f"-beam{config.beam_width}" if ranker_name == "list_oracle" else ""
+        run = RunFolder(seed_dir / f"{REFERENCE}-{ranker_name}{suffix}")
+        done, label = run.evaluation("test"), f"[{name} seed {seed}] {ranker_name}"
+        if done.is_file():
+            stage(done, lambda: None, label)  # reports the skip
+        else:
+            panel = panel or reference_rankers(dataset, true_reward, seed)
+            stage(done, partial(record_test, run, panel[ranker_name], dataset, AuditConfig.batch_size,
+                                torch.device("cpu"), true_reward), label)
         spec = RunSpec("table1", ranker_name, "", REFERENCE)
         rows.append({**_row_identity(folder, spec, name, seed, run.root), "parameters": 0,
                      **read_recorded_json(run.evaluation("test"))})

@@ -45,13 +45,19 @@ class EvaluateConfig:
 
 
 def evaluate_run(evaluation: EvaluateConfig) -> str:
-    """Evaluate a run on a split; writes its ``eval-<split>.json`` and returns a table."""
+    """Evaluate a run on a split; writes its ``eval-<split>.json`` and returns a table.
+
+    On another dataset than the run's own (``data``) nothing is written: the run folder's
+    evaluation files are what the benchmark reads back for the run, on its own data.
+    """
     device = resolve_device("auto")
     model, config = load_ranker(Path(evaluation.run), device)
     dataset = PreparedDataset(evaluation.data or config["data"])
     true_reward = true_reward_of(str(dataset.root.resolve()), evaluation.beam_width)
     split = evaluation.split
     metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
+    if dataset.root.resolve() != Path(config["data"]).resolve():  # the run folder's files are its own data's
+        return format_metrics(f"{config['model_name']} on {split} of {dataset.root} (not written)", metrics)
     write_recorded_json(RunFolder(Path(evaluation.run)).evaluation(split), metrics)
     return format_metrics(f"{config['model_name']} on {split}", metrics)
 

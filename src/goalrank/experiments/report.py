@@ -84,7 +84,7 @@ def _report_header(config: BenchmarkConfig, command: str, seconds: float, n_runs
         "Significance: two-sided paired bootstrap over test lists (per-list differences averaged over "
         f"seeds, {config.bootstrap_samples} resamples), GoalRank vs the best baseline of each metric.",
         "Paper reference columns are copied from the paper (÷ 100): Table 1 is on **ML-1M** and Table 3 on "
-        "the authors' **Industry** data — different datasets from ours (simulator, ML-100K), for "
+        "the authors' **Industry** data — different datasets from ours, for "
         "orientation only.",
     ]
     return "\n\n".join(lines)

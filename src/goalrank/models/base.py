@@ -82,6 +82,7 @@ class SelfTrained(Protocol):
         ...
 
 
+@runtime_checkable
 class ListGenerator(Protocol):
     """An autoregressive list generator π_θ(l | u, C) (paper Eq. 6); GoalRank's generator.
 

@@ -13,6 +13,7 @@ from typing import cast
 import torch
 
 from goalrank.data.storage import RankingBatch
+from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig, GroupContext, build_group
 from goalrank.models.base import ListEvaluator, ListGenerator
 from goalrank.objectives.base import ObjectiveFactory, ObjectiveInputs
@@ -94,7 +95,7 @@ class GroupRelativeObjective:
     @classmethod
     def from_inputs(cls, inputs: ObjectiveInputs) -> GroupRelativeObjective:
         if inputs.evaluator is None:
-            raise ValueError("the group-relative objective needs the trained reward model")
+            raise ConfigError("the group-relative objective needs a trained reward model (--reward RUN)")
         generator = cast(ListGenerator, inputs.model)  # the registry pairs GROUP_RELATIVE with generators only
         return cls(generator, inputs.evaluator, inputs.group, inputs.reference, inputs.rng)
 

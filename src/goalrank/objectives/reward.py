@@ -17,7 +17,7 @@ class RewardObjective:
 
     ``negatives`` > 0 also trains on corrupted copies of each logged list in which that share of
     positions is replaced by random non-exposed candidates labelled 0. The offline metrics treat
-    retrieved-but-not-exposed candidates as negatives; without this, the reward model never sees
+    non-exposed candidates as negatives; without this, the reward model never sees
     such items and cannot rank them below logged positives.
     """
 

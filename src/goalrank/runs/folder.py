@@ -16,11 +16,11 @@ read back:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from goalrank.config import config_differences
 from goalrank.errors import ArtifactError, ConfigError
 from goalrank.io import Folder, read_json, write_json
 
@@ -72,7 +72,7 @@ class RunFolder(Folder):
         ``config``: a resumed run must train exactly what the interrupted one did.
         """
         if resume and self.config.is_file():
-            differences = _differences(self.read_config(), json.loads(json.dumps(config)))
+            differences = config_differences(self.read_config(), config)
             if differences:
                 raise ConfigError(f"{self.config}: --resume needs the run's own config, but " + "; ".join(differences))
             return self
@@ -82,11 +82,3 @@ class RunFolder(Folder):
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(self.config, config)
         return self
-
-
-def _differences(saved: Any, now: Any, where: str = "") -> list[str]:
-    """``key: saved X, now Y`` for every (dotted) key whose value differs."""
-    if isinstance(saved, dict) and isinstance(now, dict):
-        return [line for key in sorted(set(saved) | set(now))
-                for line in _differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)]
-    return [] if saved == now else [f"{where or 'config'}: saved {saved!r}, now {now!r}"]

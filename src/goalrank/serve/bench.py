@@ -105,33 +105,33 @@ class BenchServeConfig:
         check(self.threads >= 0, "threads", ">= 0", self.threads)
 
 
-def bench_serve(args: BenchServeConfig) -> str:
-    """Run every measurement ``args`` asks for and return the markdown report."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    runs = {name: Path(run) for name, run in (("GoalRank", args.run), ("MG-E", args.mge_run), ("PIER", args.pier_run))
-            if run}
+def bench_serve(settings: BenchServeConfig) -> str:
+    """Run every measurement ``settings`` asks for and return the markdown report."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    named = (("GoalRank", settings.run), ("MG-E", settings.mge_run), ("PIER", settings.pier_run))
+    runs = {name: Path(run) for name, run in named if run}
     results: list[Latency] = []
     sections = []
     for name, run in runs.items():
         ranker, config = load_ranker(run, "cpu")
         dataset = PreparedDataset(config["data"])
         catalog = Catalog(dataset, ranker.list_len)
-        bodies = request_bodies(catalog, dataset, args.requests, args.seed)
+        bodies = request_bodies(catalog, dataset, settings.requests, settings.seed)
         singles = [encode(catalog, body) for body in bodies]
-        results += in_process(name, ranker, singles, args.batch_size, args.max_seconds)
+        results += in_process(name, ranker, singles, settings.batch_size, settings.max_seconds)
         if name == "GoalRank":
             sections.append(flops_section(ranker, singles[0], results[0]))
-            if args.backends:
-                batched = concat((singles * args.batch_size)[: args.batch_size])
+            if settings.backends:
+                batched = concat((singles * settings.batch_size)[: settings.batch_size])
                 sections.append("## Inference paths (GoalRank, CPU)\n\n" + format_backends(compare_backends(
-                    ranker, {"single": singles[0], "batched": batched}, args.backends)))
-        if args.http:
-            with ServerProcess(run, args.batch_size, args.threads) as url:
-                results += over_http(name, url, bodies, args.concurrency, args.max_seconds)
-                if name == "GoalRank" and args.load:
-                    sections.append(load_section(url, bodies, args.load, args.malformed, args.concurrency,
-                                                 args.seed))
+                    ranker, {"single": singles[0], "batched": batched}, settings.backends)))
+        if settings.http:
+            with ServerProcess(run, settings.batch_size, settings.threads) as url:
+                results += over_http(name, url, bodies, settings.concurrency, settings.max_seconds)
+                if name == "GoalRank" and settings.load:
+                    sections.append(load_section(url, bodies, settings.load, settings.malformed, settings.concurrency,
+                                                 settings.seed))
     report = [f"## Ranking latency (CPU, {torch.get_num_threads()} torch threads)\n", format_latencies(results)]
     if "MG-E" in runs:
         report += ["\n## GoalRank / MG-E latency (p50; paper App. D.3: 18.6 / 34.2 = 0.54)\n", ratio_table(results)]
