@@ -70,12 +70,12 @@ def estimate_benchmark(out: Path, config: BenchmarkConfig, steps: int) -> str:
         dataset = PreparedDataset(prepare_dataset(folder, spec, config))
         costs += _dataset_costs(scratch / spec.name, dataset, spec.name, config, steps)
     report = _report(costs, config, steps)
-    (scratch / "estimate.md").write_text(report)
+    folder.estimate_report.write_text(report)
     pl.DataFrame([{"dataset": c.dataset, "runs": " = ".join(c.labels), "epochs": c.epochs,
                    "batches": c.batches, "batch_s": c.batch_s, "valid_s": c.valid_s, "setup_s": c.setup_s,
                    "test_s": c.test_s, "projected_s": c.projected_s}
-                  for c in costs]).write_csv(scratch / "estimate.csv")
-    print(f"estimate written to {scratch / 'estimate.md'}")
+                  for c in costs]).write_csv(folder.estimate_table)
+    print(f"estimate written to {folder.estimate_report}")
     return report
 
 

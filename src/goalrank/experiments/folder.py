@@ -43,4 +43,13 @@ class BenchmarkFolder(Folder):
 
     @property
     def estimate(self) -> Path:
+        """The scratch folder of ``--estimate``: its timing runs, ``estimate.md`` and ``estimate.csv``."""
         return self.root / "estimate"
+
+    @property
+    def estimate_report(self) -> Path:
+        return self.estimate / "estimate.md"
+
+    @property
+    def estimate_table(self) -> Path:
+        return self.estimate / "estimate.csv"
