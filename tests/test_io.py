@@ -1,4 +1,5 @@
 import subprocess
+import sys
 
 import pytest
 
@@ -7,6 +8,7 @@ from goalrank.io import (
     SUMS,
     atomic_dir,
     atomic_file,
+    exclusive_lock,
     read_json,
     read_recorded_json,
     sha256_file,
@@ -113,3 +115,47 @@ def test_atomic_file_keeps_the_suffix_and_leaves_the_old_file_on_failure(tmp_pat
         tmp.write_bytes(b"half")
         raise RuntimeError("writer died")
     assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_overwrite_replaces_only_a_folder_goalrank_wrote(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "ratings.csv").write_text("1,2,3,4\n")  # e.g. the folder that holds the input log
+    with pytest.raises(ArtifactError, match="has no manifest.json, so goalrank did not write it; refusing"):
+        with atomic_dir(mine, overwrite=True) as tmp:
+            (tmp / "manifest.json").write_text("{}")
+    assert (mine / "ratings.csv").read_text() == "1,2,3,4\n"
+    ours = tmp_path / "ours"
+    for content in ("first", "second"):
+        with atomic_dir(ours, overwrite=True) as tmp:
+            (tmp / "manifest.json").write_text(content)
+    assert (ours / "manifest.json").read_text() == "second"
+    (tmp_path / "file").write_text("x")
+    for target, named in ((tmp_path / "file", "is a file, not a folder"), (tmp_path / "file" / "out", "is a file")):
+        with pytest.raises(ArtifactError, match=named):
+            with atomic_dir(target, overwrite=True):
+                pass
+
+
+def test_a_second_writer_of_one_folder_fails_at_once_and_stale_temporaries_are_cleared(tmp_path):
+    stale = tmp_path / ".out.tmp-deadbeef"
+    stale.mkdir()  # what a killed writer leaves
+    with atomic_dir(tmp_path / "out") as tmp:
+        assert not stale.exists()
+        (tmp / "manifest.json").write_text("{}")
+        code = ("import sys; from goalrank.io import atomic_dir\n"
+                "try:\n    atomic_dir(sys.argv[1], overwrite=True).__enter__()\n"
+                "except Exception as exc:\n    print(exc)")
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True)
+        assert "is being written by another process" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock file, no temporary left
+
+
+def test_exclusive_lock_is_released_and_its_file_removed(tmp_path):
+    lock = tmp_path / "run.lock"
+    with exclusive_lock(lock, "busy"):
+        with pytest.raises(ArtifactError, match="busy"), exclusive_lock(lock, "busy"):
+            pass
+    assert not lock.exists()
+    with exclusive_lock(lock, "busy"):
+        pass

@@ -42,7 +42,10 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
     kwargs = {}
     for name, value in values.items():
         field_type = hints[name]
-        if isinstance(field_type, type) and dataclasses.is_dataclass(field_type) and isinstance(value, dict):
+        if isinstance(field_type, type) and dataclasses.is_dataclass(field_type):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{name}={value!r}: expected a table of its fields "
+                                  f"(e.g. --set {name}.FIELD=VALUE), not a value")
             kwargs[name] = from_dict(field_type, value, f"{where}.{name}")
         else:
             kwargs[name] = _coerce(value, field_type, f"{where}.{name}")

@@ -14,6 +14,7 @@ after it was written is named instead of silently feeding a report.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -40,25 +41,67 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(target: Path, overwrite: bool = False, marker: str = "manifest.json") -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; rename it to ``target`` if the block succeeds.
 
-    On any exception the temporary folder is removed and ``target`` is left untouched.
+    On any exception the temporary folder is removed and ``target`` is left untouched. While the
+    block runs, ``.<name>.lock`` beside ``target`` is held exclusively, so a second writer of the
+    same folder fails at once instead of racing; holding it, temporary folders that an earlier,
+    killed writer left (``.<name>.tmp-*``) are removed. ``overwrite`` replaces only a folder that
+    goalrank wrote (``marker`` in it) or an empty one: never a folder of other files.
     """
     target = Path(target)
     if target.exists() and not overwrite:
         raise ArtifactError(f"{target}: already exists (pass --overwrite to replace it)")
+    if target.exists() and not target.is_dir():
+        raise ArtifactError(f"{target}: is a file, not a folder; choose another output path")
+    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
+        raise ArtifactError(f"{target}: has no {marker}, so goalrank did not write it; refusing to replace it "
+                            "with --overwrite (remove it yourself or choose another output path)")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise ArtifactError(f"{target.parent}: is a file, not a folder; choose another output path")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    with exclusive_lock(target.parent / f".{target.name}.lock", f"{target} is being written by another process"):
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on file ``path`` for the block; ArtifactError ``busy`` if held.
+
+    ``flock`` locks die with their process, so a killed writer never leaves a stale lock. The file
+    is removed on release (while still locked); a process that locked a file just removed that
+    way sees that ``path`` no longer names it and tries again, so two holders cannot coexist.
+    """
+    while True:
+        handle = open(path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.close()
+            raise ArtifactError(f"{busy} (lock {path}); wait for it to finish") from exc
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # locked a file its holder had just removed: take the new one
     try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        yield
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        path.unlink(missing_ok=True)
+        handle.close()
 
 
 @contextlib.contextmanager

@@ -201,3 +201,10 @@ def test_the_k_core_filter_drops_simulator_sessions_whole(tmp_path):
             assert (user, start) in session_starts  # every list starts a logged session ...
             shown = raw_items[arrays["candidates"][row][arrays["exposed"][row]]].tolist()
             assert shown == [sessions[(user, start + k)] for k in range(6)]  # ... and is exactly that session
+
+
+def test_prepare_never_writes_over_its_own_input(tmp_path, simulated, capsys):
+    argv = ["prepare", "--source", "simulator", "--input", str(simulated), "--out", str(simulated), "--overwrite"]
+    assert main(argv) == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert (simulated / "interactions.parquet").is_file()

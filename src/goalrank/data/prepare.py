@@ -135,6 +135,8 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise ArtifactError(f"{out}: already exists (pass --overwrite to replace it)")
+    if Path(config.input).resolve().is_relative_to(out.resolve()):
+        raise ArtifactError(f"{out}: holds the input {config.input}; write the prepared dataset elsewhere")
     log = load_log(config.source, config.input, config.min_positive_rating, config.kuairand_positive)
     sessions = None
     if config.source == "simulator":  # its lists are its sessions: the filter keeps or drops them whole

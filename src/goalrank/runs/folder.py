@@ -46,6 +46,11 @@ class RunFolder(Folder):
         return self.root / "log.jsonl"
 
     @property
+    def lock(self) -> Path:
+        """Held by the process that trains the run; beside the folder, so it can be taken first."""
+        return self.root.parent / f".{self.root.name}.lock"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

@@ -5,10 +5,11 @@ The folder's files are named by ``runs.folder.RunFolder``; ``runs.load`` rebuild
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -18,7 +19,7 @@ from goalrank.errors import ConfigError
 from goalrank.evaluate.metrics import pooled_auc
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
 from goalrank.groups import GroupConfig
-from goalrank.io import write_recorded_json
+from goalrank.io import exclusive_lock, write_recorded_json
 from goalrank.models.blocks import ModelConfig
 from goalrank.objectives.base import ObjectiveInputs
 from goalrank.objectives.reference import ReferenceConfig
@@ -49,15 +50,32 @@ class RankerRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
-    select_metric: str = "NDCG"
+    select_metric: Literal["H", "NDCG", "MAP", "F1", "AUC"] = "NDCG"
 
 
-def _data_fields(dataset: PreparedDataset) -> dict[str, int]:
-    return {"n_items": dataset.n_items, "list_len": dataset.list_len}
+def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Rank 0 holds ``RunFolder.lock`` while it trains: a second ``train`` (or ``--resume``) of the
+    same folder fails at once with one clear error instead of appending every epoch twice."""
+    if not Distributed.current().is_main:
+        return contextlib.nullcontext()
+    run = RunFolder(run_dir)
+    run.root.parent.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(run.lock, f"{run.root}: another goalrank process is training this run")
+
+
+def _data_fields(dataset: PreparedDataset, model_values: dict[str, Any]) -> dict[str, Any]:
+    """``model_values`` with the fields the dataset decides (items, L); a different value set by
+    hand is refused before any work, not met by an index error after an epoch."""
+    fields = {"n_items": dataset.n_items, "list_len": dataset.list_len}
+    for name, value in fields.items():
+        if name in model_values and str(model_values[name]) != str(value):
+            raise ConfigError(f"model.{name}={model_values[name]!r}: set by the dataset {dataset.root} "
+                              f"({value}); leave it out")
+    return {**model_values, **fields}
 
 
 def build_reward_config(dataset: PreparedDataset, values: dict[str, Any]) -> RewardRunConfig:
-    values = {**values, "model": {**_data_fields(dataset), **values.get("model", {})}}
+    values = {**values, "model": _data_fields(dataset, values.get("model", {}))}
     return from_dict(RewardRunConfig, values)
 
 
@@ -67,7 +85,7 @@ def build_ranker_config(name: str, dataset: PreparedDataset,
     if name not in MODELS:
         raise ConfigError(f"--model {name!r}: expected one of {sorted(MODELS) + [REWARD]}")
     run_config = from_dict(RankerRunConfig, values)
-    model_values = {**_data_fields(dataset), **run_config.model}
+    model_values = _data_fields(dataset, run_config.model)
     model_config = from_dict(MODELS[name].config_cls, model_values, "model")
     return dataclasses.replace(run_config, model=to_dict(model_config)), model_config
 
@@ -76,8 +94,14 @@ def train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume: 
     """Fit the list-wise reward model on training lists, choose it by validation AUC.
 
     ``resume`` continues a killed run in ``run_dir`` (its config must be the same). Under
-    torchrun, every rank trains and rank 0 writes; all ranks return rank 0's metrics.
+    torchrun, every rank trains and rank 0 writes; all ranks return rank 0's metrics. The run
+    folder is locked while training (``run_lock``).
     """
+    with run_lock(run_dir):
+        return _train_reward(data_dir, run_dir, values, resume)
+
+
+def _train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume: bool) -> dict[str, float]:
     dataset = PreparedDataset(data_dir)
     config = build_reward_config(dataset, values)
     dist = Distributed.current()
@@ -110,8 +134,14 @@ def train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any
                  reward_dir: Path | None = None, resume: bool = False) -> dict[str, float]:
     """Fit ranker ``name``; GoalRank also needs a trained reward model run (``reward_dir``).
 
-    ``resume`` and torchrun behave as in ``train_reward``.
+    ``resume``, torchrun and the lock behave as in ``train_reward``.
     """
+    with run_lock(run_dir):
+        return _train_ranker(name, data_dir, run_dir, values, reward_dir, resume)
+
+
+def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any], reward_dir: Path | None,
+                  resume: bool) -> dict[str, float]:
     dataset = PreparedDataset(data_dir)
     config, model_config = build_ranker_config(name, dataset, values)
     spec = MODELS[name]

@@ -66,6 +66,10 @@ class TrainConfig:
               self.checkpoint_every)
         check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
               "train.device", "auto, cpu, cuda[:i] or mps", self.device)
+        if self.device.startswith("cuda"):
+            index = int(self.device.partition(":")[2] or 0) if self.device.partition(":")[2].isdigit() else -1
+            check(torch.cuda.is_available() and 0 <= index < torch.cuda.device_count(), "train.device",
+                  f"a CUDA device of this machine ({torch.cuda.device_count()} visible)", self.device)
         check(self.precision in PRECISIONS, "train.precision", f"one of {list(PRECISIONS)}", self.precision)
 
 
