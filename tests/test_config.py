@@ -87,3 +87,10 @@ def test_from_dict_keeps_typed_values():
     assert from_dict(Inner, {"width": 3, "rate": 1}) == Inner(3, 1.0)
     with pytest.raises(ConfigError, match="expected int"):
         from_dict(Inner, {"width": 2.5})
+
+
+def test_a_config_that_is_not_utf8_is_one_config_error(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"name = \"\xff\xfe\"\n")
+    with pytest.raises(ConfigError, match=r"c.toml: not UTF-8 text \(byte 8\)"):
+        load_values(path)

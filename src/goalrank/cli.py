@@ -3,8 +3,9 @@
 Every command takes ``--config FILE.toml`` and ``--set key=value``; its flags are shorthands for
 fields of the command's config dataclass, which is the only place their choices, defaults and
 checks are written (a flag left out keeps the config's value, and ``--help`` shows it). Handlers
-import their stage lazily so that ``goalrank --help`` is instant. Every GoalRankError becomes one
-``error: ...`` line on stderr and exit code 2; tracebacks are for bugs only.
+import their stage lazily so that ``goalrank --help`` is instant. Every GoalRankError, and every
+OSError (a file the machine will not read or write, a full disk), becomes one ``error: ...`` line
+on stderr and exit code 2; tracebacks are for bugs only.
 """
 
 from __future__ import annotations
@@ -385,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except GoalRankError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused a file: unreadable input, unwritable output, a full disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

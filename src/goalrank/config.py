@@ -74,7 +74,9 @@ def load_values(path: Path | None = None, overrides: list[str] | None = None) ->
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            values = tomllib.loads(path.read_text())
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a config is a TOML file") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
     for item in overrides or []:

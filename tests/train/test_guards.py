@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,28 @@ def test_a_second_trainer_of_one_run_folder_fails_at_once(tmp_path: Path, capsys
     assert not out.exists()
     assert main(["train", "--data", str(data), "--out", str(out), *DNN]) == 0  # released: the run trains
     assert not RunFolder(out).lock.exists()
+
+
+def test_absurd_learning_rates_and_world_sizes_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tiny_dataset(tmp_path / "data")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *DNN, "--set", "train.lr=1e30"]) == 2
+    assert "train.lr=1e+30: expected in (0, 10.0]" in capsys.readouterr().err
+    assert main(["simulate", "--out", str(tmp_path / "w"), "--set", "n_users=100000000000"]) == 2
+    assert "n_users=100000000000: expected at most 1e+10 interactions in all" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_full_disk_is_one_error_line_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp,label\n" + "".join(f"{u},{i},{u * 100 + i},1\n" for u in range(30)
+                                                        for i in range(12)))
+
+    def full(path: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr("goalrank.data.prepare.write_prepared", full)
+    assert main(["prepare", "--source", "generic", "--input", str(log), "--out", str(tmp_path / "d"),
+                 "--set", "kcore=1", "--set", "n_candidates=8", "--set", "history_len=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: [Errno {errno.ENOSPC}] No space left on device: '{tmp_path / 'd'}'"]

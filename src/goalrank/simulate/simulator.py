@@ -48,6 +48,7 @@ from goalrank.simulate.folder import SimulatorFolder
 
 FORMAT_VERSION = 1
 ORACLE_BEAM_WIDTH = 64  # default beam of the best-list search (exact on small N, tested)
+MAX_INTERACTIONS = 10**10  # a simulated log's rows: beyond, the parquet file alone outgrows a disk
 MAX_BEAM_WIDTH = 4096  # a beam holds B x W x N scores: 64 requests x 4,096 x 50 candidates is ~100 MB
 
 LoggingPolicy = Literal["production", "popularity"]  # see goalrank.simulate.logs
@@ -129,6 +130,10 @@ class SimConfig:
             check_finite(name, getattr(self, name))
         for name in ("production_correlation", "production_exploration"):
             check(0.0 <= getattr(self, name) <= 1.0, name, "a value in [0, 1]", getattr(self, name))
+        interactions = self.n_users * self.sessions_per_user * self.list_len
+        check(interactions <= MAX_INTERACTIONS, "n_users", f"at most {MAX_INTERACTIONS:.0e} interactions in all "
+              f"(n_users · sessions_per_user · list_len = {interactions:.2e}; one parquet log of ~16 bytes a row)",
+              self.n_users)
         sessions_len = self.sessions_per_user * self.list_len
         check(self.time_span >= sessions_len, "time_span",
               f">= sessions_per_user * list_len = {sessions_len} (room for strictly increasing times)",

@@ -24,6 +24,7 @@ from goalrank.config import check
 
 Precision = Literal["auto", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+MAX_LR = 10.0
 
 
 @dataclass
@@ -55,7 +56,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
         check(self.batch_size >= 1, "train.batch_size", ">= 1", self.batch_size)
-        check(self.lr > 0, "train.lr", "> 0", self.lr)
+        check(0 < self.lr <= MAX_LR, "train.lr", f"in (0, {MAX_LR}] (AdamW steps are about lr in size)", self.lr)
         check(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
         check(self.grad_clip >= 0, "train.grad_clip", ">= 0 (0 disables clipping)", self.grad_clip)
         check(self.patience >= 1, "train.patience", ">= 1", self.patience)
