@@ -5,7 +5,7 @@ import torch
 from builders import random_split, tiny_dataset
 from goalrank.data.storage import MANIFEST, SPLITS, PreparedDataset, SplitSource, write_prepared
 from goalrank.errors import ArtifactError, DataError
-from goalrank.io import read_json, sha256_file, write_json
+from goalrank.io import SUMS, read_json, sha256_file, write_json, write_recorded_json
 
 SHAPE = {"n_users": 10, "n_items": 30, "list_len": 3, "n_candidates": 8, "history_len": 5}
 
@@ -86,11 +86,23 @@ def test_item_ids_beyond_the_stored_dtype_are_refused(tmp_path):
         _write(tmp_path / "e", {name: SplitSource(20, [arrays]) for name in SPLITS}, dict(SHAPE, n_items=2**31))
 
 
+def test_an_edited_manifest_is_refused_and_one_without_a_record_is_read_as_before(tmp_path):
+    root = tiny_dataset(tmp_path / "d")
+    manifest = read_json(root / MANIFEST)
+    write_json(root / MANIFEST, {**manifest, "n_items": manifest["n_items"] - 1})  # edited by hand
+    with pytest.raises(ArtifactError, match="manifest.json: checksum mismatch"):
+        PreparedDataset(root)
+    assert PreparedDataset(root, verify=False).n_items == manifest["n_items"] - 1
+    (root / SUMS).unlink()  # as a dataset written before manifests were recorded
+    write_json(root / MANIFEST, manifest)
+    assert PreparedDataset(root).n_items == manifest["n_items"]
+
+
 def test_format_1_datasets_are_still_read_and_unknown_formats_refused(tmp_path):
     root = tiny_dataset(tmp_path / "d")
     manifest = read_json(root / MANIFEST)
-    write_json(root / MANIFEST, {**manifest, "format_version": 1})
+    write_recorded_json(root / MANIFEST, {**manifest, "format_version": 1})
     assert len(PreparedDataset(root).split("test")) == 16
-    write_json(root / MANIFEST, {**manifest, "format_version": 3})
+    write_recorded_json(root / MANIFEST, {**manifest, "format_version": 3})
     with pytest.raises(ArtifactError, match="format_version 3"):
         PreparedDataset(root)

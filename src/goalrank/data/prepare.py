@@ -207,6 +207,7 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
     }
     if config.source == "simulator":
         manifest["simulator"] = str(Path(config.input).resolve())
+        manifest["simulator_sha256"] = sha256_file(SimulatorFolder(Path(config.input)).manifest)
     write_prepared(out, splits, user_raw_ids, item_raw_ids, manifest, overwrite=overwrite)
     return PreparedDataset(out)
 

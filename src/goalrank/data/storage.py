@@ -39,7 +39,15 @@ import numpy as np
 import torch
 
 from goalrank.errors import ArtifactError, DataError
-from goalrank.io import atomic_dir, read_json, sha256_file, write_json
+from goalrank.io import (
+    SUMS,
+    atomic_dir,
+    read_json,
+    read_recorded_json,
+    read_sha256sums,
+    sha256_file,
+    write_recorded_json,
+)
 
 SplitName = Literal["train", "valid", "test"]
 SPLITS: tuple[str, ...] = typing.get_args(SplitName)
@@ -137,7 +145,8 @@ class PreparedDataset:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: prepared dataset folder not found")
-        self.manifest: dict[str, Any] = read_json(self.root / MANIFEST)
+        self.manifest: dict[str, Any] = (read_recorded_json if verify and _has_record(self.root) else read_json)(
+            self.root / MANIFEST)  # datasets older than the manifest's checksum record are read as they are
         if self.manifest.get("format_version") not in READABLE_VERSIONS:
             raise ArtifactError(
                 f"{self.root / MANIFEST}: format_version {self.manifest.get('format_version')!r},"
@@ -232,8 +241,8 @@ def write_prepared(
         for name, source in splits.items():
             (tmp / name).mkdir()
             checksums.update(_write_split(tmp, name, source, manifest))
-        write_json(tmp / MANIFEST, {**manifest, "format_version": FORMAT_VERSION,
-                                    "checksums": dict(sorted(checksums.items()))})
+        write_recorded_json(tmp / MANIFEST, {**manifest, "format_version": FORMAT_VERSION,
+                                             "checksums": dict(sorted(checksums.items()))})
     return root
 
 
@@ -304,3 +313,8 @@ class _HashingWriter:
     def write(self, data: bytes) -> int:
         self.digest.update(data)
         return self.handle.write(data)
+
+
+def _has_record(root: Path) -> bool:
+    """Whether the folder records its manifest's SHA-256 (every dataset this version writes does)."""
+    return any(name == MANIFEST for _, name in read_sha256sums(root / SUMS)) if (root / SUMS).is_file() else False

@@ -22,8 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from goalrank.data.storage import PreparedDataset, RankingBatch, Split
+from goalrank.errors import ArtifactError
 from goalrank.evaluate.metrics import MetricAccumulator
+from goalrank.io import sha256_file
 from goalrank.models.base import Ranker
+from goalrank.simulate.folder import SimulatorFolder
 from goalrank.simulate.simulator import Simulator
 
 COMPLETE = "complete_"  # key prefix of the metrics on complete labels
@@ -32,9 +35,19 @@ ORACLE_RATIO = "oracle_ratio"  # its ratio to the beam-search oracle's
 
 
 def simulator_for(dataset: PreparedDataset) -> Simulator | None:
-    """The Simulator behind a dataset prepared from `goalrank simulate` logs, else None."""
+    """The Simulator behind a dataset prepared from `goalrank simulate` logs, else None.
+
+    The world must be the one the dataset was prepared from: its manifest's SHA-256 is recorded at
+    ``prepare``, so a world simulated again in the same folder is refused, not used silently.
+    """
     folder = dataset.manifest.get("simulator")
-    return Simulator.load(Path(folder)) if folder else None
+    if not folder:
+        return None
+    recorded, world_manifest = dataset.manifest.get("simulator_sha256"), SimulatorFolder(Path(folder)).manifest
+    if recorded is not None and world_manifest.is_file() and sha256_file(world_manifest) != recorded:
+        raise ArtifactError(f"{folder}: not the simulator world {dataset.root} was prepared from (its manifest "
+                            "changed since); prepare the dataset again from this world")
+    return Simulator.load(Path(folder))
 
 
 class TrueReward:

@@ -19,10 +19,11 @@ from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch, SplitName
 from goalrank.evaluate.metrics import per_list_metrics
 from goalrank.evaluate.protocol import COMPLETE, TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
-from goalrank.io import atomic_file, record_checksum, write_recorded_json
+from goalrank.io import atomic_file, record_checksum, sha256_file, write_recorded_json
 from goalrank.models.base import ListRanker, Ranker, RankOutput
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import load_ranker
+from goalrank.runs.load import load_ranker, run_dataset
+from goalrank.simulate.folder import SimulatorFolder
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 from goalrank.train.runtime import resolve_device
 
@@ -52,7 +53,7 @@ def evaluate_run(evaluation: EvaluateConfig) -> str:
     """
     device = resolve_device("auto")
     model, config = load_ranker(Path(evaluation.run), device)
-    dataset = PreparedDataset(evaluation.data or config["data"])
+    dataset = PreparedDataset(evaluation.data) if evaluation.data else run_dataset(config)
     true_reward = true_reward_of(str(dataset.root.resolve()), evaluation.beam_width)
     split = evaluation.split
     metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
@@ -66,7 +67,7 @@ def evaluate_test(run_dir: Path, beam_width: int) -> dict[str, float]:
     """Evaluate a trained run on the test split in one ranking pass (``record_test``)."""
     device = resolve_device("auto")
     ranker, config = load_ranker(Path(run_dir), device)
-    dataset = PreparedDataset(config["data"])
+    dataset = run_dataset(config)
     true_reward = true_reward_of(str(dataset.root.resolve()), beam_width)
     return record_test(RunFolder(run_dir), ranker, dataset, config["train"]["eval_batch_size"], device, true_reward)
 
@@ -110,9 +111,22 @@ class PerListRecorder(Ranker):
         return {name: torch.cat([b[name] for b in self.batches]).numpy() for name in self.batches[0]}
 
 
-@functools.lru_cache(maxsize=4)
 def true_reward_of(data_root: str, beam_width: int) -> TrueReward | None:
-    """One TrueReward per dataset for a whole benchmark, so its oracle is searched once (protocol.TrueReward)."""
+    """One TrueReward per dataset for a whole benchmark, so its oracle is searched once (protocol.TrueReward).
+
+    The cache is keyed by the dataset's and its world's manifests too, so a folder prepared or
+    simulated again within one process is looked at afresh (and checked by ``simulator_for``).
+    """
+    dataset = PreparedDataset(data_root)
+    world = dataset.manifest.get("simulator")
+    world_manifest = SimulatorFolder(Path(world)).manifest if world else None
+    stamp = tuple(sha256_file(path) for path in (PreparedDataset.manifest_path(dataset.root), world_manifest)
+                  if path is not None and path.is_file())
+    return _true_reward(str(dataset.root.resolve()), beam_width, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _true_reward(data_root: str, beam_width: int, stamp: tuple[str, ...]) -> TrueReward | None:
     dataset = PreparedDataset(data_root)
     simulator = simulator_for(dataset)
     return TrueReward(simulator, dataset, beam_width) if simulator is not None else None

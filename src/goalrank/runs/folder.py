@@ -22,7 +22,7 @@ from typing import Any
 
 from goalrank.config import config_differences
 from goalrank.errors import ArtifactError, ConfigError
-from goalrank.io import Folder, read_json, write_json
+from goalrank.io import Folder, read_recorded_json, write_recorded_json
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ class RunFolder(Folder):
         return self.metrics.is_file()
 
     def read_config(self) -> dict[str, Any]:
-        return read_json(self.config)
+        """config.json, verified against the folder's SHA256SUMS: an edited config is refused."""
+        config: dict[str, Any] = read_recorded_json(self.config)
+        return config
 
     def open(self, config: dict[str, Any], resume: bool = False) -> RunFolder:
         """Create the folder and write its config.json; refuse a non-empty folder unless resuming.
@@ -85,5 +87,5 @@ class RunFolder(Folder):
             hint = "it has no config.json to resume from" if resume else "choose another --out or pass --resume"
             raise ArtifactError(f"{self.root}: run folder exists and is not empty; {hint}")
         self.root.mkdir(parents=True, exist_ok=True)
-        write_json(self.config, config)
+        write_recorded_json(self.config, config)
         return self

@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 from goalrank.config import from_dict
+from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError, ConfigError
+from goalrank.io import sha256_file
 from goalrank.models.base import Ranker
 from goalrank.models.blocks import ModelConfig
 from goalrank.reward.model import RewardConfig, RewardModel
@@ -53,6 +55,22 @@ def load_ranker(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Rank
     if not isinstance(model, Ranker):
         raise ConfigError(f"--run {run_dir}: is a reward-model run; expected a ranker run")
     return model, config
+
+
+def data_record(dataset: PreparedDataset) -> dict[str, str]:
+    """What a run's config.json records of its dataset: the folder and its manifest's SHA-256."""
+    manifest = PreparedDataset.manifest_path(dataset.root)
+    return {"data": str(dataset.root.resolve()), "data_sha256": sha256_file(manifest)}
+
+
+def run_dataset(config: dict[str, Any]) -> PreparedDataset:
+    """The dataset a run was trained on, refused if it changed since (prepared again in its folder)."""
+    dataset = PreparedDataset(config["data"])
+    recorded = config.get("data_sha256")
+    if recorded is not None and sha256_file(PreparedDataset.manifest_path(dataset.root)) != recorded:
+        raise ArtifactError(f"{dataset.root}: not the dataset this run was trained on (its manifest changed "
+                            "since); train the run again or pass the dataset it was trained on")
+    return dataset
 
 
 def build_model(name: str, model_config: ModelConfig, evaluator: RewardModel | None) -> Ranker:

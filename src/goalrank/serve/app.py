@@ -29,10 +29,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from goalrank.config import check
-from goalrank.data.storage import PreparedDataset
 from goalrank.io import sha256_file
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import load_ranker
+from goalrank.runs.load import load_ranker, run_dataset
 from goalrank.serve.batcher import MicroBatcher
 from goalrank.serve.catalog import Catalog, HistoryEvent, RequestError
 from goalrank.serve.export import Backend, build_rank_fn
@@ -109,7 +108,7 @@ class RankingService:
         self.ranker, run_config = load_ranker(run_dir, "cpu")
         self.model_name = run_config["model_name"]
         self.model_version = f"{run_dir.resolve().name}@{sha256_file(RunFolder(run_dir).checkpoint)[:12]}"
-        self.catalog = Catalog(PreparedDataset(run_config["data"]), self.ranker.list_len)
+        self.catalog = Catalog(run_dataset(run_config), self.ranker.list_len)
         warmup = self.catalog.example_request()
         rank_fn = build_rank_fn(self.ranker, config.backend, warmup)
         self.batcher = MicroBatcher(rank_fn, config.max_batch, config.max_wait_ms / 1e3, warmup)

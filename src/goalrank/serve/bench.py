@@ -43,7 +43,7 @@ from goalrank.errors import ArtifactError
 from goalrank.models.base import ListRanker
 from goalrank.models.blocks import PAD
 from goalrank.perf import count_flops, matmul_peak_flops
-from goalrank.runs.load import load_ranker
+from goalrank.runs.load import load_ranker, run_dataset
 from goalrank.serve.batcher import concat
 from goalrank.serve.catalog import Catalog, HistoryEvent
 from goalrank.serve.export import Backend, compare_backends, format_backends
@@ -115,7 +115,7 @@ def bench_serve(settings: BenchServeConfig) -> str:
     sections = []
     for name, run in runs.items():
         ranker, config = load_ranker(run, "cpu")
-        dataset = PreparedDataset(config["data"])
+        dataset = run_dataset(config)
         catalog = Catalog(dataset, ranker.list_len)
         bodies = request_bodies(catalog, dataset, settings.requests, settings.seed)
         singles = [encode(catalog, body) for body in bodies]

@@ -26,7 +26,7 @@ from goalrank.objectives.reference import ReferenceConfig
 from goalrank.objectives.reward import RewardObjective
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import REWARD, build_model, load_reward_model
+from goalrank.runs.load import REWARD, build_model, data_record, load_reward_model
 from goalrank.runs.registry import MODELS
 from goalrank.train.distributed import Distributed, rank_seed
 from goalrank.train.loop import fit
@@ -109,7 +109,7 @@ def _train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume:
     seed_everything(config.train.seed)
     model = RewardModel(config.model).to(device)
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
-    payload = {"model_name": REWARD, "data": str(Path(data_dir).resolve()), **to_dict(config)}
+    payload = {"model_name": REWARD, **data_record(dataset), **to_dict(config)}
     run = RunFolder(run_dir)
     dist.on_main(lambda: run.open(payload, resume))
     valid = dataset.split("valid")
@@ -156,7 +156,7 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
     model = build_model(name, model_config, evaluator).to(device)
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     objective = spec.objective.build(ObjectiveInputs(model, evaluator, config.group, config.reference, rng))
-    payload = {"model_name": name, "data": str(Path(data_dir).resolve()),
+    payload = {"model_name": name, **data_record(dataset),
                "reward": str(Path(reward_dir).resolve()) if reward_dir else None, **to_dict(config)}
     run = RunFolder(run_dir)
     dist.on_main(lambda: run.open(payload, resume))

@@ -1,0 +1,55 @@
+"""A run and a dataset point to what they were made from, by path and SHA-256: a changed input is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from goalrank.cli import main
+from goalrank.io import read_json, write_json
+
+WORLD = ["--set", "n_users=40", "--set", "n_items=30", "--set", "sessions_per_user=6", "--set", "list_len=3",
+         "--set", "time_span=1000"]
+PREPARE = ["--set", "kcore=2", "--set", "n_candidates=8", "--set", "history_len=4", "--set", "retriever.epochs=1"]
+DNN = ["--model", "dnn", "--set", "model.d_model=8", "--set", "model.n_heads=2", "--set", "train.device=cpu",
+       "--set", "train.epochs=1"]
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> tuple[Path, Path, Path]:
+    world, data, run = tmp_path / "w", tmp_path / "d", tmp_path / "run"
+    assert main(["simulate", "--out", str(world), *WORLD]) == 0
+    assert main(["prepare", "--source", "simulator", "--input", str(world), "--out", str(data), *PREPARE]) == 0
+    assert main(["train", "--data", str(data), "--out", str(run), *DNN]) == 0
+    assert main(["evaluate", "--run", str(run), "--beam-width", "4"]) == 0
+    return world, data, run
+
+
+def test_a_world_simulated_again_in_its_folder_is_refused(trained, capsys: pytest.CaptureFixture[str]) -> None:
+    world, _, run = trained
+    assert main(["simulate", "--out", str(world), "--overwrite", "--set", "seed=1", *WORLD]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--beam-width", "4"]) == 2
+    assert "not the simulator world" in capsys.readouterr().err
+
+
+def test_a_dataset_prepared_again_in_its_folder_is_refused(trained, capsys: pytest.CaptureFixture[str]) -> None:
+    world, data, run = trained
+    assert main(["prepare", "--source", "simulator", "--input", str(world), "--out", str(data), "--overwrite",
+                 *PREPARE, "--set", "seed=1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--beam-width", "4"]) == 2
+    assert "not the dataset this run was trained on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit", ["config", "manifest"])
+def test_an_edited_run_config_or_dataset_manifest_is_refused(trained, edit: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    _, data, run = trained
+    path = run / "config.json" if edit == "config" else data / "manifest.json"
+    values = read_json(path)
+    write_json(path, {**values, "data": "/elsewhere"} if edit == "config" else {**values, "n_items": 5})
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--beam-width", "4"]) == 2
+    assert f"{path}: checksum mismatch" in capsys.readouterr().err
