@@ -53,3 +53,14 @@ def test_an_edited_run_config_or_dataset_manifest_is_refused(trained, edit: str,
     capsys.readouterr()
     assert main(["evaluate", "--run", str(run), "--beam-width", "4"]) == 2
     assert f"{path}: checksum mismatch" in capsys.readouterr().err
+
+
+def test_evaluating_on_a_dataset_of_another_catalogue_is_one_error(trained, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, run = trained
+    other_world, other = tmp_path / "w2", tmp_path / "d2"
+    assert main(["simulate", "--out", str(other_world), *WORLD, "--set", "n_items=40"]) == 0
+    assert main(["prepare", "--source", "simulator", "--input", str(other_world), "--out", str(other), *PREPARE]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--data", str(other), "--beam-width", "4"]) == 2
+    assert "has n_items=" in capsys.readouterr().err

@@ -17,6 +17,7 @@ import torch
 
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch, SplitName
+from goalrank.errors import ConfigError
 from goalrank.evaluate.metrics import per_list_metrics
 from goalrank.evaluate.protocol import COMPLETE, TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
 from goalrank.io import atomic_file, record_checksum, sha256_file, write_recorded_json
@@ -54,6 +55,10 @@ def evaluate_run(evaluation: EvaluateConfig) -> str:
     device = resolve_device("auto")
     model, config = load_ranker(Path(evaluation.run), device)
     dataset = PreparedDataset(evaluation.data) if evaluation.data else run_dataset(config)
+    for name, value in (("n_items", dataset.n_items), ("list_len", dataset.list_len)):
+        if config["model"].get(name) not in (None, value):  # the model's item table and L come from its data
+            raise ConfigError(f"--data {dataset.root}: has {name}={value}, the run's model "
+                              f"{config['model'][name]}; evaluate on a dataset of the same catalogue and L")
     true_reward = true_reward_of(str(dataset.root.resolve()), evaluation.beam_width)
     split = evaluation.split
     metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
