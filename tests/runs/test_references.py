@@ -64,3 +64,12 @@ def test_evaluating_on_a_dataset_of_another_catalogue_is_one_error(trained, tmp_
     capsys.readouterr()
     assert main(["evaluate", "--run", str(run), "--data", str(other), "--beam-width", "4"]) == 2
     assert "has n_items=" in capsys.readouterr().err
+
+
+def test_evaluating_an_unfinished_run_warns(trained, capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, run = trained
+    (run / "metrics.json").unlink()  # as a run killed after its first checkpoint
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--beam-width", "4"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {run}: training has not finished (no metrics.json)" in err

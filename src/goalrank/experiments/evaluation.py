@@ -9,6 +9,7 @@ only evaluated here, once per run.
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,9 @@ def evaluate_run(evaluation: EvaluateConfig) -> str:
     """
     device = resolve_device("auto")
     model, config = load_ranker(Path(evaluation.run), device)
+    if not RunFolder(Path(evaluation.run)).is_complete:
+        print(f"warning: {evaluation.run}: training has not finished (no metrics.json); evaluating the best "
+              "checkpoint so far", file=sys.stderr)
     dataset = PreparedDataset(evaluation.data) if evaluation.data else run_dataset(config)
     for name, value in (("n_items", dataset.n_items), ("list_len", dataset.list_len)):
         if config["model"].get(name) not in (None, value):  # the model's item table and L come from its data
