@@ -121,15 +121,21 @@ def test_overwrite_replaces_only_a_folder_goalrank_wrote(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "ratings.csv").write_text("1,2,3,4\n")  # e.g. the folder that holds the input log
-    with pytest.raises(ArtifactError, match="has no manifest.json, so goalrank did not write it; refusing"):
+    with pytest.raises(ArtifactError, match="has no goalrank manifest.json, so goalrank did not write it; refusing"):
         with atomic_dir(mine, overwrite=True) as tmp:
             (tmp / "manifest.json").write_text("{}")
     assert (mine / "ratings.csv").read_text() == "1,2,3,4\n"
     ours = tmp_path / "ours"
-    for content in ("first", "second"):
+    for version in (1, 2):
         with atomic_dir(ours, overwrite=True) as tmp:
-            (tmp / "manifest.json").write_text(content)
-    assert (ours / "manifest.json").read_text() == "second"
+            (tmp / "manifest.json").write_text(f'{{"format_version": {version}}}')
+    assert read_json(ours / "manifest.json") == {"format_version": 2}
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "manifest.json").write_text('{"name": "an app"}')  # a manifest.json goalrank did not write
+    with pytest.raises(ArtifactError, match="has no goalrank manifest.json"):
+        with atomic_dir(web, overwrite=True):
+            pass
     (tmp_path / "file").write_text("x")
     for target, named in ((tmp_path / "file", "is a file, not a folder"), (tmp_path / "file" / "out", "is a file")):
         with pytest.raises(ArtifactError, match=named):

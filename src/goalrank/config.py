@@ -148,6 +148,12 @@ def _coerce(value: Any, field_type: Any, where: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
         return _coerce(value, args[0], where)
+    if origin is dict or field_type is dict:
+        if not isinstance(value, dict):
+            key = where.partition(".")[2] or where
+            raise ConfigError(f"{where}={value!r}: expected a table of values (e.g. --set {key}.FIELD=VALUE), "
+                              "not a value")
+        return value
     if origin in (tuple, list):
         (inner, *_) = typing.get_args(field_type) or (str,)
         items = value.split(",") if isinstance(value, str) else list(value)

@@ -40,30 +40,49 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def check_target(target: Path, overwrite: bool, marker: str = "manifest.json") -> None:
+    """Raise ArtifactError unless ``target`` may be written: absent, or (with ``overwrite``) empty or
+    a folder goalrank wrote — its ``marker`` a JSON manifest with a ``format_version`` — and its
+    parent a folder. Called before any work is done, and again under the lock before writing."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise ArtifactError(f"{target}: already exists (pass --overwrite to replace it)")
+    if target.exists() and not target.is_dir():
+        raise ArtifactError(f"{target}: is a file, not a folder; choose another output path")
+    if target.is_dir() and any(target.iterdir()) and not _is_manifest(target / marker):
+        raise ArtifactError(f"{target}: has no goalrank {marker}, so goalrank did not write it; refusing to replace "
+                            "it with --overwrite (remove it yourself or choose another output path)")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise ArtifactError(f"{target.parent}: is a file, not a folder; choose another output path")
+
+
+def _is_manifest(path: Path) -> bool:
+    try:
+        return path.is_file() and "format_version" in json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError):
+        return False
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, overwrite: bool = False, marker: str = "manifest.json") -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; rename it to ``target`` if the block succeeds.
 
     On any exception the temporary folder is removed and ``target`` is left untouched. While the
     block runs, ``.<name>.lock`` beside ``target`` is held exclusively, so a second writer of the
-    same folder fails at once instead of racing; holding it, temporary folders that an earlier,
-    killed writer left (``.<name>.tmp-*``) are removed. ``overwrite`` replaces only a folder that
-    goalrank wrote (``marker`` in it) or an empty one: never a folder of other files.
+    same folder fails instead of racing; holding it, temporary folders that an earlier, killed
+    writer left (``.<name>.tmp-<8 hex>``) are removed. ``overwrite`` replaces only a folder that
+    goalrank wrote or an empty one (``check_target``): never a folder of other files.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise ArtifactError(f"{target}: already exists (pass --overwrite to replace it)")
-    if target.exists() and not target.is_dir():
-        raise ArtifactError(f"{target}: is a file, not a folder; choose another output path")
-    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
-        raise ArtifactError(f"{target}: has no {marker}, so goalrank did not write it; refusing to replace it "
-                            "with --overwrite (remove it yourself or choose another output path)")
-    if target.parent.exists() and not target.parent.is_dir():
-        raise ArtifactError(f"{target.parent}: is a file, not a folder; choose another output path")
+    check_target(target, overwrite, marker)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(target.parent / f".{target.name}.lock", f"{target} is being written by another process"):
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+    lock = target.parent.resolve() / f".{target.name}.lock"
+    with exclusive_lock(lock, f"{target} is being written by another process"):
+        check_target(target, overwrite, marker)  # again: another writer may have finished meanwhile
+        stale = re.compile(rf"\.{re.escape(target.name)}\.tmp-[0-9a-f]{{8}}")
+        for path in target.parent.iterdir():
+            if stale.fullmatch(path.name):
+                shutil.rmtree(path, ignore_errors=True)
         tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:

@@ -21,7 +21,8 @@ DNN = ["--model", "dnn", "--set", "model.d_model=8", "--set", "model.n_heads=2",
     (["select_metric=bogus"], "select_metric='bogus': expected one of ['H', 'NDCG', 'MAP', 'F1', 'AUC']"),
     (["model.list_len=7"], "model.list_len='7': set by the dataset"),
     (["model.n_items=5"], "model.n_items='5': set by the dataset"),
-    (["train.device=cuda:7"], "train.device='cuda:7': expected a CUDA device of this machine"),
+    (["train.device=cuda:999"], "train.device='cuda:999': expected a CUDA device of this machine"),
+    (["model=5"], "model='5': expected a table of values"),
     (["train=5"], "train='5': expected a table of its fields"),
     (["train.lr=inf"], "train.lr='inf': expected a finite number"),
 ])
@@ -52,6 +53,18 @@ def test_absurd_learning_rates_and_world_sizes_are_refused(tmp_path: Path, capsy
     assert main(["simulate", "--out", str(tmp_path / "w"), "--set", "n_users=100000000000"]) == 2
     assert "n_users=100000000000: expected at most 1e+10 interactions in all" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_a_checkpoint_the_disk_refuses_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    def full(*args: object, **kwargs: object) -> None:  # what torch.save raises on a full disk
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr("goalrank.runs.checkpoint.torch.save", full)
+    data, out = tiny_dataset(tmp_path / "data"), tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *DNN]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {out}/checkpoint.pt: could not write the checkpoint (")
 
 
 def test_a_full_disk_is_one_error_line_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

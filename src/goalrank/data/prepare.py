@@ -37,7 +37,7 @@ from goalrank.data.loaders import KuaiRandLabel, Source, load_log, source_files
 from goalrank.data.split import TemporalSplit, temporal_split
 from goalrank.data.storage import SPLITS, PreparedDataset, SplitSource, write_prepared
 from goalrank.errors import ArtifactError, DataError
-from goalrank.io import read_json, sha256_file
+from goalrank.io import check_target, read_json, sha256_file
 from goalrank.retrieval.mf import RetrieverConfig, train_bpr
 from goalrank.retrieval.search import retrieve
 from goalrank.simulate.folder import SimulatorFolder
@@ -133,8 +133,7 @@ def _resolve_list_len(source: str, log: str, list_len: int) -> int:
 def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False) -> PreparedDataset:
     """Prepare the dataset of ``config`` into ``out_dir``; nothing is left there if any step fails."""
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ArtifactError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_target(out, overwrite)  # before the work: write_prepared checks again under the folder's lock
     if Path(config.input).resolve().is_relative_to(out.resolve()):
         raise ArtifactError(f"{out}: holds the input {config.input}; write the prepared dataset elsewhere")
     log = load_log(config.source, config.input, config.min_positive_rating, config.kuairand_positive)

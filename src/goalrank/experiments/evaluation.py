@@ -58,7 +58,8 @@ def evaluate_run(evaluation: EvaluateConfig) -> str:
     if not RunFolder(Path(evaluation.run)).is_complete:
         print(f"warning: {evaluation.run}: training has not finished (no metrics.json); evaluating the best "
               "checkpoint so far", file=sys.stderr)
-    dataset = PreparedDataset(evaluation.data) if evaluation.data else run_dataset(config)
+    own = not evaluation.data or Path(evaluation.data).resolve() == Path(config["data"]).resolve()
+    dataset = run_dataset(config) if own else PreparedDataset(evaluation.data)
     for name, value in (("n_items", dataset.n_items), ("list_len", dataset.list_len)):
         if config["model"].get(name) not in (None, value):  # the model's item table and L come from its data
             raise ConfigError(f"--data {dataset.root}: has {name}={value}, the run's model "
@@ -126,7 +127,7 @@ def true_reward_of(data_root: str, beam_width: int) -> TrueReward | None:
     The cache is keyed by the dataset's and its world's manifests too, so a folder prepared or
     simulated again within one process is looked at afresh (and checked by ``simulator_for``).
     """
-    dataset = PreparedDataset(data_root)
+    dataset = PreparedDataset(data_root, verify=False)  # the stamp needs the manifest, not the arrays' hashes
     world = dataset.manifest.get("simulator")
     world_manifest = SimulatorFolder(Path(world)).manifest if world else None
     stamp = tuple(sha256_file(path) for path in (PreparedDataset.manifest_path(dataset.root), world_manifest)

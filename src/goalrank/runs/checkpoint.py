@@ -33,7 +33,10 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
+            raise ArtifactError(f"{path}: could not write the checkpoint ({str(exc).splitlines()[0]})") from exc
         digest = sha256_file(tmp)
         _write_digests(path, [digest, *(d for d in _recorded_digests(path) if d != digest)])
         os.replace(tmp, path)

@@ -22,7 +22,7 @@ from typing import Any
 
 from goalrank.config import config_differences
 from goalrank.errors import ArtifactError, ConfigError
-from goalrank.io import Folder, read_recorded_json, write_recorded_json
+from goalrank.io import SUMS, Folder, read_recorded_json, write_recorded_json
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class RunFolder(Folder):
     @property
     def lock(self) -> Path:
         """Held by the process that trains the run; beside the folder, so it can be taken first."""
-        return self.root.parent / f".{self.root.name}.lock"
+        root = self.root.resolve()  # one lock per folder, however its path is spelt
+        return root.parent / f".{root.name}.lock"
 
     @property
     def metrics(self) -> Path:
@@ -69,6 +70,9 @@ class RunFolder(Folder):
 
     def read_config(self) -> dict[str, Any]:
         """config.json, verified against the folder's SHA256SUMS: an edited config is refused."""
+        if self.config.is_file() and not (self.root / SUMS).is_file():
+            raise ArtifactError(f"{self.root}: written by an older goalrank (its config.json is not recorded in "
+                                f"{SUMS}); remove the folder and train the run again")
         config: dict[str, Any] = read_recorded_json(self.config)
         return config
 

@@ -69,7 +69,7 @@ def run_dataset(config: dict[str, Any]) -> PreparedDataset:
     recorded = config.get("data_sha256")
     if recorded is not None and sha256_file(PreparedDataset.manifest_path(dataset.root)) != recorded:
         raise ArtifactError(f"{dataset.root}: not the dataset this run was trained on (its manifest changed "
-                            "since); train the run again or pass the dataset it was trained on")
+                            "since it was prepared again); train the run again on it")
     return dataset
 
 
