@@ -45,10 +45,12 @@ class ConfigDefault:
         raise AttributeError(f"{self.cls} has no field {self.field!r}")
 
 
-def _flag(parser: argparse.ArgumentParser, name: str, config: tuple[str, str], help: str, **kwargs: Any) -> None:
-    """A shorthand for config field ``name`` (dashes for underscores); unset keeps the config's value."""
+def _flag(parser: argparse.ArgumentParser, name: str, config: tuple[str, str], help: str, option: str = "",
+          **kwargs: Any) -> None:
+    """A shorthand for config field ``name`` (``--name`` with dashes, or ``option``, e.g. a ``--no-x``
+    switch); unset keeps the config's value."""
     default = ConfigDefault(*config, name)
-    parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
+    parser.add_argument(option or f"--{name.replace('_', '-')}", dest=name, default=default,
                         help=f"{help} (config field {name}; default: %(default)s)", **kwargs)
     parser.set_defaults(config_flags=(*(parser.get_default("config_flags") or ()), name))
 
@@ -237,10 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print users, items, interactions and lists per split (paper App. D.1).",
     )
     p.add_argument("dataset", type=Path, help="prepared-dataset folder")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   default=ConfigDefault("goalrank.data.prepare", "StatsConfig", "verify"),
-                   help="skip checksum verification (config field verify)")
-    p.set_defaults(config_flags=("verify",))
+    _flag(p, "verify", ("goalrank.data.prepare", "StatsConfig"), "skip checksum verification",
+          option="--no-verify", action="store_false")
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_stats)
 
@@ -358,9 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(b, "backends", BENCH_SERVE, "comma-separated inference paths to compare (eager,torchscript,compile; "
           "empty: skip)")
     _flag(b, "threads", BENCH_SERVE, "torch intra-op threads of client and server (0: torch's default)")
-    b.add_argument("--no-http", dest="http", action="store_false", default=ConfigDefault(*BENCH_SERVE, "http"),
-                   help="skip the HTTP measurements (config field http)")
-    b.set_defaults(config_flags=(*b.get_default("config_flags"), "http"))
+    _flag(b, "http", BENCH_SERVE, "skip the HTTP measurements", option="--no-http", action="store_false")
     _flag(b, "seed", BENCH_SERVE, "seed of request sampling")
     _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_serve)

@@ -227,22 +227,24 @@ class MatchedNegatives:
     def _draw(self, users: np.ndarray, starts: np.ndarray, exposed: np.ndarray, count: int,
               rng: np.random.Generator, draw: Callable[[tuple[int, int]], np.ndarray]) -> np.ndarray:
         chosen = np.full((users.shape[0], count), -1, dtype=np.int64)
+
+        def extend(rows: np.ndarray, proposals: np.ndarray) -> None:
+            """Rows ``rows`` keep their valid picks, then take valid ``proposals`` in order."""
+            merged = np.concatenate([chosen[rows], proposals], axis=1)
+            chosen[rows] = self._first_valid(users[rows], starts[rows], exposed[rows], merged, count)
+
         for round_ in range(self.rounds + 1):
             short = np.flatnonzero((chosen < 0).any(axis=1))
             if short.size == 0:
                 break
             if round_ < self.rounds:
-                proposals = draw((short.size, self.oversample * count))
-                merged = np.concatenate([chosen[short], proposals], axis=1)
-                chosen[short] = self._first_valid(users[short], starts[short], exposed[short], merged, count)
+                extend(short, draw((short.size, self.oversample * count)))
                 continue
             # still short: every item of the catalogue in random order, a bounded number of rows at a time
             step = max(1, FALLBACK_CELLS // self.n_items)
             for lo in range(0, short.size, step):
                 rows = short[lo : lo + step]
-                proposals = np.argsort(rng.random((rows.size, self.n_items)), axis=1) + 1
-                merged = np.concatenate([chosen[rows], proposals], axis=1)
-                chosen[rows] = self._first_valid(users[rows], starts[rows], exposed[rows], merged, count)
+                extend(rows, np.argsort(rng.random((rows.size, self.n_items)), axis=1) + 1)
         if (chosen < 0).any():
             raise DataError(f"{int((chosen < 0).any(axis=1).sum())} list(s) have fewer than {count} items that are "
                             "neither exposed in them nor consumed before them; lower n_candidates")

@@ -18,6 +18,7 @@ markdown tables, PNG plots and ``report.md`` (``report``) under ``--out``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -35,6 +36,7 @@ from goalrank.data.prepare import PrepareConfig, prepare
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError, DataError
 from goalrank.evaluate.audit import AuditConfig, reference_rankers, shortcut_warning
+from goalrank.evaluate.protocol import TrueReward
 from goalrank.experiments.config import BenchmarkConfig, DatasetSpec
 from goalrank.experiments.evaluation import evaluate_test, record_test, true_reward_of
 from goalrank.experiments.folder import BenchmarkFolder
@@ -186,24 +188,24 @@ def _sanity_rows(folder: BenchmarkFolder, seed_dir: Path, dataset: PreparedDatas
     The list oracle's folder names its beam width, so a run with another ``beam_width`` does not
     reuse it; the panel (training-split statistics) is built only when a row is missing.
     """
-    true_reward = true_reward_of(str(dataset.root.resolve()), config.beam_width)
+    true_reward = true_reward_of(dataset, config.beam_width)
     names = [ranker for ranker in SANITY_ROWS if true_reward is not None or not ranker.endswith("_oracle")]
-    panel: dict[str, Ranker] = {}
+    panel = functools.cache(partial(reference_rankers, dataset, true_reward, seed))
     rows = []
     for ranker_name in names:
         suffix = f"-beam{config.beam_width}" if ranker_name == "list_oracle" else ""
         run = RunFolder(seed_dir / f"{REFERENCE}-{ranker_name}{suffix}")
-        done, label = run.evaluation("test"), f"[{name} seed {seed}] {ranker_name}"
-        if done.is_file():
-            stage(done, lambda: None, label)  # reports the skip
-        else:
-            panel = panel or reference_rankers(dataset, true_reward, seed)
-            stage(done, partial(record_test, run, panel[ranker_name], dataset, AuditConfig.batch_size,
-                                torch.device("cpu"), true_reward), label)
+        stage(run.evaluation("test"), partial(_record_reference, run, ranker_name, panel, dataset, true_reward),
+              f"[{name} seed {seed}] {ranker_name}")
         spec = RunSpec("table1", ranker_name, "", REFERENCE)
         rows.append({**_row_identity(folder, spec, name, seed, run.root), "parameters": 0,
                      **read_recorded_json(run.evaluation("test"))})
     return rows
+
+
+def _record_reference(run: RunFolder, name: str, panel: Callable[[], dict[str, Ranker]], dataset: PreparedDataset,
+                      true_reward: TrueReward | None) -> None:
+    record_test(run, panel()[name], dataset, AuditConfig.batch_size, torch.device("cpu"), true_reward)
 
 
 def _digest(payload: Any) -> str:

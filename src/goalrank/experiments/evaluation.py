@@ -24,7 +24,7 @@ from goalrank.evaluate.protocol import COMPLETE, TRUE_REWARD, TrueReward, evalua
 from goalrank.io import atomic_file, record_checksum, sha256_file, write_recorded_json
 from goalrank.models.base import ListRanker, Ranker, RankOutput
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import load_ranker, run_dataset
+from goalrank.runs.load import data_fields, load_ranker, run_dataset
 from goalrank.simulate.folder import SimulatorFolder
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 from goalrank.train.runtime import resolve_device
@@ -60,14 +60,14 @@ def evaluate_run(evaluation: EvaluateConfig) -> str:
               "checkpoint so far", file=sys.stderr)
     own = not evaluation.data or Path(evaluation.data).resolve() == Path(config["data"]).resolve()
     dataset = run_dataset(config) if own else PreparedDataset(evaluation.data)
-    for name, value in (("n_items", dataset.n_items), ("list_len", dataset.list_len)):
+    for name, value in data_fields(dataset).items():
         if config["model"].get(name) not in (None, value):  # the model's item table and L come from its data
             raise ConfigError(f"--data {dataset.root}: has {name}={value}, the run's model "
                               f"{config['model'][name]}; evaluate on a dataset of the same catalogue and L")
-    true_reward = true_reward_of(str(dataset.root.resolve()), evaluation.beam_width)
+    true_reward = true_reward_of(dataset, evaluation.beam_width)
     split = evaluation.split
     metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
-    if dataset.root.resolve() != Path(config["data"]).resolve():  # the run folder's files are its own data's
+    if not own:  # the run folder's files are its own data's
         return format_metrics(f"{config['model_name']} on {split} of {dataset.root} (not written)", metrics)
     write_recorded_json(RunFolder(Path(evaluation.run)).evaluation(split), metrics)
     return format_metrics(f"{config['model_name']} on {split}", metrics)
@@ -78,7 +78,7 @@ def evaluate_test(run_dir: Path, beam_width: int) -> dict[str, float]:
     device = resolve_device("auto")
     ranker, config = load_ranker(Path(run_dir), device)
     dataset = run_dataset(config)
-    true_reward = true_reward_of(str(dataset.root.resolve()), beam_width)
+    true_reward = true_reward_of(dataset, beam_width)
     return record_test(RunFolder(run_dir), ranker, dataset, config["train"]["eval_batch_size"], device, true_reward)
 
 
@@ -121,13 +121,12 @@ class PerListRecorder(Ranker):
         return {name: torch.cat([b[name] for b in self.batches]).numpy() for name in self.batches[0]}
 
 
-def true_reward_of(data_root: str, beam_width: int) -> TrueReward | None:
+def true_reward_of(dataset: PreparedDataset, beam_width: int) -> TrueReward | None:
     """One TrueReward per dataset for a whole benchmark, so its oracle is searched once (protocol.TrueReward).
 
     The cache is keyed by the dataset's and its world's manifests too, so a folder prepared or
     simulated again within one process is looked at afresh (and checked by ``simulator_for``).
     """
-    dataset = PreparedDataset(data_root, verify=False)  # the stamp needs the manifest, not the arrays' hashes
     world = dataset.manifest.get("simulator")
     world_manifest = SimulatorFolder(Path(world)).manifest if world else None
     stamp = tuple(sha256_file(path) for path in (PreparedDataset.manifest_path(dataset.root), world_manifest)
@@ -137,7 +136,7 @@ def true_reward_of(data_root: str, beam_width: int) -> TrueReward | None:
 
 @functools.lru_cache(maxsize=4)
 def _true_reward(data_root: str, beam_width: int, stamp: tuple[str, ...]) -> TrueReward | None:
-    dataset = PreparedDataset(data_root)
+    dataset = PreparedDataset(data_root, verify=False)  # the caller's copy was verified; ``stamp`` pins it
     simulator = simulator_for(dataset)
     return TrueReward(simulator, dataset, beam_width) if simulator is not None else None
 

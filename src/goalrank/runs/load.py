@@ -57,6 +57,11 @@ def load_ranker(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Rank
     return model, config
 
 
+def data_fields(dataset: PreparedDataset) -> dict[str, int]:
+    """The model fields a dataset decides: the size of the item table and the list length L."""
+    return {"n_items": dataset.n_items, "list_len": dataset.list_len}
+
+
 def data_record(dataset: PreparedDataset) -> dict[str, str]:
     """What a run's config.json records of its dataset: the folder and its manifest's SHA-256."""
     manifest = PreparedDataset.manifest_path(dataset.root)

@@ -26,7 +26,7 @@ from goalrank.objectives.reference import ReferenceConfig
 from goalrank.objectives.reward import RewardObjective
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import REWARD, build_model, data_record, load_reward_model
+from goalrank.runs.load import REWARD, build_model, data_fields, data_record, load_reward_model
 from goalrank.runs.registry import MODELS
 from goalrank.train.distributed import Distributed, rank_seed
 from goalrank.train.loop import fit
@@ -66,7 +66,7 @@ def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
 def _data_fields(dataset: PreparedDataset, model_values: dict[str, Any]) -> dict[str, Any]:
     """``model_values`` with the fields the dataset decides (items, L); a different value set by
     hand is refused before any work, not met by an index error after an epoch."""
-    fields = {"n_items": dataset.n_items, "list_len": dataset.list_len}
+    fields = data_fields(dataset)
     for name, value in fields.items():
         if name in model_values and str(model_values[name]) != str(value):
             raise ConfigError(f"model.{name}={model_values[name]!r}: set by the dataset {dataset.root} "
