@@ -199,7 +199,9 @@ GENERATOR_ONLY = [name for name, spec in MODELS.items() if not spec.needs_evalua
 def objective_for(name: str, model: nn.Module) -> Objective:
     """The objective the registry trains model ``name`` with (its evaluator if it has one)."""
     evaluator = model.evaluator if MODELS[name].needs_evaluator else None
-    inputs = ObjectiveInputs(model, evaluator, GroupConfig(), ReferenceConfig(), torch.Generator().manual_seed(0))
+    popularity = torch.arange(model.config.n_items + 1).float()  # the popularity policy's input
+    inputs = ObjectiveInputs(model, evaluator, GroupConfig(), ReferenceConfig(), torch.Generator().manual_seed(0),
+                             popularity=popularity)
     return MODELS[name].objective.build(inputs)
 
 

@@ -32,10 +32,11 @@ def assert_distinct(group: torch.Tensor) -> None:
         assert len({tuple(row) for row in request.tolist()}) == request.shape[0]
 
 
-def test_default_mix_uses_all_seven_policies():
+def test_default_mix_uses_every_policy_but_those_that_need_a_scorer_run():
     config = GroupConfig()
     assert config.group_size == 20
-    assert allocate(config.group_size, config.mix) == dict(zip(POLICY_NAMES, [3, 3, 3, 3, 3, 3, 2]))
+    expected = {name: 2 for name in POLICY_NAMES if name not in ("scorer", "scorer_shuffle")}
+    assert allocate(config.group_size, config.mix) == expected
 
 
 def test_allocate_largest_remainder_by_hand():

@@ -1,7 +1,8 @@
 """Group-building helpers for the groups/ tests, on the exact toy models of ``builders``.
 
 ``make_context``: a GroupContext over a toy batch (``builders.make_batch(logged=False)``) with a
-``PlackettLuce`` generator and a ``PairwiseReward`` evaluator; ``assert_valid_lists`` checks what
+``PlackettLuce`` generator, a ``PairwiseReward`` evaluator and random item popularities (the
+popularity policy's input); ``assert_valid_lists`` checks what
 every group policy must return.
 """
 
@@ -24,6 +25,7 @@ def make_context(
         evaluator=evaluator or PairwiseReward(num_items, seed), list_len=list_len,
         rng=torch.Generator().manual_seed(seed),
         existing=existing if existing is not None else torch.zeros(size, 0, list_len, dtype=torch.long),
+        popularity=torch.rand(num_items + 1, generator=torch.Generator().manual_seed(seed)),
     )
 
 

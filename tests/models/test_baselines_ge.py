@@ -12,6 +12,7 @@ from sklearn.metrics import log_loss
 from builders import GENERATOR_EVALUATOR, N_ITEMS, all_lists, make_batch, objective_for, tiny_dataset
 from goalrank.cli import main
 from goalrank.errors import ConfigError
+from goalrank.models.egrerank import normalised_advantages
 from goalrank.models.nar4rec import decode_position_matrix
 from goalrank.models.pier import PIERConfig
 from goalrank.reward.model import RewardConfig, RewardModel
@@ -23,7 +24,8 @@ SMALL = {"d_model": 16, "n_heads": 2, "ffn_mult": 2}
 def make_evaluator(list_len: int, seed: int = 100) -> RewardModel:
     """A tiny randomly initialised reward model, frozen as the loader freezes a trained one."""
     torch.manual_seed(seed)
-    evaluator = RewardModel(RewardConfig(n_items=N_ITEMS, list_len=list_len, **SMALL)).eval()
+    evaluator = RewardModel(RewardConfig(n_items=N_ITEMS, n_users=10, list_len=list_len, position_weights="dcg",
+                                         **SMALL)).eval()
     for parameter in evaluator.parameters():
         parameter.requires_grad_(False)
     return evaluator
@@ -154,7 +156,9 @@ def test_mge_with_100_generators_trains_and_proposes_distinct_lists():
 
 
 def test_egrerank_policy_gradient_matches_the_exact_gradient_of_the_expected_reward():
-    """E[∇ surrogate] = −(K − 1)/K ∇ Σ_l π(l) r(l): the mean baseline shrinks it by (K − 1)/K."""
+    """E[∇ surrogate] ≈ −(K − 1)/K ∇ Σ_l π(l) r(l) / σ_π(r): the mean baseline shrinks it by
+    (K − 1)/K and the per-request normalisation divides it by the rewards' spread under π, which
+    the K = 5000 samples' standard deviation estimates closely."""
     samples = 5000
     evaluator = make_evaluator(list_len=2)
     model = make_model("egrerank", 2, evaluator, num_samples=samples)
@@ -169,10 +173,21 @@ def test_egrerank_policy_gradient_matches_the_exact_gradient_of_the_expected_rew
     estimated = gradient(model.policy_gradient_loss(batch, model.encode(batch), rng)[0])
     lists = all_lists(n_candidates=4, list_len=2, size=1)  # (1, 12, 2)
     probabilities = model.log_prob(model.encode(batch), lists).exp()  # (1, 12)
-    expected_reward = (probabilities * evaluator.list_reward(batch, lists)).sum()
-    exact = gradient(-expected_reward * (samples - 1) / samples)
+    rewards = evaluator.list_reward(batch, lists)
+    expected_reward = (probabilities * rewards).sum()
+    spread = ((probabilities * rewards**2).sum() - expected_reward**2).sqrt().detach()
+    exact = gradient(-expected_reward * (samples - 1) / samples / spread)
     assert F.cosine_similarity(estimated, exact, dim=0) > 0.995
     assert estimated.norm() / exact.norm() == pytest.approx(1.0, abs=0.1)
+
+
+def test_egrerank_advantages_have_zero_mean_and_unit_spread_per_request():
+    rewards = torch.tensor([[1.0, 1.1, 1.3, 0.9], [5.0, 5.0, 5.0, 5.0], [0.0, 10.0, 0.0, 10.0]])
+    advantages = normalised_advantages(rewards)
+    torch.testing.assert_close(advantages.mean(dim=1), torch.zeros(3))
+    torch.testing.assert_close(advantages[[0, 2]].std(dim=1, unbiased=False), torch.ones(2), atol=1e-4, rtol=0)
+    assert torch.equal(advantages[1], torch.zeros(4))  # equal rewards: no preference, no NaN
+    torch.testing.assert_close(advantages[2], torch.tensor([-1.0, 1.0, -1.0, 1.0]), atol=1e-5, rtol=0)
 
 
 def test_egrerank_training_raises_the_evaluators_reward_of_sampled_lists():

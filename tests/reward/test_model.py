@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -6,16 +7,19 @@ from sklearn.metrics import log_loss
 
 from builders import N_ITEMS, make_batch
 from goalrank.errors import ConfigError, DataError
-from goalrank.reward.model import RewardConfig, RewardModel
+from goalrank.models.blocks import PAD, UNKNOWN_USER
+from goalrank.reward.model import RewardConfig, RewardModel, position_weights, resolve_position_weights
 
-CANDIDATES, LIST_LEN, HISTORY = 8, 4, 5
+CANDIDATES, LIST_LEN, HISTORY, USERS = 8, 4, 5, 10
 # make_batch's requests for this module: every request has a logged history (no new user).
 REQUESTS = {"n_candidates": CANDIDATES, "list_len": LIST_LEN, "history_len": HISTORY, "new_user": False}
 
 
 def make_model(seed: int = 0, **fields) -> RewardModel:
     torch.manual_seed(seed)
-    config = RewardConfig(n_items=N_ITEMS, d_model=16, n_heads=2, ffn_mult=2, list_len=LIST_LEN, **fields)
+    fields = {"position_weights": "dcg", **fields}
+    config = RewardConfig(n_items=N_ITEMS, n_users=USERS, d_model=16, n_heads=2, ffn_mult=2, list_len=LIST_LEN,
+                          **fields)
     return RewardModel(config).eval()
 
 
@@ -64,7 +68,7 @@ def test_item_feedback_depends_on_the_rest_of_the_list_unless_causal():
 
 
 def test_loss_is_bce_on_the_exposed_list_and_decreases_with_adam():
-    model = make_model(seed=1, dropout=0.0).train()
+    model = make_model(seed=1, dropout=0.0, cold_start_rate=0.0).train()
     batch = make_batch(16, seed=2, **REQUESTS)
     labels = batch.labels.gather(1, batch.exposed)
     probabilities = torch.sigmoid(model.item_logits(batch, batch.exposed[:, None])[:, 0]).detach()
@@ -87,3 +91,73 @@ def test_bad_lists_and_configs_are_rejected():
         RewardConfig(n_items=N_ITEMS, position_weights="linear")
     with pytest.raises(ConfigError, match="model.n_heads"):
         RewardConfig(n_items=N_ITEMS, d_model=10, n_heads=4)
+
+
+def with_history(batch, history, labels):
+    return dataclasses.replace(batch, history=history, history_labels=labels)
+
+
+def test_history_attention_ignores_padding_and_reads_every_history_item():
+    model = make_model(dropout=0.0)
+    batch = make_batch(2, **REQUESTS)
+    history, labels = batch.history.clone(), batch.history_labels.clone()
+    history[:, :2], labels[:, :2] = PAD, 0  # left padding
+    padded = with_history(batch, history, labels)
+    before = model.item_logits(padded, LISTS[:2])
+    embedding = model.items.weight.detach().clone()
+    with torch.no_grad():
+        model.items.weight[PAD] = torch.randn(model.config.d_model)  # what a padded slot would read, if it did
+    torch.testing.assert_close(model.item_logits(padded, LISTS[:2]), before)
+    with torch.no_grad():
+        model.items.weight.copy_(embedding)
+    for slot in range(2, HISTORY):  # every real history item, and its feedback, changes the prediction
+        changed = labels.clone()
+        changed[:, slot] = 1 - changed[:, slot]
+        assert not torch.allclose(model.item_logits(with_history(padded, history, changed), LISTS[:2]), before)
+
+
+def test_predictions_read_only_history_and_candidates_never_the_logged_feedback():
+    model = make_model(dropout=0.0)
+    batch = make_batch(3, **REQUESTS)
+    leaked = dataclasses.replace(batch, labels=1 - batch.labels, exposed=batch.exposed.flip(1))
+    torch.testing.assert_close(model.item_logits(leaked, LISTS), model.item_logits(batch, LISTS))
+
+
+def test_unknown_users_get_the_cold_start_row():
+    model = make_model(dropout=0.0)
+    batch = make_batch(2, **REQUESTS)
+    unknown = dataclasses.replace(batch, users=torch.full_like(batch.users, UNKNOWN_USER))
+    before = model.item_logits(unknown, LISTS[:2])
+    with torch.no_grad():
+        model.user_ids.table.weight[0] += 1.0  # row 0 is the cold-start row
+    assert not torch.allclose(model.item_logits(unknown, LISTS[:2]), before)
+    known = model.item_logits(batch, LISTS[:2])
+    with torch.no_grad():
+        model.user_ids.table.weight[0] -= 5.0
+    torch.testing.assert_close(model.item_logits(batch, LISTS[:2]), known)  # known users never read it
+    with pytest.raises(DataError, match="users"):
+        model.item_logits(dataclasses.replace(batch, users=torch.full_like(batch.users, USERS)), LISTS[:2])
+
+
+def test_training_mode_shows_a_share_of_users_as_new_users():
+    model = make_model(dropout=0.0, cold_start_rate=0.5).train()
+    seen = []
+    model.user_ids.table.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    torch.manual_seed(0)
+    model.item_logits(make_batch(400, **REQUESTS), LISTS[:1].expand(400, -1, -1))
+    share = (seen[0] == 0).float().mean().item()  # row 0: UNKNOWN_USER + 1
+    assert 0.4 < share < 0.6
+    model.eval()
+    model.item_logits(make_batch(400, **REQUESTS), LISTS[:1].expand(400, -1, -1))
+    assert not (seen[1] == 0).any()
+
+
+def test_position_weights_follow_the_target():
+    assert resolve_position_weights({}, None)["position_weights"] == "dcg"
+    assert resolve_position_weights({}, 0.9) == {"position_weights": "geometric", "position_discount": 0.9}
+    assert resolve_position_weights({"position_weights": "uniform"}, 0.9) == {"position_weights": "uniform"}
+    torch.testing.assert_close(position_weights("geometric", 3, 0.5), torch.tensor([1.0, 0.5, 0.25]))
+    with pytest.raises(ConfigError, match="auto"):
+        position_weights("auto", 3)
+    with pytest.raises(ConfigError, match="n_users"):
+        RewardModel(RewardConfig(n_items=N_ITEMS, position_weights="dcg"))

@@ -101,6 +101,23 @@ class TrueReward:
         return self._oracle_totals[key]
 
 
+class OracleEvaluator:
+    """The simulator's exact expected list reward as the evaluator (``--reward oracle``).
+
+    The exact-reward diagnostic: GoalRank's groups and every generator–evaluator baseline are
+    scored by the truth instead of a learned reward model, which separates what a method's
+    generator and objective can reach from what the reward model's errors let it reach
+    (Theorem 1 assumes an exact reward). Implements ``ListEvaluator``; it has no parameters.
+    """
+
+    def __init__(self, true_reward: TrueReward) -> None:
+        self.true_reward = true_reward
+
+    def list_reward(self, batch: RankingBatch, lists: torch.Tensor) -> torch.Tensor:
+        """(B, K) exact reward of lists (B, K, T), as float32 on the lists' device."""
+        return self.true_reward.of_lists(batch, lists).to(device=lists.device, dtype=torch.float32)
+
+
 @torch.no_grad()
 def evaluate_ranker(
     ranker: Ranker,

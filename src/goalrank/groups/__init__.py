@@ -1,6 +1,14 @@
 """Group construction (paper §3.3, App. C): auxiliary policies propose lists, a group keeps K distinct ones."""
 
+from goalrank.groups.auxiliary import (
+    LoggedPolicy,
+    PopularityPolicy,
+    RewardBeamPolicy,
+    ScorerPolicy,
+    ScorerShufflePolicy,
+)
 from goalrank.groups.build import (
+    POLICY_NAMES,
     GroupConfig,
     allocate,
     build_group,
@@ -10,7 +18,6 @@ from goalrank.groups.build import (
 )
 from goalrank.groups.context import GroupContext, GroupPolicy, random_lists
 from goalrank.groups.policies import (
-    POLICY_NAMES,
     AutoregressivePolicy,
     DiversityPolicy,
     GumbelPolicy,
@@ -28,8 +35,13 @@ __all__ = [
     "GroupContext",
     "GroupPolicy",
     "GumbelPolicy",
+    "LoggedPolicy",
     "MarkovPolicy",
+    "PopularityPolicy",
     "RandomPolicy",
+    "RewardBeamPolicy",
+    "ScorerPolicy",
+    "ScorerShufflePolicy",
     "SubstitutionPolicy",
     "TreePolicy",
     "allocate",

@@ -15,9 +15,15 @@ import torch
 
 from goalrank.config import check
 from goalrank.errors import ConfigError
+from goalrank.groups.auxiliary import (
+    LoggedPolicy,
+    PopularityPolicy,
+    RewardBeamPolicy,
+    ScorerPolicy,
+    ScorerShufflePolicy,
+)
 from goalrank.groups.context import GroupContext, GroupPolicy, random_lists
 from goalrank.groups.policies import (
-    POLICY_NAMES,
     AutoregressivePolicy,
     DiversityPolicy,
     GumbelPolicy,
@@ -27,9 +33,28 @@ from goalrank.groups.policies import (
     TreePolicy,
 )
 
+POLICY_TYPES: tuple[type[GroupPolicy], ...] = (
+    AutoregressivePolicy,
+    TreePolicy,
+    GumbelPolicy,
+    MarkovPolicy,
+    RandomPolicy,
+    ScorerPolicy,
+    ScorerShufflePolicy,
+    RewardBeamPolicy,
+    PopularityPolicy,
+    LoggedPolicy,
+    SubstitutionPolicy,
+    DiversityPolicy,
+)
+# Run order matters: substitution and diversity come last so that they see the other lists.
+POLICY_NAMES: tuple[str, ...] = tuple(policy.name for policy in POLICY_TYPES)
+SCORER_POLICIES = (ScorerPolicy.name, ScorerShufflePolicy.name)  # need group.scorer_run
 
-def _uniform_mix() -> dict[str, float]:
-    return {name: 1.0 for name in POLICY_NAMES}
+
+def _default_mix() -> dict[str, float]:
+    """Every policy once, but the two that need a pretrained scorer run (opt-in with group.scorer_run)."""
+    return {name: 1.0 for name in POLICY_NAMES if name not in SCORER_POLICIES}
 
 
 @dataclass
@@ -38,24 +63,33 @@ class GroupConfig:
 
     group_size: K, lists per request (paper Table 3: 8–20 works best).
     mix: policy name → non-negative weight; K is split by largest-remainder rounding. The default
-        weighs all seven policies equally. A ``group.mix.NAME=w`` override replaces the whole
-        default mix by the names given.
-    autoregressive, tree, gumbel, markov, random, substitution, diversity: each policy's own
-        knobs (``goalrank.groups.policies``), nested under its name: ``group.markov.top=12``.
+        weighs every policy equally except ``scorer`` and ``scorer_shuffle``, which need a
+        pretrained run. A ``group.mix.NAME=w`` override replaces the whole default mix by the
+        names given.
+    scorer_run: run folder of a trained item-wise ranker (e.g. ``--model dnn``), loaded frozen
+        for the ``scorer`` policies; "" for none.
+    autoregressive, …, diversity: each policy's own knobs (``goalrank.groups.policies`` and
+        ``goalrank.groups.auxiliary``), nested under its name: ``group.markov.top=12``.
     max_fill_rounds: rounds of drawing random lists to replace duplicates.
     spaced_pool_size: when set (> group_size), build this many distinct lists, rank them by
         reward and keep group_size uniformly spaced ones, best and worst included.
     """
 
     group_size: int = 20
-    mix: dict[str, float] = field(default_factory=_uniform_mix)
+    mix: dict[str, float] = field(default_factory=_default_mix)
     autoregressive: AutoregressivePolicy = field(default_factory=AutoregressivePolicy)
     tree: TreePolicy = field(default_factory=TreePolicy)
     gumbel: GumbelPolicy = field(default_factory=GumbelPolicy)
     markov: MarkovPolicy = field(default_factory=MarkovPolicy)
     random: RandomPolicy = field(default_factory=RandomPolicy)
+    scorer: ScorerPolicy = field(default_factory=ScorerPolicy)
+    scorer_shuffle: ScorerShufflePolicy = field(default_factory=ScorerShufflePolicy)
+    reward_beam: RewardBeamPolicy = field(default_factory=RewardBeamPolicy)
+    popularity: PopularityPolicy = field(default_factory=PopularityPolicy)
+    logged: LoggedPolicy = field(default_factory=LoggedPolicy)
     substitution: SubstitutionPolicy = field(default_factory=SubstitutionPolicy)
     diversity: DiversityPolicy = field(default_factory=DiversityPolicy)
+    scorer_run: str = ""
     max_fill_rounds: int = 10
     spaced_pool_size: int | None = None
 
@@ -67,6 +101,9 @@ class GroupConfig:
         check(not unknown, "group.mix", f"policy names among {list(POLICY_NAMES)}", unknown)
         self.mix = {name: _weight(name, weight) for name, weight in self.mix.items()}
         check(sum(self.mix.values()) > 0, "group.mix", "at least one positive weight", self.mix)
+        scorer_policies = [name for name in SCORER_POLICIES if self.mix.get(name, 0.0) > 0]
+        check(not scorer_policies or bool(self.scorer_run), "group.scorer_run",
+              f"a trained item-wise ranker's run folder, as group.mix uses {scorer_policies}", self.scorer_run)
         check(self.max_fill_rounds >= 1, "group.max_fill_rounds", ">= 1", self.max_fill_rounds)
         check(
             self.spaced_pool_size is None or self.spaced_pool_size > self.group_size,
@@ -75,9 +112,15 @@ class GroupConfig:
 
     def policies(self) -> dict[str, GroupPolicy]:
         """Every policy with its knobs, in run order (POLICY_NAMES)."""
-        policies: list[GroupPolicy] = [self.autoregressive, self.tree, self.gumbel, self.markov, self.random,
-                                       self.substitution, self.diversity]
-        return {policy.name: policy for policy in policies}
+        policies = {policy.name: policy for policy in (
+            self.autoregressive, self.tree, self.gumbel, self.markov, self.random, self.scorer,
+            self.scorer_shuffle, self.reward_beam, self.popularity, self.logged, self.substitution,
+            self.diversity)}
+        return {name: policies[name] for name in POLICY_NAMES}
+
+    def uses(self, *names: str) -> bool:
+        """Whether the mix gives any of the policies ``names`` a positive weight."""
+        return any(self.mix.get(name, 0.0) > 0 for name in names)
 
 
 def _weight(name: str, value: object) -> float:
@@ -170,7 +213,9 @@ def build_group(ctx: GroupContext, config: GroupConfig) -> torch.Tensor:
         )
     check(ctx.existing.shape[1] < size, "group.group_size", f"> the {ctx.existing.shape[1]} existing lists", size)
     policies = config.policies()
-    ctx = replace(ctx, first_logits=ctx.first_step_logits())
+    scores = ctx.scorer is not None and config.uses(*SCORER_POLICIES)
+    scorer_logits = ctx.scorer.score(ctx.batch).float() if ctx.scorer is not None and scores else None
+    ctx = replace(ctx, first_logits=ctx.first_step_logits(), scorer_logits=scorer_logits)
     parts = [ctx.existing]
     for name, count in allocate(size - ctx.existing.shape[1], config.mix).items():
         if count > 0:

@@ -2,8 +2,9 @@
 
 A policy proposes lists for a whole batch of requests at once. It receives one ``GroupContext``:
 the batch, the generator with its encoding (computed once per batch, paper §3.3), the reward
-model, the list length L, the one random generator of the run, and the lists already in the group
-(so that substitution and diversity can build on them, paper App. C).
+model, the list length L, the one random generator of the run, the lists already in the group
+(so that substitution and diversity can build on them, paper App. C), and what the frozen
+auxiliary policies read: a pretrained item-wise scorer and the items' training popularity.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import ListEvaluator, ListGenerator
+from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer
 
 
 @dataclass
@@ -26,6 +27,9 @@ class GroupContext:
     GPU batch): draws are made on the generator's device and then moved to the batch's.
     first_logits: the generator's (B, N) first-step logits, if already computed: four policies
     need them, and ``build_group`` computes them once for all (one decoder pass each otherwise).
+    scorer: a frozen pretrained item-wise model (``group.scorer_run``, e.g. the DNN baseline), or
+    None; scorer_logits: its (B, N) scores, computed once by ``build_group`` when a policy needs them.
+    popularity: (n_items + 1,) positives of each item index in the training split, or None.
     """
 
     batch: RankingBatch
@@ -36,6 +40,9 @@ class GroupContext:
     rng: torch.Generator
     existing: torch.Tensor
     first_logits: torch.Tensor | None = None
+    scorer: PointwiseScorer | None = None
+    scorer_logits: torch.Tensor | None = None
+    popularity: torch.Tensor | None = None
 
     def first_step_logits(self) -> torch.Tensor:
         """(B, N) the generator's first-step logits: ``first_logits`` when set, else computed now."""

@@ -1,9 +1,10 @@
-"""The seven auxiliary policies that propose candidate lists for a group (paper §3.3, App. C).
+"""The seven auxiliary policies of App. C that propose candidate lists for a group (paper §3.3).
 
 Sampling many lists from one generator gives groups whose rewards barely differ, so the order
 of their rewards is dominated by the reward model's bias (paper Eq. 3). These policies widen the
 reward gaps: some follow the generator (autoregressive, tree, Gumbel), one follows the reward
-model (Markov), and the rest perturb or avoid what is already in the group.
+model (Markov), and the rest perturb or avoid what is already in the group. The frozen policies
+that follow neither the generator nor the group are in ``groups.auxiliary``.
 
 Every ``propose`` returns (B, n, L) positions into ``batch.candidates`` with no repeats within a
 list, runs without gradients, and is vectorised over the batch: Python loops run only over list
@@ -19,7 +20,7 @@ import torch
 
 from goalrank.config import check, check_finite
 from goalrank.errors import ConfigError
-from goalrank.groups.context import GroupContext, GroupPolicy, gumbel, randint, random_lists, uniform
+from goalrank.groups.context import GroupContext, gumbel, randint, random_lists, uniform
 
 
 def _check_temperature(policy: str, value: float) -> None:
@@ -276,16 +277,3 @@ class DiversityPolicy:
             at_position.scatter_add_(2, new_list[..., None], torch.ones(ctx.size, ctx.list_len, 1, device=ctx.device))
             built.append(new_list)
         return torch.stack(built, dim=1)  # (B, n, L)
-
-
-POLICY_TYPES: tuple[type[GroupPolicy], ...] = (
-    AutoregressivePolicy,
-    TreePolicy,
-    GumbelPolicy,
-    MarkovPolicy,
-    RandomPolicy,
-    SubstitutionPolicy,
-    DiversityPolicy,
-)
-# Run order matters: substitution and diversity come last so that they see the other lists.
-POLICY_NAMES: tuple[str, ...] = tuple(policy.name for policy in POLICY_TYPES)

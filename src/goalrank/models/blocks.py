@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from goalrank.config import PAPER_LIST_LEN, check
+from goalrank.errors import DataError
 
 PAD = 0
 
@@ -247,12 +248,24 @@ class DecoderLayer(nn.Module):
         self.cross_attention = AttentionBlock(d_model, n_heads, dropout)
         self.feed_forward = FeedForward(d_model, ffn_mult, dropout)
 
-    def forward(self, x: torch.Tensor, memory: KeyValues, cache: KVCache | None = None) -> torch.Tensor:
-        """x (B*K, S, D) -> (B*K, S, D); with ``cache`` the S steps continue the cached ones."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: KeyValues,
+        cache: KVCache | None = None,
+        *,
+        causal: bool = True,
+        memory_padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B*K, S, D) -> (B*K, S, D); with ``cache`` the S steps continue the cached ones.
+
+        ``causal=False`` lets every token see the whole sequence (the reward model scores whole
+        lists); ``memory_padding`` (B, M) is True at padded memory keys (a left-padded history).
+        """
         rows, steps, width = x.shape
-        x = self.self_attention(x, causal=True, cache=cache)  # (B*K, S, D)
+        x = self.self_attention(x, causal=causal, cache=cache)  # (B*K, S, D)
         x = x.reshape(memory.keys.shape[0], -1, width)  # (B, K*S, D)
-        x = self.feed_forward(self.cross_attention(x, memory_kv=memory))  # (B, K*S, D)
+        x = self.feed_forward(self.cross_attention(x, memory_kv=memory, key_padding_mask=memory_padding))
         return x.reshape(rows, steps, width)  # (B*K, S, D)
 
 
@@ -301,6 +314,39 @@ class FeatureCross(nn.Module):
         """items (B, …, D) and user (B, D) -> crossed tokens (B, …, D)."""
         user = user.view(user.shape[0], *([1] * (items.dim() - 2)), user.shape[-1]).expand_as(items)
         return self.mlp(torch.cat([items, user, items * user], dim=-1))
+
+
+UNKNOWN_USER = -1  # the user index of a request from a user the training data never saw
+
+
+class UserIdEmbedding(nn.Module):
+    """A learned vector per known user index 0..n_users-1, and one cold-start row for UNKNOWN_USER.
+
+    Sixty history events say less about a user than the user's whole training log, which an id
+    embedding memorises (paper App. B: the reward model sees the user's id features). The
+    cold-start row is what a new user gets at serving time; it is learned by replacing a
+    ``cold_start_rate`` share of the training requests' users with UNKNOWN_USER (like dropout:
+    only in training mode, drawn from torch's global generator, which every run seeds), so it
+    becomes the average user rather than an untrained vector.
+    """
+
+    def __init__(self, n_users: int, d_model: int, cold_start_rate: float) -> None:
+        super().__init__()
+        check(n_users >= 1, "model.n_users", ">= 1 (set from the dataset) for a user-id embedding", n_users)
+        self.n_users = n_users
+        self.cold_start_rate = cold_start_rate
+        self.table = nn.Embedding(n_users + 1, d_model)  # row 0: UNKNOWN_USER, row u + 1: user u
+        nn.init.normal_(self.table.weight, std=d_model**-0.5)
+
+    def forward(self, users: torch.Tensor) -> torch.Tensor:
+        """users (B,) indices in [0, n_users) or UNKNOWN_USER -> (B, D)."""
+        if users.numel() and (users.min() < UNKNOWN_USER or users.max() >= self.n_users):
+            raise DataError(f"users: indices must lie in [0, {self.n_users}) or be UNKNOWN_USER={UNKNOWN_USER}, "
+                            f"got [{users.min()}, {users.max()}]")
+        if self.training and self.cold_start_rate > 0:
+            cold = torch.rand(users.shape, device=users.device) < self.cold_start_rate
+            users = users.masked_fill(cold, UNKNOWN_USER)
+        return self.table(users + 1)
 
 
 @dataclass
@@ -370,12 +416,14 @@ class UserContextEncoder(nn.Module):
 class ModelConfig:
     """Sizes every model shares (paper §4.1.2: hidden size 128 for all models).
 
-    n_items comes from the dataset; history_layers is the depth of the user-context encoder;
+    n_items and n_users come from the dataset (n_users is read only by models with a user-id
+    embedding; 0 in runs of earlier versions); history_layers is the depth of the user-context encoder;
     n_heads, ffn_mult and dropout serve every stack of the model; list_len is L. Each model's
     config subclasses this dataclass and adds its own depth fields.
     """
 
     n_items: int
+    n_users: int = 0
     d_model: int = 128
     n_heads: int = 4
     history_layers: int = 1
@@ -385,6 +433,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check(self.n_items >= 1, "model.n_items", ">= 1", self.n_items)
+        check(self.n_users >= 0, "model.n_users", ">= 0", self.n_users)
         check_width("model", self.d_model, self.n_heads, self.ffn_mult, self.dropout)
         check(self.history_layers >= 0, "model.history_layers", ">= 0", self.history_layers)
         check(self.list_len >= 1, "model.list_len", ">= 1", self.list_len)

@@ -16,7 +16,7 @@ from torch import nn
 
 from goalrank.data.storage import RankingBatch
 from goalrank.groups import GroupConfig
-from goalrank.models.base import ListEvaluator
+from goalrank.models.base import ListEvaluator, PointwiseScorer
 from goalrank.objectives.reference import ReferenceConfig
 
 Objective = Callable[[RankingBatch], tuple[torch.Tensor, dict[str, float]]]
@@ -25,13 +25,17 @@ Objective = Callable[[RankingBatch], tuple[torch.Tensor, dict[str, float]]]
 @dataclass(frozen=True)
 class ObjectiveInputs:
     """Everything an objective may be built from: the model, the frozen reward model (None for
-    models trained without one), the group and reference settings of the run, and its generator."""
+    models trained without one), the group and reference settings of the run, its generator, and
+    what the frozen auxiliary group policies read: the pretrained scorer of ``group.scorer_run``
+    (or None) and the items' training positives (n_items + 1,)."""
 
     model: nn.Module
     evaluator: ListEvaluator | None
     group: GroupConfig
     reference: ReferenceConfig
     rng: torch.Generator
+    scorer: PointwiseScorer | None = None
+    popularity: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig, GroupContext, build_group
-from goalrank.models.base import ListEvaluator, ListGenerator
+from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer
 from goalrank.objectives.base import ObjectiveFactory, ObjectiveInputs
 from goalrank.objectives.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
 from goalrank.objectives.reference import ReferenceConfig
@@ -48,6 +48,8 @@ class GroupRelativeObjective:
     group: GroupConfig
     reference: ReferenceConfig
     rng: torch.Generator
+    scorer: PointwiseScorer | None = None
+    popularity: torch.Tensor | None = None
 
     @torch.no_grad()
     def build_group(self, batch: RankingBatch, encoding: object) -> torch.Tensor:
@@ -56,6 +58,7 @@ class GroupRelativeObjective:
             batch=batch, generator=self.generator, encoding=encoding, evaluator=self.evaluator,
             list_len=self.generator.list_len, rng=self.rng,
             existing=batch.exposed.new_zeros(len(batch), 0, self.generator.list_len),
+            scorer=self.scorer, popularity=self.popularity,
         )
         return build_group(context, self.group)
 
@@ -97,7 +100,8 @@ class GroupRelativeObjective:
         if inputs.evaluator is None:
             raise ConfigError("the group-relative objective needs a trained reward model (--reward RUN)")
         generator = cast(ListGenerator, inputs.model)  # the registry pairs GROUP_RELATIVE with generators only
-        return cls(generator, inputs.evaluator, inputs.group, inputs.reference, inputs.rng)
+        return cls(generator, inputs.evaluator, inputs.group, inputs.reference, inputs.rng, inputs.scorer,
+                   inputs.popularity)
 
 
 GROUP_RELATIVE = ObjectiveFactory("group_relative", GroupRelativeObjective.from_inputs, needs_reward_model=True)

@@ -1,9 +1,13 @@
 """The list-wise reward model r(u, l) (paper App. B, after Zhang et al. 2025).
 
-It predicts the feedback of every item *in the context of the whole list*: a Transformer runs
-over the list's tokens (item + position + user), so an item's predicted feedback depends on the
-items shown around it. A list's reward is the position-weighted sum of the predicted feedback
-probabilities. GoalRank and every generator–evaluator baseline score lists with this model.
+It predicts the feedback of every item *in the context of the whole list and of the user*: each
+list token (item crossed with the user vector, plus its position) attends to the other items of
+the list and, through cross-attention, to the user's history items with their feedback, so an
+item's predicted feedback depends on the items shown around it and on what this user did with
+similar items. A user-id embedding adds what the history alone cannot tell (its learned
+cold-start row serves users the training data never saw). A list's reward is the
+position-weighted sum of the predicted feedback probabilities. GoalRank and every
+generator–evaluator baseline score lists with this model.
 
 The paper fits continuous feedback with MSE; our feedback labels are binary, so the model is
 fitted with the matching likelihood, binary cross-entropy on per-item logits.
@@ -19,49 +23,85 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goalrank.config import check
+from goalrank.config import check, check_finite
 from goalrank.data.storage import RankingBatch
-from goalrank.errors import DataError
+from goalrank.errors import ConfigError, DataError
 from goalrank.models.blocks import (
+    DecoderLayer,
     FeatureCross,
     RerankerConfig,
-    TransformerEncoder,
     UserContextEncoder,
+    UserIdEmbedding,
     item_embedding,
 )
+
+PositionWeights = Literal["auto", "dcg", "uniform", "geometric"]
 
 
 @dataclass
 class RewardConfig(RerankerConfig):
     """Reward model size and reward definition.
 
-    position_weights: "dcg" weighs position t (0-based) by 1/log2(t + 2), as users look less
-    further down a list; "uniform" counts every position once (expected number of positives).
+    position_weights: how the list reward weighs position t (0-based). ``geometric`` weighs it
+    by position_discount**t, the simulator's own reward (its ``reward_discount``; 1 means every
+    position counts once: the expected number of positives); ``dcg`` by 1/log2(t + 2), the
+    discount of NDCG@L, the offline metric of real logs, as users look less further down a list;
+    ``uniform`` is geometric with discount 1. ``auto`` (the default) is resolved when a run is
+    built (``resolve_position_weights``): the simulator's geometric weights on simulator data, so
+    GoalRank optimises the reward it is judged by, and ``dcg`` on real logs.
     causal: an item's feedback depends only on the items above it (top-down browsing) instead
     of the whole list.
+    history_attention: list tokens cross-attend to the history tokens in every layer; without it
+    the user enters only as the pooled history vector crossed into each token (earlier versions).
+    user_embedding: add a user-id embedding to the user vector (needs ``n_users``, set from the
+    dataset), with ``cold_start_rate`` of the training requests shown as a new user.
     """
 
     dropout: float = 0.1
-    position_weights: Literal["dcg", "uniform"] = "dcg"
+    position_weights: PositionWeights = "auto"
+    position_discount: float = 1.0
     causal: bool = False
+    history_attention: bool = True
+    user_embedding: bool = True
+    cold_start_rate: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.position_weights in ("dcg", "uniform"), "model.position_weights",
-              "'dcg' or 'uniform'", self.position_weights)
+        check(self.position_weights in ("auto", "dcg", "uniform", "geometric"), "model.position_weights",
+              "'auto', 'dcg', 'uniform' or 'geometric'", self.position_weights)
+        check_finite("model.position_discount", self.position_discount)
+        check(self.position_discount > 0, "model.position_discount", "> 0", self.position_discount)
+        check_finite("model.cold_start_rate", self.cold_start_rate)
+        check(0 <= self.cold_start_rate < 1, "model.cold_start_rate", "in [0, 1)", self.cold_start_rate)
 
 
-def position_weights(kind: Literal["dcg", "uniform"], list_len: int) -> torch.Tensor:
-    """(L,) weight of each 0-based position in the list reward."""
-    if kind == "uniform":
-        return torch.ones(list_len)
-    return torch.tensor([1.0 / math.log2(t + 2) for t in range(list_len)])
+def position_weights(kind: PositionWeights, list_len: int, discount: float = 1.0) -> torch.Tensor:
+    """(L,) weight of each 0-based position in the list reward (``kind`` resolved, not ``auto``)."""
+    if kind == "auto":
+        raise ConfigError("model.position_weights='auto': resolve it from the dataset first "
+                          "(goalrank.reward.model.resolve_position_weights)")
+    if kind == "dcg":
+        return torch.tensor([1.0 / math.log2(t + 2) for t in range(list_len)])
+    return torch.tensor([(discount if kind == "geometric" else 1.0) ** t for t in range(list_len)])
+
+
+def resolve_position_weights(values: dict[str, object], reward_discount: float | None) -> dict[str, object]:
+    """``values`` (the model section) with ``auto`` position weights made concrete.
+
+    ``reward_discount``: the simulator world's, or None for real logs (then ``dcg``).
+    """
+    if values.get("position_weights", "auto") != "auto":
+        return values
+    if reward_discount is None:
+        return {**values, "position_weights": "dcg"}
+    return {**values, "position_weights": "geometric", "position_discount": reward_discount}
 
 
 class RewardModel(nn.Module):
     """Implements the ``ListEvaluator`` protocol (models/base.py).
 
-    The user context is encoded once per request and shared by all K lists scored for it.
+    The user context (pooled vector and history tokens) is encoded once per request and shared
+    by all K lists scored for it: the K lists' tokens cross-attend to one set of history keys.
     """
 
     weights: torch.Tensor  # (L,) the reward's position weights, a non-persistent buffer
@@ -74,14 +114,18 @@ class RewardModel(nn.Module):
         self.user_encoder = UserContextEncoder(
             self.items, config.n_heads, config.history_layers, config.ffn_mult, config.dropout
         )
+        self.user_ids = (UserIdEmbedding(config.n_users, width, config.cold_start_rate)
+                         if config.user_embedding else None)
         self.cross = FeatureCross(width)
         self.positions = nn.Embedding(config.list_len, width)
-        self.list_encoder = TransformerEncoder(
-            width, config.n_heads, config.layers, config.ffn_mult, config.dropout
+        self.layers = nn.ModuleList(
+            DecoderLayer(width, config.n_heads, config.ffn_mult, config.dropout) for _ in range(config.layers)
         )
+        self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, 1)
         self.register_buffer(
-            "weights", position_weights(config.position_weights, config.list_len), persistent=False
+            "weights", position_weights(config.position_weights, config.list_len, config.position_discount),
+            persistent=False,
         )
 
     def item_logits(self, batch: RankingBatch, lists: torch.Tensor) -> torch.Tensor:
@@ -93,14 +137,19 @@ class RewardModel(nn.Module):
                 f" list_len={self.config.list_len}"
             )
         width = self.config.d_model
-        user = self.user_encoder(batch.history, batch.history_labels).user  # (B, D)
+        context = self.user_encoder(batch.history, batch.history_labels)
+        user = context.user if self.user_ids is None else context.user + self.user_ids(batch.users)  # (B, D)
         items = batch.candidates.gather(1, lists.reshape(batch_size, -1))  # (B, K*T)
         items = self.items(items).view(batch_size, lists_per_request, length, width)  # (B, K, T, D)
         tokens = self.cross(items, user) + self.positions(torch.arange(length, device=lists.device))
-        hidden = self.list_encoder(
-            tokens.view(batch_size * lists_per_request, length, width), causal=self.config.causal
-        )  # (B*K, T, D)
-        return self.head(hidden).view(batch_size, lists_per_request, length)  # (B, K, T)
+        x = tokens.view(batch_size * lists_per_request, length, width)  # (B*K, T, D)
+        # Without history attention (the ablation) the cross-attention reads only the context
+        # token, the history encoder's summary of the user, the same for every list token.
+        padding = context.padding_mask if self.config.history_attention else _only_context(context.padding_mask)
+        for layer in map(_decoder_layer, self.layers):
+            memory = layer.cross_attention.project_kv(context.tokens)  # (B, h, 1+H, dh)
+            x = layer(x, memory, causal=self.config.causal, memory_padding=padding)
+        return self.head(self.norm(x)).view(batch_size, lists_per_request, length)  # (B, K, T)
 
     def list_reward(self, batch: RankingBatch, lists: torch.Tensor) -> torch.Tensor:
         """(B, K) r(u, l) = Σ_t w_t σ(logit_t) of lists (B, K, T), T ≤ L."""
@@ -111,3 +160,15 @@ class RewardModel(nn.Module):
         """BCE of the logged (exposed) list's item logits against their observed labels."""
         logits = self.item_logits(batch, batch.exposed[:, None])[:, 0]  # (B, L)
         return F.binary_cross_entropy_with_logits(logits, batch.labels.gather(1, batch.exposed))
+
+
+def _decoder_layer(module: nn.Module) -> DecoderLayer:
+    assert isinstance(module, DecoderLayer)
+    return module
+
+
+def _only_context(padding: torch.Tensor) -> torch.Tensor:
+    """(B, 1+H) padding that hides every history token and keeps the context token (index 0)."""
+    hidden = torch.ones_like(padding)
+    hidden[:, 0] = False
+    return hidden

@@ -6,6 +6,7 @@ importing the training code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ import torch
 from goalrank.config import from_dict
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError, ConfigError
+from goalrank.evaluate.protocol import OracleEvaluator, TrueReward, simulator_for
 from goalrank.io import sha256_file
-from goalrank.models.base import Ranker
+from goalrank.models.base import ListEvaluator, Ranker
 from goalrank.models.blocks import ModelConfig
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.runs.checkpoint import load_checkpoint
@@ -23,6 +25,7 @@ from goalrank.runs.folder import RunFolder
 from goalrank.runs.registry import MODELS
 
 REWARD = "reward"  # the model name of a reward-model run
+ORACLE = "oracle"  # ``--reward oracle``: the simulator's exact list reward is the evaluator
 
 
 def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker | RewardModel, dict[str, Any]]:
@@ -34,7 +37,8 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker 
     if name == REWARD:
         model = RewardModel(from_dict(RewardConfig, config["model"], "model"))
     elif name in MODELS:
-        evaluator = load_reward_model(Path(config["reward"]), device) if MODELS[name].needs_evaluator else None
+        evaluator = load_evaluator(config["reward"], lambda: run_dataset(config), device) \
+            if MODELS[name].needs_evaluator else None
         model = build_model(name, from_dict(MODELS[name].config_cls, config["model"], "model"), evaluator)
     else:
         raise ArtifactError(f"{run.config}: unknown model_name {name!r}")
@@ -58,8 +62,8 @@ def load_ranker(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Rank
 
 
 def data_fields(dataset: PreparedDataset) -> dict[str, int]:
-    """The model fields a dataset decides: the size of the item table and the list length L."""
-    return {"n_items": dataset.n_items, "list_len": dataset.list_len}
+    """The model fields a dataset decides: the sizes of the item and user tables and the list length L."""
+    return {"n_items": dataset.n_items, "n_users": dataset.n_users, "list_len": dataset.list_len}
 
 
 def data_record(dataset: PreparedDataset) -> dict[str, str]:
@@ -78,10 +82,24 @@ def run_dataset(config: dict[str, Any]) -> PreparedDataset:
     return dataset
 
 
-def build_model(name: str, model_config: ModelConfig, evaluator: RewardModel | None) -> Ranker:
+def build_model(name: str, model_config: ModelConfig, evaluator: ListEvaluator | None) -> Ranker:
     """Instantiate ranker ``name``; evaluator-based rankers also get the (frozen) reward model."""
     spec = MODELS[name]
     return spec.model_cls(model_config, evaluator) if spec.needs_evaluator else spec.model_cls(model_config)
+
+
+def load_evaluator(reward: str | Path, dataset: Callable[[], PreparedDataset],
+                   device: torch.device | str) -> ListEvaluator:
+    """The frozen evaluator a run was (or is to be) trained against: ``oracle``, the simulator's
+    exact reward of ``dataset()`` (simulator data only), or a reward-model run folder."""
+    if str(reward) != ORACLE:
+        return load_reward_model(Path(reward), device)
+    data = dataset()
+    simulator = simulator_for(data)
+    if simulator is None:
+        raise ConfigError(f"--reward {ORACLE}: needs a dataset prepared from `goalrank simulate` logs; "
+                          f"{data.root} is not")
+    return OracleEvaluator(TrueReward(simulator, data, beam_width=1))
 
 
 def load_reward_model(run_dir: Path, device: torch.device | str) -> RewardModel:

@@ -12,7 +12,8 @@ the training data never saw:
 * a request without ``history`` from a **known user** gets that user's latest history in the run's
   dataset: the history of their latest logged list followed by that list itself (most recent
   last); from an **unknown user** it gets an empty history, which the user encoder maps to its
-  learned context-token prior (blocks.UserContextEncoder);
+  learned context-token prior (blocks.UserContextEncoder), and the user index UNKNOWN_USER, which
+  a model with a user-id embedding maps to its learned cold-start row (blocks.UserIdEmbedding);
 * histories longer than H keep their H most recent items.
 
 Candidate count: GoalRank's candidate encoder has no positional encoding and no fixed N, so any
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from goalrank.data.storage import SPLITS, PreparedDataset, RankingBatch
-from goalrank.models.blocks import PAD
+from goalrank.models.blocks import PAD, UNKNOWN_USER
 
 
 class RequestError(ValueError):
@@ -83,7 +84,7 @@ class Catalog:
         items, labels = items[-self.history_len :], labels[-self.history_len :]
         pad = [PAD] * (self.history_len - len(items))
         return RankingBatch(
-            users=torch.tensor([user_index if user_index is not None else 0]),
+            users=torch.tensor([user_index if user_index is not None else UNKNOWN_USER]),  # cold-start row
             history=torch.tensor([pad + items]),  # (1, H)
             history_labels=torch.tensor([pad + labels]),  # (1, H)
             candidates=torch.tensor([[self.item_index[item] for item in candidates]]),  # (1, N)

@@ -26,7 +26,8 @@ from goalrank.objectives.group_relative import GroupRelativeObjective
 from goalrank.objectives.losses import supervised_loss
 from goalrank.objectives.reference import ReferenceConfig
 from goalrank.perf import count_flops, matmul_peak_flops, timed
-from goalrank.runs.load import load_reward_model
+from goalrank.runs.load import data_fields, load_reward_model
+from goalrank.train.run import training_popularity
 from goalrank.train.runtime import Precision, autocast, autocast_dtype, resolve_device, seed_everything
 
 MFU_PEAK_SIZE = {"cpu": 1024, "cuda": 8192}  # large enough to saturate the device's matmul units
@@ -85,7 +86,7 @@ def bench_train(config: BenchTrainConfig) -> str:
     device = resolve_device(config.device)
     rng = seed_everything(0)
     dataset = PreparedDataset(config.data)
-    generator = GoalRankGenerator(GeneratorConfig(n_items=dataset.n_items, list_len=dataset.list_len)).to(device)
+    generator = GoalRankGenerator(GeneratorConfig(**data_fields(dataset))).to(device)
     evaluator = load_reward_model(Path(config.reward), device)
     optimizer = torch.optim.AdamW(generator.parameters(), lr=1e-4)
     train_batches = dataset.split("train").batches(batch_size, shuffle=True)
@@ -110,7 +111,8 @@ def bench_train(config: BenchTrainConfig) -> str:
             "| GFLOP / step | MFU |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in config.group_sizes:
         group_config = from_dict(GroupConfig, {"group_size": k, **({"mix": mix} if mix else {})})
-        objective = GroupRelativeObjective(generator, evaluator, group_config, ReferenceConfig(), rng)
+        objective = GroupRelativeObjective(generator, evaluator, group_config, ReferenceConfig(), rng,
+                                           popularity=training_popularity(dataset, device))
 
         def stages(batch: RankingBatch, objective: GroupRelativeObjective = objective) -> tuple[float, float, float]:
             with autocast(device, precision):

@@ -9,24 +9,28 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
 from goalrank.config import from_dict, to_dict
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ConfigError
-from goalrank.evaluate.metrics import pooled_auc
-from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
-from goalrank.groups import GroupConfig
+from goalrank.evaluate.audit import ItemStats
+from goalrank.evaluate.fidelity import ceiling_auc, item_metrics, spearman_groups, spearman_random
+from goalrank.evaluate.protocol import TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
+from goalrank.groups import GroupConfig, GroupContext, PopularityPolicy
+from goalrank.groups.build import SCORER_POLICIES
 from goalrank.io import exclusive_lock, write_recorded_json
+from goalrank.models.base import PointwiseScorer
 from goalrank.models.blocks import ModelConfig
+from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.objectives.base import ObjectiveInputs
 from goalrank.objectives.reference import ReferenceConfig
 from goalrank.objectives.reward import RewardObjective
-from goalrank.reward.model import RewardConfig, RewardModel
+from goalrank.reward.model import RewardConfig, RewardModel, resolve_position_weights
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import REWARD, build_model, data_fields, data_record, load_reward_model
+from goalrank.runs.load import ORACLE, REWARD, build_model, data_fields, data_record, load_evaluator, load_ranker
 from goalrank.runs.registry import MODELS
 from goalrank.train.distributed import Distributed, rank_seed
 from goalrank.train.loop import fit
@@ -50,7 +54,7 @@ class RankerRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
-    select_metric: Literal["H", "NDCG", "MAP", "F1", "AUC"] = "NDCG"
+    select_metric: Literal["H", "NDCG", "MAP", "F1", "AUC", "true_reward"] = "NDCG"
 
 
 def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
@@ -75,8 +79,11 @@ def _data_fields(dataset: PreparedDataset, model_values: dict[str, Any]) -> dict
 
 
 def build_reward_config(dataset: PreparedDataset, values: dict[str, Any]) -> RewardRunConfig:
-    values = {**values, "model": _data_fields(dataset, values.get("model", {}))}
-    return from_dict(RewardRunConfig, values)
+    """The reward run's config; ``auto`` position weights become the dataset's (``resolve_position_weights``)."""
+    simulator = simulator_for(dataset)
+    discount = None if simulator is None else float(simulator.world.reward_discount)
+    model = resolve_position_weights(_data_fields(dataset, values.get("model", {})), discount)
+    return from_dict(RewardRunConfig, {**values, "model": model})
 
 
 def build_ranker_config(name: str, dataset: PreparedDataset,
@@ -112,22 +119,65 @@ def _train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume:
     payload = {"model_name": REWARD, **data_record(dataset), **to_dict(config)}
     run = RunFolder(run_dir)
     dist.on_main(lambda: run.open(payload, resume))
-    valid = dataset.split("valid")
+    valid, batch_size = dataset.split("valid"), config.train.eval_batch_size
     objective = RewardObjective(model, config.negatives, rng)
-    fit(model, objective, lambda: {"auc": reward_auc(model, valid, config.train.eval_batch_size, device)},
+    fit(model, objective, lambda: item_metrics(model, valid, batch_size, device),
         "auc", dataset.split("train"), config.train, run, device, rng, resume, dist)
 
     def final_metrics() -> dict[str, float]:
-        metrics = {"valid_auc": reward_auc(model, valid, config.train.eval_batch_size, device),
-                   "test_auc": reward_auc(model, dataset.split("test"), config.train.eval_batch_size, device)}
-        simulator = simulator_for(dataset)
-        if simulator is not None:
-            true_reward = TrueReward(simulator, dataset, beam_width=1)
-            metrics["spearman_vs_true_reward"] = reward_fidelity(model, dataset.split("test"), true_reward, device)
+        metrics = {f"{split}_{key}": value for split in ("valid", "test")
+                   for key, value in item_metrics(model, dataset.split(split), batch_size, device).items()}
+        metrics.update(reward_fidelity(model, dataset, batch_size, device, config.train.seed))
         write_recorded_json(run.metrics, metrics)
         return metrics
 
     return dist.on_main(final_metrics)
+
+
+def reward_fidelity(model: RewardModel, dataset: PreparedDataset, batch_size: int, device: torch.device,
+                    seed: int) -> dict[str, float]:
+    """On simulator data, the test split's ceiling AUC and the Spearman correlations of the model's
+    list reward with the exact one (``evaluate.fidelity``); nothing on real logs.
+
+    The groups are GoalRank's default groups for a freshly initialised generator (seeded by
+    ``seed``): the lists the reference policy is made of when training starts.
+    """
+    simulator = simulator_for(dataset)
+    if simulator is None:
+        return {}
+    true_reward, test = TrueReward(simulator, dataset, beam_width=1), dataset.split("test")
+    torch.manual_seed(seed)
+    generator = GoalRankGenerator(GeneratorConfig(**data_fields(dataset))).to(device).eval()
+    context = GroupContext(batch=test.batch(slice(0, 1)), generator=generator, encoding=None, evaluator=model,
+                           list_len=dataset.list_len, rng=torch.Generator().manual_seed(seed),
+                           existing=torch.zeros(1, 0, dataset.list_len, dtype=torch.long),
+                           popularity=training_popularity(dataset, device))
+    return {"test_ceiling_auc": ceiling_auc(true_reward, test, batch_size),
+            "spearman_random": spearman_random(model, test, true_reward, device, dataset.list_len, seed=seed),
+            "spearman_group": spearman_groups(model, test, true_reward, device, context, GroupConfig())}
+
+
+def auxiliary_inputs(group: GroupConfig, dataset: PreparedDataset,
+                     device: torch.device) -> tuple[PointwiseScorer | None, torch.Tensor | None]:
+    """The frozen scorer of ``group.scorer_run`` and the items' training popularity, each only
+    when the group's mix uses it."""
+    scorer = None
+    if group.uses(*SCORER_POLICIES):
+        model, _ = load_ranker(Path(group.scorer_run), device)
+        if not hasattr(model, "score"):
+            raise ConfigError(f"group.scorer_run={group.scorer_run}: is a {type(model).__name__} run; expected an "
+                              "item-wise ranker (one score per candidate, e.g. --model dnn)")
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        scorer = cast(PointwiseScorer, model)
+    popularity = training_popularity(dataset, device) if group.uses(PopularityPolicy.name) else None
+    return scorer, popularity
+
+
+def training_popularity(dataset: PreparedDataset, device: torch.device) -> torch.Tensor:
+    """(n_items + 1,) positives of each item index in the training split (the popularity policy's scores)."""
+    positives = ItemStats.of(dataset.split("train"), dataset.n_items).positives
+    return torch.from_numpy(positives).to(device)
 
 
 def train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any],
@@ -151,56 +201,31 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
     evaluator = None
     if spec.uses_reward_model:
         if reward_dir is None:
-            raise ConfigError(f"--model {name}: needs --reward RUN_DIR (a trained reward model)")
-        evaluator = load_reward_model(reward_dir, device)
+            raise ConfigError(f"--model {name}: needs --reward RUN_DIR (a trained reward model, or {ORACLE})")
+        evaluator = load_evaluator(reward_dir, lambda: dataset, device)
+    true_reward = None
+    if config.select_metric == TRUE_REWARD:
+        simulator = simulator_for(dataset)
+        if simulator is None:
+            raise ConfigError(f"select_metric={TRUE_REWARD}: needs a dataset prepared from `goalrank simulate` logs")
+        true_reward = TrueReward(simulator, dataset, beam_width=1)
     model = build_model(name, model_config, evaluator).to(device)
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
-    objective = spec.objective.build(ObjectiveInputs(model, evaluator, config.group, config.reference, rng))
-    payload = {"model_name": name, **data_record(dataset),
-               "reward": str(Path(reward_dir).resolve()) if reward_dir else None, **to_dict(config)}
+    objective = spec.objective.build(ObjectiveInputs(model, evaluator, config.group, config.reference, rng,
+                                                     *auxiliary_inputs(config.group, dataset, device)))
+    reward = None if reward_dir is None else ORACLE if str(reward_dir) == ORACLE else str(Path(reward_dir).resolve())
+    payload = {"model_name": name, **data_record(dataset), "reward": reward, **to_dict(config)}
     run = RunFolder(run_dir)
     dist.on_main(lambda: run.open(payload, resume))
     valid = dataset.split("valid")
-    select = f"{config.select_metric}@{dataset.list_len}" if config.select_metric != "AUC" else "AUC"
+    select = config.select_metric if config.select_metric in ("AUC", TRUE_REWARD) \
+        else f"{config.select_metric}@{dataset.list_len}"
 
     def validate() -> dict[str, float]:
-        return evaluate_ranker(model, valid, config.train.eval_batch_size, device, progress=False)
+        return evaluate_ranker(model, valid, config.train.eval_batch_size, device, true_reward, progress=False)
 
     result = fit(model, objective, validate, select, dataset.split("train"), config.train, run, device,
                  rng, resume, dist)
     metrics = {"best_epoch": result.best_epoch, **{f"valid_{k}": v for k, v in result.best_metrics.items()}}
     dist.on_main(lambda: write_recorded_json(run.metrics, metrics))
     return metrics
-
-
-@torch.no_grad()
-def reward_auc(model: RewardModel, split: Any, batch_size: int, device: torch.device) -> float:
-    """Per-item AUC of the reward model's predictions on the logged lists of ``split``."""
-    model.eval()
-    scores, labels = [], []
-    for batch in split.batches(batch_size):
-        batch = batch.to(device)
-        scores.append(model.item_logits(batch, batch.exposed[:, None])[:, 0].flatten().cpu())
-        labels.append(torch.gather(batch.labels, 1, batch.exposed).flatten().cpu())
-    return pooled_auc(torch.cat(scores), torch.cat(labels))
-
-
-@torch.no_grad()
-def reward_fidelity(model: RewardModel, split: Any, true_reward: TrueReward, device: torch.device,
-                    lists_per_request: int = 8, max_requests: int = 512, seed: int = 0) -> float:
-    """Mean per-request Spearman correlation of estimated vs true reward over random lists."""
-    generator = torch.Generator().manual_seed(seed)
-    batch = split.batch(slice(0, max_requests)).to(device)
-    size, n_candidates = batch.candidates.shape
-    noise = torch.rand(size, lists_per_request, n_candidates, generator=generator)
-    lists = noise.argsort(dim=2)[..., : model.config.list_len].to(device)  # (B, K, L) random lists
-    estimated = model.list_reward(batch, lists).cpu()
-    true = true_reward.of_lists(batch, lists).cpu()
-    return float(_row_spearman(estimated, true).mean())
-
-
-def _row_spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) Spearman correlation of each row of x and y (B, K); continuous rewards have no ties."""
-    a, b = (v.argsort(dim=1).argsort(dim=1).double() for v in (x, y))
-    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))

@@ -1,0 +1,162 @@
+"""Frozen auxiliary policies (paper §3.3, App. C: "heuristic methods and lightweight neural models").
+
+The seven policies of ``groups.policies`` mostly follow the generator being trained, which starts
+random: a fresh generator's group holds lists of nearly equal reward, and the reference policy
+built from them is nearly flat. These policies do not depend on the generator, so from the first
+step the group holds lists that are good by some independent judgement, and the reference policy
+has something to prefer:
+
+- ``scorer``: a frozen pretrained item-wise model's top-L list (``group.scorer_run``, e.g. the
+  DNN baseline), then Plackett–Luce samples from its scores;
+- ``scorer_shuffle``: random orders of that top-L list (same items, other positions);
+- ``reward_beam``: beam search over the frozen reward model's own list reward;
+- ``popularity``: the top-L of the items' training positives, then Plackett–Luce samples;
+- ``logged``: the logged list, then random orders of it (training data only: groups are built
+  only while training, where ``batch.exposed`` is the list the logging policy showed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from goalrank.config import check, check_finite
+from goalrank.errors import ConfigError
+from goalrank.groups.context import GroupContext, gumbel, uniform
+
+
+def _check_temperature(policy: str, value: float) -> None:
+    check_finite(f"group.{policy}.temperature", value)
+    check(value > 0, f"group.{policy}.temperature", "> 0", value)
+
+
+def top_then_samples(ctx: GroupContext, scores: torch.Tensor, num_lists: int, temperature: float) -> torch.Tensor:
+    """(B, n, L): the top-L of ``scores`` (B, N), then n − 1 Plackett–Luce samples at ``temperature``.
+
+    Gumbel-top-k: the top L of scores / temperature + Gumbel noise is a draw without replacement.
+    """
+    best = scores.topk(ctx.list_len, dim=1).indices[:, None]  # (B, 1, L)
+    if num_lists == 1:
+        return best
+    keys = scores[:, None] / temperature + gumbel(ctx, (ctx.size, num_lists - 1, ctx.num_candidates))
+    return torch.cat([best, keys.topk(ctx.list_len, dim=2).indices], dim=1)
+
+
+def shuffles(ctx: GroupContext, base: torch.Tensor, num_lists: int) -> torch.Tensor:
+    """(B, n, L) uniformly random orders of the lists ``base`` (B, L)."""
+    order = uniform(ctx, (ctx.size, num_lists, ctx.list_len)).argsort(dim=2)  # (B, n, L)
+    return base[:, None].expand(-1, num_lists, -1).gather(2, order)
+
+
+def require_scorer(ctx: GroupContext, policy: str) -> torch.Tensor:
+    """The frozen scorer's (B, N) logits; ConfigError when the run has no scorer."""
+    if ctx.scorer_logits is not None:
+        return ctx.scorer_logits
+    if ctx.scorer is None:
+        raise ConfigError(f"group.mix.{policy}: needs a frozen pretrained scorer; set group.scorer_run to a "
+                          "trained item-wise ranker's run folder (e.g. the DNN's) or drop the policy from the mix")
+    return ctx.scorer.score(ctx.batch).float()
+
+
+@dataclass
+class ScorerPolicy:
+    """The frozen scorer's top-L list, then Plackett–Luce samples from its scores at ``temperature``."""
+
+    temperature: float = 1.0
+    name: ClassVar[str] = "scorer"
+
+    def __post_init__(self) -> None:
+        _check_temperature("scorer", self.temperature)
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        return top_then_samples(ctx, require_scorer(ctx, self.name), num_lists, self.temperature)
+
+
+@dataclass
+class ScorerShufflePolicy:
+    """Random orders of the frozen scorer's top-L list: the same items, other positions, so the
+    reward model's judgement of order (position and list context) decides among them."""
+
+    name: ClassVar[str] = "scorer_shuffle"
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        top = require_scorer(ctx, self.name).topk(ctx.list_len, dim=1).indices  # (B, L)
+        return shuffles(ctx, top, num_lists)
+
+
+@dataclass
+class RewardBeamPolicy:
+    """Beam search for the lists the frozen reward model scores highest (greedy at ``beam_width`` 1).
+
+    The search runs over the ``top`` candidates with the highest one-item reward (one evaluator
+    call of N one-item lists) and extends every beam by each unused one of them, scoring the
+    prefixes as lists: width · top lists per step instead of width · N. The reward model sees the
+    whole list, so a prefix's reward is only a guide to the full list's (the search is heuristic);
+    the final beams are returned best first, max(beam_width, n) of them kept throughout.
+    """
+
+    beam_width: int = 4
+    top: int = 12
+    name: ClassVar[str] = "reward_beam"
+
+    def __post_init__(self) -> None:
+        check(self.beam_width >= 1, "group.reward_beam.beam_width", ">= 1", self.beam_width)
+        check(self.top >= 1, "group.reward_beam.top", ">= 1", self.top)
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        size, n_candidates = ctx.size, ctx.num_candidates
+        singles = torch.arange(n_candidates, device=ctx.device).view(1, -1, 1).expand(size, -1, -1)  # (B, N, 1)
+        width = min(max(self.top, ctx.list_len), n_candidates)
+        top = ctx.evaluator.list_reward(ctx.batch, singles).topk(width, dim=1).indices  # (B, M)
+        keep = max(self.beam_width, num_lists)
+        beams = top.new_zeros(size, 1, 0)  # (B, P, t)
+        for step in range(ctx.list_len):
+            prefixes = beams.shape[1]
+            extended = torch.cat([beams[:, :, None].expand(-1, -1, width, -1),
+                                  top[:, None, :, None].expand(-1, prefixes, -1, -1)], dim=3)  # (B, P, M, t+1)
+            used = (beams[:, :, None, :] == top[:, None, :, None]).any(dim=3)  # (B, P, M)
+            flat = extended.flatten(1, 2)  # (B, P*M, t+1)
+            rewards = ctx.evaluator.list_reward(ctx.batch, flat).float().masked_fill(used.flatten(1), -torch.inf)
+            chosen = rewards.topk(min(keep, prefixes * (width - step)), dim=1).indices  # (B, P')
+            beams = flat.gather(1, chosen[..., None].expand(-1, -1, step + 1))
+        return beams[:, torch.arange(num_lists, device=ctx.device) % beams.shape[1]]
+
+
+@dataclass
+class PopularityPolicy:
+    """The most popular candidates in training (positives), then Plackett–Luce samples over
+    log(1 + positives) / ``temperature``: a non-personalised heuristic of App. C."""
+
+    temperature: float = 1.0
+    name: ClassVar[str] = "popularity"
+
+    def __post_init__(self) -> None:
+        _check_temperature("popularity", self.temperature)
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        if ctx.popularity is None:
+            raise ConfigError("group.mix.popularity: needs the items' training popularity, which this caller "
+                              "did not provide; drop the policy from the mix")
+        scores = torch.log1p(ctx.popularity[ctx.batch.candidates].float())  # (B, N)
+        return top_then_samples(ctx, scores, num_lists, self.temperature)
+
+
+@dataclass
+class LoggedPolicy:
+    """The logged list, then random orders of it: what the logging policy showed, in the group so
+    that the reference policy weighs it against the alternatives by reward (training only)."""
+
+    name: ClassVar[str] = "logged"
+
+    @torch.no_grad()
+    def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        logged = ctx.batch.exposed  # (B, L)
+        if num_lists == 1:
+            return logged[:, None]
+        return torch.cat([logged[:, None], shuffles(ctx, logged, num_lists - 1)], dim=1)
