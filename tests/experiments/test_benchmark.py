@@ -7,6 +7,7 @@ by the module; the statistical functions are checked on hand-made per-list data.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import shutil
 import subprocess
@@ -88,7 +89,7 @@ def test_significance_row_per_metric_names_the_best_baseline(bench: Path) -> Non
 
 
 def test_studies_share_runs_and_count_parameters(bench: Path) -> None:
-    table1, groups, bias, scaling = (pl.read_csv(bench / f"{study}.csv") for study in STUDIES)
+    table1, _, groups, bias, scaling = (pl.read_csv(bench / f"{study}.csv") for study in STUDIES)
     goalrank_run = table1.filter(pl.col("label") == "GoalRank")["run"][0]
     assert groups.filter(pl.col("setting") == "K=4")["run"][0] == goalrank_run  # K=4 is the default group size
     assert bias.filter(pl.col("grid_value") == 0.0)["run"][0] == goalrank_run
@@ -101,6 +102,23 @@ def test_studies_share_runs_and_count_parameters(bench: Path) -> None:
     assert scaling.filter(pl.col("label") == "GoalRank 4x1")["parameters"][0] == count_parameters(small)
     assert (bench / "scaling-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (bench / "groupsize-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_oracle_study_trains_every_ge_method_and_goalrank_against_the_exact_reward(bench: Path) -> None:
+    oracle = pl.read_csv(bench / "oracle.csv")
+    assert sorted(oracle["model"].unique().to_list()) == ["egrerank", "goalrank", "mge", "nar4rec", "pier"]
+    assert oracle.height == 7  # MG-E at G = 3, 20, 100
+    for run in oracle["run"]:
+        config = json.loads((bench / run / "config.json").read_text())
+        assert config["reward"] == "oracle" and config["select_metric"] == "true_reward"
+    table1 = pl.read_csv(bench / "table1.csv")
+    assert not set(oracle["run"]) & set(table1["run"])  # not the learned-reward runs
+    assert oracle["oracle_ratio"].is_between(0, 1.0001).all()
+    reward = pl.read_csv(bench / "reward.csv")
+    assert reward.height == 1 and reward["test_auc"].is_between(0, 1).all()
+    assert {"test_ceiling_auc", "spearman_random", "spearman_group", "test_ece"} <= set(reward.columns)
+    report = (bench / "report.md").read_text()
+    assert "## Exact-reward diagnostic — sim" in report and "## Reward model" in report
 
 
 def test_rerun_reuses_every_run(bench: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ from goalrank.models.blocks import count_parameters
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 
 
-def make_generator(list_len: int, seed: int = 0, **sizes: int) -> GoalRankGenerator:
+def make_generator(list_len: int, seed: int = 0, **sizes: int | bool) -> GoalRankGenerator:
     torch.manual_seed(seed)
     config = GeneratorConfig(n_items=N_ITEMS, d_model=16, n_heads=2, ffn_mult=2, list_len=list_len, **sizes)
     return GoalRankGenerator(config).eval()
@@ -205,3 +205,21 @@ def test_next_log_probs_equal_log_prob_differences():
         expected = generator.log_prob(encoding, lists) - generator.log_prob(encoding, prefixes)
         torch.testing.assert_close(next_log_probs[..., item][unused], expected[unused], atol=1e-5, rtol=1e-5)
         assert (next_log_probs[..., item][~unused].exp() < 1e-6).all()
+
+
+def test_user_embedding_personalises_the_encoding_and_unknown_users_share_the_cold_start_row():
+    import dataclasses
+
+    from goalrank.models.blocks import UNKNOWN_USER
+
+    generator = make_generator(list_len=3, user_embedding=True, n_users=10)
+    batch = make_batch(2, n_candidates=5, list_len=3, new_user=False)
+    same_history = dataclasses.replace(batch, history=batch.history[:1].expand(2, -1),
+                                       history_labels=batch.history_labels[:1].expand(2, -1),
+                                       candidates=batch.candidates[:1].expand(2, -1), users=torch.tensor([1, 2]))
+    logits = generator.first_step_logits(generator.encode(same_history))
+    assert not torch.allclose(logits[0], logits[1])  # same history and candidates, other user
+    unknown = dataclasses.replace(same_history, users=torch.full((2,), UNKNOWN_USER))
+    cold = generator.first_step_logits(generator.encode(unknown))
+    torch.testing.assert_close(cold[0], cold[1])
+    assert make_generator(list_len=3).user_ids is None  # off by default: the history is the user

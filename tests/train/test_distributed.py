@@ -25,9 +25,11 @@ LAST = RunFolder(Path()).last.name
 D_MODEL = 8
 COMMON = ["--set", f"model.d_model={D_MODEL}", "--set", "model.n_heads=2", "--set", "train.device=cpu",
           "--set", "train.epochs=2", "--set", "train.patience=2", "--set", "train.batch_size=16"]
-# Deterministic losses: no dropout, no random negatives, so only all-reduce rounding may differ.
+# Deterministic losses: no dropout, no random negatives, no random cold-start users, so only
+# all-reduce rounding may differ.
 MODELS = {
-    "reward": ["--set", "model.dropout=0", "--set", "negatives=0", "--set", "model.layers=1"],
+    "reward": ["--set", "model.dropout=0", "--set", "negatives=0", "--set", "model.cold_start_rate=0",
+               "--set", "model.layers=1"],
     "dnn": [],
 }
 

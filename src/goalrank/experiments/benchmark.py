@@ -46,7 +46,7 @@ from goalrank.io import read_json, read_recorded_json
 from goalrank.models.base import Ranker
 from goalrank.models.blocks import count_parameters
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import build_model
+from goalrank.runs.load import ORACLE, build_model
 from goalrank.runs.registry import MODELS
 from goalrank.simulate import SimConfig, simulate
 from goalrank.simulate.folder import SimulatorFolder
@@ -70,23 +70,40 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
     start = time.perf_counter()
     specs = plan(config)
     rows: list[dict[str, Any]] = []
+    rewards: list[dict[str, Any]] = []  # each seed's reward model: its quality figures (evaluate.fidelity)
     list_lens: dict[str, int] = {}
     for dataset_spec in config.dataset_specs:
         name = dataset_spec.name
         dataset = PreparedDataset(prepare_dataset(folder, dataset_spec, config))
         list_lens[name] = dataset.list_len
+        dataset_specs = specs_for(dataset, specs, name)
         for seed in config.seeds:
             seed_dir = folder.seed(name, seed)
             reward_dir = _ensure_reward(seed_dir, dataset, config.reward, seed, f"[{name} seed {seed}]")
-            for index, spec in enumerate(specs, 1):
-                where = f"[{name} seed {seed} {index}/{len(specs)}] {spec.study}: {spec.label}"
-                run_dir = _ensure_ranker(seed_dir, dataset, spec, config, seed, reward_dir, where)
+            rewards.append({"dataset": name, "seed": seed, "run": str(reward_dir.relative_to(folder.root)),
+                            **read_recorded_json(RunFolder(reward_dir).metrics)})
+            for index, spec in enumerate(dataset_specs, 1):
+                where = f"[{name} seed {seed} {index}/{len(dataset_specs)}] {spec.study}: {spec.label}"
+                run_dir = _ensure_ranker(seed_dir, dataset, spec, config, seed, evaluator_of(spec, reward_dir), where)
                 rows.append(_result_row(folder, spec, name, seed, run_dir))
             if "table1" in config.studies:
                 rows += _sanity_rows(folder, seed_dir, dataset, config, name, seed)
-    report = write_report(folder, config, rows, list_lens, command, time.perf_counter() - start)
+    report = write_report(folder, config, rows, rewards, list_lens, command, time.perf_counter() - start)
     print(f"report written to {folder.report}")
     return report
+
+
+def specs_for(dataset: PreparedDataset, specs: list[RunSpec], name: str) -> list[RunSpec]:
+    """The specs that apply to ``dataset``: the exact-reward study's only on simulator data."""
+    kept = [spec for spec in specs if spec.evaluator != ORACLE or dataset.manifest.get("simulator")]
+    if len(kept) < len(specs):
+        print(f"[skip] {name}: the oracle study needs simulator data")
+    return kept
+
+
+def evaluator_of(spec: RunSpec, reward_dir: Path) -> Path:
+    """What the run is trained against: the seed's reward-model run, or ``oracle``."""
+    return Path(ORACLE) if spec.evaluator == ORACLE else reward_dir
 
 
 def prepare_dataset(folder: BenchmarkFolder, spec: DatasetSpec, config: BenchmarkConfig) -> Path:

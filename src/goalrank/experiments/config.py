@@ -19,7 +19,7 @@ from goalrank.errors import ConfigError
 from goalrank.runs.registry import MODELS
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 
-STUDIES = ("table1", "groupsize", "bias", "scaling")
+STUDIES = ("table1", "oracle", "groupsize", "bias", "scaling")
 SIMULATOR = "simulator"
 BUILT_IN_DATASET = f"sim={SIMULATOR}"
 
@@ -56,7 +56,9 @@ class BenchmarkConfig:
     """What `goalrank benchmark` runs; the field defaults are the full experiment (profile ``full``).
 
     datasets: ``NAME=SOURCE:PATH`` or ``NAME=simulator`` entries (``--dataset``, repeatable).
-    studies: which of STUDIES to run (``--only``).
+    studies: which of STUDIES to run (``--only``). ``oracle`` trains GoalRank and every
+        generator–evaluator method against the simulator's exact reward instead of the reward
+        model (simulator datasets only; skipped on others).
     methods: Table 1's methods as model names (``goalrank``, ``dnn``, ..., ``mge``); empty: all.
     simulate, prepare, reward, ranker: values for SimConfig, PrepareConfig (every dataset), the
         reward run and every ranker run, nested as the `train` command's ``--set`` keys.

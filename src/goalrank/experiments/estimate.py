@@ -30,7 +30,14 @@ import polars as pl
 from goalrank.config import check, merge_values
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError
-from goalrank.experiments.benchmark import RankerRun, prepare_dataset, ranker_run, reward_values
+from goalrank.experiments.benchmark import (
+    RankerRun,
+    evaluator_of,
+    prepare_dataset,
+    ranker_run,
+    reward_values,
+    specs_for,
+)
 from goalrank.experiments.config import BenchmarkConfig
 from goalrank.experiments.evaluation import evaluate_test
 from goalrank.experiments.folder import BenchmarkFolder
@@ -91,8 +98,8 @@ def _dataset_costs(scratch: Path, dataset: PreparedDataset, name: str, config: B
                       partial(train_reward, dataset.root, reward_dir, merge_values(values, cap)))]
     runs: dict[str, RankerRun] = {}
     labels: dict[str, list[str]] = {}
-    for spec in plan(config):
-        run = ranker_run(spec, config, dataset, seed, reward_dir)
+    for spec in specs_for(dataset, plan(config), name):
+        run = ranker_run(spec, config, dataset, seed, evaluator_of(spec, reward_dir))
         runs.setdefault(run.name, run)
         labels.setdefault(run.name, []).append(spec.label)
     for index, run in enumerate(runs.values(), 1):

@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from goalrank.evaluate.protocol import TRUE_REWARD
 from goalrank.experiments.config import BenchmarkConfig, parse_size
 from goalrank.experiments.paper import GOALRANK
+from goalrank.runs.load import ORACLE
 
 TABLE1_BASELINES = (
     ("DNN", "dnn"), ("DLCM", "dlcm"), ("PRS (SetRank)", "setrank"), ("PRM", "prm"), ("MIR", "mir"),
     ("RankMixer", "rankmixer"), ("EGRerank", "egrerank"), ("PIER", "pier"), ("NAR4Rec", "nar4rec"),
 )
 MGE = "MG-E"
+ORACLE_METHODS = ((GOALRANK, "goalrank"), ("EGRerank", "egrerank"), ("PIER", "pier"), ("NAR4Rec", "nar4rec"))
 SCALED_DEPTH_FIELDS = {"goalrank": ("encoder_layers", "decoder_layers"), "dnn": ("hidden_layers",),
                        "pier": ("hidden_layers",)}
 METHOD_NAMES = {"goalrank": GOALRANK, "dnn": "DNN", "pier": "PIER"}
@@ -23,6 +26,8 @@ class RunSpec:
     """One row of a study: ranker ``model`` with ``values`` laid over the shared ranker values.
 
     ``grid_value`` is the swept value (K, β) for the plots; None where the x axis is the size.
+    ``evaluator``: "" for the seed's trained reward model, ``oracle`` for the simulator's exact
+    list reward (the exact-reward study; simulator data only).
     """
 
     study: str
@@ -31,6 +36,7 @@ class RunSpec:
     model: str
     values: dict[str, Any] = field(default_factory=dict)
     grid_value: float | None = None
+    evaluator: str = ""
 
     @property
     def label(self) -> str:
@@ -46,6 +52,12 @@ def plan(config: BenchmarkConfig) -> list[RunSpec]:
                    for g in config.mge_generators]
         table1.append(RunSpec("table1", GOALRANK, "", "goalrank"))
         specs += [spec for spec in table1 if not config.methods or spec.model in config.methods]
+    if "oracle" in config.studies:
+        exact = {"select_metric": TRUE_REWARD}  # the quantity the exact evaluator optimises, on validation
+        specs += [RunSpec("oracle", label, "exact reward", name, exact, evaluator=ORACLE)
+                  for label, name in ORACLE_METHODS]
+        specs += [RunSpec("oracle", MGE, f"G-{g} exact reward", "mge", {**exact, "model": {"n_generators": g}},
+                          evaluator=ORACLE) for g in config.mge_generators]
     if "groupsize" in config.studies:
         specs += [RunSpec("groupsize", GOALRANK, f"K={k}", "goalrank", {"group": {"group_size": k}}, k)
                   for k in config.group_sizes]

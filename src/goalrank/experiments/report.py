@@ -50,13 +50,17 @@ def summary_table(rows: dict[str, list[dict[str, float]]], seeds: tuple[int, ...
 
 
 def write_report(folder: BenchmarkFolder, config: BenchmarkConfig, rows: list[dict[str, Any]],
-                 list_lens: dict[str, int], command: str, seconds: float) -> str:
-    """Write one CSV per study, the PNG plots and ``report.md`` (returned), atomically and in SHA256SUMS."""
+                 rewards: list[dict[str, Any]], list_lens: dict[str, int], command: str, seconds: float) -> str:
+    """Write one CSV per study (and one of the reward models, ``rewards``: one row per dataset and
+    seed), the PNG plots and ``report.md`` (returned), atomically and in SHA256SUMS."""
     folder.root.mkdir(parents=True, exist_ok=True)
     write_recorded_json(folder.config, to_dict(config))
     sections = [_report_header(config, command, seconds, len({r["run"] for r in rows}))]
-    renderers = {"table1": _table1_section, "groupsize": _group_size_section, "bias": _bias_section,
-                 "scaling": _scaling_section}
+    if rewards:
+        write_recorded_text(folder.table("reward"), pl.from_dicts(rewards, infer_schema_length=None).write_csv())
+        sections.append(_reward_section(rewards))
+    renderers = {"table1": _table1_section, "oracle": _oracle_section, "groupsize": _group_size_section,
+                 "bias": _bias_section, "scaling": _scaling_section}
     for study in config.studies:
         study_rows = [r for r in rows if r["study"] == study]
         if not study_rows:
@@ -160,6 +164,38 @@ def _load_per_list(path: Path) -> dict[str, np.ndarray]:
     verify_checksum(path)
     with np.load(path) as arrays:
         return dict(arrays)
+
+
+REWARD_KEYS = ("valid_auc", "test_auc", "test_ceiling_auc", "test_ece", "spearman_random", "spearman_group")
+
+
+def _reward_section(rewards: list[dict[str, Any]]) -> str:
+    """Each seed's reward model: per-item AUC and calibration, and on simulator data its ceiling
+    and its agreement with the exact reward (``evaluate.fidelity``)."""
+    keys = [key for key in REWARD_KEYS if key in rewards[0]]
+    lines = ["| dataset | seed | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+    lines += [f"| {r['dataset']} | {r['seed']} | " + " | ".join(f"{r.get(k, float('nan')):.4f}" for k in keys) + " |"
+              for r in rewards]
+    return "\n\n".join([
+        "## Reward model (the evaluator of GoalRank and every G-E method)",
+        "Per-item AUC and expected calibration error on the logged lists; on simulator data the AUC of the "
+        "simulator's exact click probabilities on the same test items (`test_ceiling_auc`, no model can beat it "
+        "on average) and the Spearman correlation of the model's list reward with the exact one, on random lists "
+        "and within GoalRank's groups for a fresh generator.",
+        "\n".join(lines),
+    ])
+
+
+def _oracle_section(folder: BenchmarkFolder, config: BenchmarkConfig, dataset: str, list_len: int,
+                    rows: list[dict[str, Any]]) -> str:
+    return "\n\n".join([
+        f"## Exact-reward diagnostic — {dataset}",
+        "GoalRank and every generator–evaluator method trained and ranking with the simulator's exact list "
+        "reward as the evaluator (`--reward oracle`), checkpoints chosen by validation true reward: what the "
+        "generator and the objective can reach when the reward model is not the limit (Theorem 1 assumes an "
+        "exact reward). Compare `true_reward` and `oracle_ratio` with Table 1's rows of the same methods.",
+        _summary(_by_label(rows), list_len, config.seeds),
+    ])
 
 
 def _group_size_section(folder: BenchmarkFolder, config: BenchmarkConfig, dataset: str, list_len: int,

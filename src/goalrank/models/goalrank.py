@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from goalrank.config import check
+from goalrank.config import check, check_finite
 from goalrank.data.storage import RankingBatch
 from goalrank.models.base import Ranker, RankOutput, scores_from_lists
 from goalrank.models.blocks import (
@@ -31,6 +31,7 @@ from goalrank.models.blocks import (
     PointerHead,
     TransformerEncoder,
     UserContextEncoder,
+    UserIdEmbedding,
     item_embedding,
     masked_log_softmax,
 )
@@ -42,13 +43,20 @@ class GeneratorConfig(ModelConfig):
 
     encoder_layers: depth of the lower block over the N candidates; decoder_layers: depth of the
     upper (autoregressive) block.
+    user_embedding: add a user-id embedding to the user vector (``blocks.UserIdEmbedding``, with
+    ``cold_start_rate`` of the training requests shown as new users): the history alone tells the
+    generator less about a user than the reward model it imitates knows.
     """
 
     encoder_layers: int = 2
     decoder_layers: int = 2
+    user_embedding: bool = False
+    cold_start_rate: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_finite("model.cold_start_rate", self.cold_start_rate)
+        check(0 <= self.cold_start_rate < 1, "model.cold_start_rate", "in [0, 1)", self.cold_start_rate)
         check(self.encoder_layers >= 0, "model.encoder_layers", ">= 0", self.encoder_layers)
         check(self.decoder_layers >= 1, "model.decoder_layers", ">= 1", self.decoder_layers)
 
@@ -80,6 +88,8 @@ class GoalRankGenerator(Ranker):
         self.user_encoder = UserContextEncoder(
             self.items, config.n_heads, config.history_layers, config.ffn_mult, config.dropout
         )
+        self.user_ids = (UserIdEmbedding(config.n_users, width, config.cold_start_rate)
+                         if config.user_embedding else None)
         self.cross = FeatureCross(width)
         self.candidate_encoder = TransformerEncoder(
             width, config.n_heads, config.encoder_layers, config.ffn_mult, config.dropout
@@ -100,6 +110,8 @@ class GoalRankGenerator(Ranker):
         permutation-equivariant: permuting the candidates permutes ``memory`` the same way.
         """
         user = self.user_encoder(batch.history, batch.history_labels).user  # (B, D)
+        if self.user_ids is not None:
+            user = user + self.user_ids(batch.users)
         tokens = self.cross(self.items(batch.candidates), user)  # (B, N, D)
         memory = self.candidate_encoder(tokens)  # (B, N, D)
         return Encoding(

@@ -86,7 +86,7 @@ def bench_train(config: BenchTrainConfig) -> str:
     device = resolve_device(config.device)
     rng = seed_everything(0)
     dataset = PreparedDataset(config.data)
-    generator = GoalRankGenerator(GeneratorConfig(**data_fields(dataset))).to(device)
+    generator = GoalRankGenerator(from_dict(GeneratorConfig, data_fields(dataset), "model")).to(device)
     evaluator = load_reward_model(Path(config.reward), device)
     optimizer = torch.optim.AdamW(generator.parameters(), lr=1e-4)
     train_batches = dataset.split("train").batches(batch_size, shuffle=True)

@@ -147,7 +147,7 @@ def reward_fidelity(model: RewardModel, dataset: PreparedDataset, batch_size: in
         return {}
     true_reward, test = TrueReward(simulator, dataset, beam_width=1), dataset.split("test")
     torch.manual_seed(seed)
-    generator = GoalRankGenerator(GeneratorConfig(**data_fields(dataset))).to(device).eval()
+    generator = GoalRankGenerator(from_dict(GeneratorConfig, data_fields(dataset), "model")).to(device).eval()
     context = GroupContext(batch=test.batch(slice(0, 1)), generator=generator, encoding=None, evaluator=model,
                            list_len=dataset.list_len, rng=torch.Generator().manual_seed(seed),
                            existing=torch.zeros(1, 0, dataset.list_len, dtype=torch.long),
