@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from builders import tiny_dataset
 from goalrank.runs.folder import RunFolder
+from goalrank.train import run as run_module
 from goalrank.train.run import train_ranker, train_reward
 
 TRAIN = {"epochs": 2, "patience": 2, "batch_size": 16, "device": "cpu", "lr": 2e-3}
@@ -71,3 +72,28 @@ def test_one_switch_turns_the_curves_off(tmp_path: Path) -> None:
     run = tmp_path / "reward"
     train_reward(data, run, {"model": {**SMALL, "layers": 1}, "train": {**TRAIN, "epochs": 1, "tensorboard": False}})
     assert RunFolder(run).is_complete and not RunFolder(run).tensorboard.exists()
+
+
+def test_a_resumed_run_hides_the_steps_it_replays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed in epoch 2's validation, after its steps were logged: the resumed run logs them once more,
+    and TensorBoard shows each step once, with the resumed run's values."""
+    data = tiny_dataset(tmp_path / "data")
+    run = tmp_path / "reward"
+    values = {"model": {**SMALL, "layers": 1}, "train": {**TRAIN, "checkpoint_every": 0}}
+    real_auc, calls = run_module.reward_auc, []
+
+    def dies_in_epoch_two(*args: object) -> float:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_auc(*args)
+
+    monkeypatch.setattr(run_module, "reward_auc", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_reward(data, run, values)
+    assert [step for step, _ in _scalars(run)["train/loss"]] == list(range(1, 9))  # epoch 2 logged, not saved
+    train_reward(data, run, values, resume=True)
+    losses = _scalars(run)["train/loss"]
+    assert [step for step, _ in losses] == list(range(1, 9))
+    second = _epochs(run)[1]["train_loss"]
+    assert sum(value for step, value in losses if step > 4) / 4 == pytest.approx(second, rel=1e-5)
