@@ -97,6 +97,7 @@ class Run:
 
     @property
     def model_name(self) -> str:
+        """``reward``, ``goalrank`` or the baseline's registry name."""
         return str(self.config["model_name"])
 
     @property

@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one model. `--model reward` fits the list-wise reward model; "
         "`--model goalrank` fits the generator against the group-relative reference policy "
         "built with a trained reward model (--reward). Per-epoch metrics go to the run folder's "
-        "log.jsonl, the best validation checkpoint to checkpoint.pt, the config to config.json, and "
+        "log.jsonl, the training curves to tensorboard/ (off with --set train.tensorboard=false), the best "
+        "validation checkpoint to checkpoint.pt, the config to config.json, and "
         "every train.checkpoint_every batches the training state to last.pt. Launched by "
         "torchrun, it trains data-parallel (DDP) with rank 0 writing OUT.",
     )
