@@ -3,7 +3,8 @@
 Every command takes ``--config FILE.toml`` and ``--set key=value``; its flags are shorthands for
 fields of the command's config dataclass, which is the only place their choices, defaults and
 checks are written (a flag left out keeps the config's value, and ``--help`` shows it). Handlers
-import their stage lazily so that ``goalrank --help`` is instant. Every GoalRankError, and every
+are thin: they build the config and call the Python API (``goalrank.api``) or the stage's function,
+then print; they import it lazily so that ``goalrank --help`` is instant. Every GoalRankError, and every
 OSError (a file the machine will not read or write, a full disk), becomes one ``error: ...`` line
 on stderr and exit code 2; tracebacks are for bugs only.
 """
@@ -82,17 +83,19 @@ def _add_dataset_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
-    from goalrank.simulate import SimConfig, simulate
+    from goalrank import api
+    from goalrank.simulate import SimConfig
 
-    out = simulate(_load(SimConfig, args), args.out, overwrite=args.overwrite)
+    out = api.simulate(args.out, _load(SimConfig, args), overwrite=args.overwrite)
     print(f"simulated logs written to {out}")
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
-    from goalrank.data.prepare import PrepareConfig, format_stats, prepare
+    from goalrank import api
+    from goalrank.data.prepare import PrepareConfig, format_stats
     from goalrank.evaluate.audit import shortcut_warning
 
-    dataset = prepare(_load(PrepareConfig, args), args.out, overwrite=args.overwrite)
+    dataset = api.prepare(args.out, _load(PrepareConfig, args), overwrite=args.overwrite)
     print(format_stats(dataset.manifest))
     print(f"prepared dataset written to {dataset.root}")
     warning = shortcut_warning(dataset)
@@ -118,26 +121,23 @@ def _cmd_audit(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from goalrank import api
     from goalrank.config import load_values
-    from goalrank.runs.load import REWARD
     from goalrank.train.distributed import process_group
-    from goalrank.train.run import train_ranker, train_reward
 
     values = load_values(args.config, args.overrides)
-    with process_group() as dist:
-        if args.model == REWARD:
-            metrics = train_reward(args.data, args.out, values, resume=args.resume)
-        else:
-            metrics = train_ranker(args.model, args.data, args.out, values, args.reward, resume=args.resume)
+    with process_group() as dist:  # api.train joins the same group; rank 0 alone prints
+        run = api.train(args.model, args.data, args.out, values, reward=args.reward, resume=args.resume)
     if dist.is_main:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(run.metrics, indent=2))
         print(f"run written to {args.out}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run
+    from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run, format_metrics
 
-    print(evaluate_run(_load(EvaluateConfig, args)))
+    title, metrics = evaluate_run(_load(EvaluateConfig, args))  # api.evaluate's metrics, and a title for them
+    print(format_metrics(title, metrics))
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> None:
@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one model. `--model reward` fits the list-wise reward model; "
         "`--model goalrank` fits the generator against the group-relative reference policy "
         "built with a trained reward model (--reward). Per-epoch metrics go to the run folder's "
-        "log.jsonl, the best validation checkpoint to checkpoint.pt, the config to config.json, and "
+        "log.jsonl, the training curves to tensorboard/ (off with --set train.tensorboard=false), the best "
+        "validation checkpoint to checkpoint.pt, the config to config.json, and "
         "every train.checkpoint_every batches the training state to last.pt. Launched by "
         "torchrun, it trains data-parallel (DDP) with rank 0 writing OUT.",
     )

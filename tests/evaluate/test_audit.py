@@ -15,7 +15,7 @@ from goalrank.cli import main
 from goalrank.data.storage import SPLITS, PreparedDataset, SplitSource, write_prepared
 from goalrank.evaluate.audit import AuditConfig, audit
 from goalrank.evaluate.protocol import TrueReward
-from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run
+from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run, format_metrics
 from goalrank.simulate import SimConfig, Simulator, simulate
 
 
@@ -120,12 +120,12 @@ def test_evaluate_reports_complete_label_metrics_on_simulator_data(simulated: Pa
                  "--set", "model.d_model=8", "--set", "train.epochs=1", "--set", "train.device=cpu"]) == 0
     assert main(["train", "--model", "dnn", "--data", str(simulated), "--out", str(tmp_path / "dnn"),
                  "--set", "model.d_model=8", "--set", "train.epochs=1", "--set", "train.device=cpu"]) == 0
-    table = evaluate_run(EvaluateConfig(run=str(tmp_path / "dnn"), beam_width=4))
+    table = format_metrics(*evaluate_run(EvaluateConfig(run=str(tmp_path / "dnn"), beam_width=4)))
     assert "| complete_NDCG@3 |" in table and "| true_reward |" in table and "| NDCG@3 |" in table
     written = tmp_path / "dnn" / "eval-test.json"
     before = written.read_bytes()
     shutil.copytree(simulated, tmp_path / "copy")
-    other = evaluate_run(EvaluateConfig(run=str(tmp_path / "dnn"), data=str(tmp_path / "copy"), beam_width=4))
+    other, _ = evaluate_run(EvaluateConfig(run=str(tmp_path / "dnn"), data=str(tmp_path / "copy"), beam_width=4))
     assert "(not written)" in other and written.read_bytes() == before  # another dataset: the run's file stays
 
 

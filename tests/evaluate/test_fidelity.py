@@ -30,7 +30,8 @@ def test_row_spearman_matches_scipy():
 
 
 def test_expected_calibration_error_by_hand():
-    # bins of width 1/2: [0.1, 0.2, 0.3] with labels [0, 0, 1] -> |0.2 - 1/3| * 3/5; [0.8, 0.9], [1, 1] -> |0.85 - 1| * 2/5
+    # bins of width 1/2: [0.1, 0.2, 0.3] with labels [0, 0, 1] -> |0.2 - 1/3| * 3/5;
+    # [0.8, 0.9] with labels [1, 1] -> |0.85 - 1| * 2/5
     probabilities = torch.tensor([0.1, 0.2, 0.3, 0.8, 0.9], dtype=torch.float64)
     labels = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])
     expected = abs(0.2 - 1 / 3) * 3 / 5 + abs(0.85 - 1.0) * 2 / 5

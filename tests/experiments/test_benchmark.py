@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from builders import BENCHMARK_TINY as TINY
 from goalrank.cli import main
 from goalrank.errors import ConfigError
 from goalrank.experiments.benchmark import SANITY_ROWS
 from goalrank.experiments.config import STUDIES, merge_values, parse_size
+from goalrank.experiments.folder import BenchmarkFolder
 from goalrank.experiments.plan import TABLE1_BASELINES
 from goalrank.experiments.statistics import best_baseline, paired_bootstrap
 from goalrank.io import SUMS
@@ -119,6 +121,15 @@ def test_oracle_study_trains_every_ge_method_and_goalrank_against_the_exact_rewa
     assert {"test_ceiling_auc", "spearman_random", "spearman_group", "test_ece"} <= set(reward.columns)
     report = (bench / "report.md").read_text()
     assert "## Exact-reward diagnostic — sim" in report and "## Reward model" in report
+
+
+def test_one_tensorboard_logdir_shows_every_trained_run(bench: Path) -> None:
+    trained = {run for study in STUDIES for run, model in pl.read_csv(bench / f"{study}.csv")
+               .select("run", "model").iter_rows() if model != "reference"}
+    rewards = {str(path.parent.relative_to(bench)) for path in bench.glob("runs/*/seed*/reward-*/config.json")}
+    curves = EventMultiplexer().AddRunsFromDirectory(str(BenchmarkFolder(bench).runs)).Reload()
+    assert set(curves.Runs()) == {f"{Path(run).relative_to('runs')}/tensorboard" for run in trained | rewards}
+    assert all("train/loss" in tags["scalars"] for tags in curves.Runs().values())
 
 
 def test_rerun_reuses_every_run(bench: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,8 @@
 
 Per dataset: simulate (built-in simulator only) → prepare → per seed, one reward model → every
 ranker run the chosen studies need (``plan``) → one evaluation pass on the test split → CSVs,
-markdown tables, PNG plots and ``report.md`` (``report``) under ``--out``.
+markdown tables, PNG plots and ``report.md`` (``report``) under ``--out``. Every run writes its training
+curves under its folder, so ``OUT/runs`` (``BenchmarkFolder.runs``) is one TensorBoard logdir for all.
 
 - One reward model per dataset and seed is the evaluator of every G-E / MG-E baseline and the
   reward model of GoalRank: the paper requires that "all baselines share exactly the same
@@ -89,7 +90,7 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
             if "table1" in config.studies:
                 rows += _sanity_rows(folder, seed_dir, dataset, config, name, seed)
     report = write_report(folder, config, rows, rewards, list_lens, command, time.perf_counter() - start)
-    print(f"report written to {folder.report}")
+    print(f"report written to {folder.report}; training curves of every run: tensorboard --logdir {folder.runs}")
     return report
 
 

@@ -47,11 +47,11 @@ class EvaluateConfig:
         check(1 <= self.beam_width <= MAX_BEAM_WIDTH, "beam_width", f"in [1, {MAX_BEAM_WIDTH}]", self.beam_width)
 
 
-def evaluate_run(evaluation: EvaluateConfig) -> str:
-    """Evaluate a run on a split; writes its ``eval-<split>.json`` and returns a table.
+def evaluate_run(evaluation: EvaluateConfig) -> tuple[str, dict[str, float]]:
+    """Evaluate a run on a split; writes its ``eval-<split>.json``; returns a title and the metrics.
 
-    On another dataset than the run's own (``data``) nothing is written: the run folder's
-    evaluation files are what the benchmark reads back for the run, on its own data.
+    On another dataset than the run's own (``data``) nothing is written (the title says so): the
+    run folder's evaluation files are what the benchmark reads back for the run, on its own data.
     """
     device = resolve_device("auto")
     model, config = load_ranker(Path(evaluation.run), device)
@@ -68,9 +68,9 @@ def evaluate_run(evaluation: EvaluateConfig) -> str:
     split = evaluation.split
     metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
     if not own:  # the run folder's files are its own data's
-        return format_metrics(f"{config['model_name']} on {split} of {dataset.root} (not written)", metrics)
+        return f"{config['model_name']} on {split} of {dataset.root} (not written)", metrics
     write_recorded_json(RunFolder(Path(evaluation.run)).evaluation(split), metrics)
-    return format_metrics(f"{config['model_name']} on {split}", metrics)
+    return f"{config['model_name']} on {split}", metrics
 
 
 def evaluate_test(run_dir: Path, beam_width: int) -> dict[str, float]:

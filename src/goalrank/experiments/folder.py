@@ -1,7 +1,7 @@
 """The benchmark's output folder: the one owner of its layout.
 
     OUT/data/NAME/               prepared dataset (and NAME-world/ for the built-in simulator)
-    OUT/runs/NAME/seedS/RUN/     reward and ranker run folders (``RunFolder``)
+    OUT/runs/NAME/seedS/RUN/     reward and ranker run folders (``RunFolder``), each with its tensorboard/
     OUT/report.md, OUT/STUDY.csv, OUT/*.png, OUT/benchmark-config.json   the report, in SHA256SUMS
     OUT/estimate/                the scratch runs and projection of ``--estimate``
 """
@@ -23,9 +23,14 @@ class BenchmarkFolder(Folder):
     def dataset(self, dataset: str) -> Path:
         return self.root / "data" / dataset
 
+    @property
+    def runs(self) -> Path:
+        """Every run of the benchmark, below: the one TensorBoard logdir that shows all their curves."""
+        return self.root / "runs"
+
     def seed(self, dataset: str, seed: int) -> Path:
         """The folder of one dataset and seed's runs."""
-        return self.root / "runs" / dataset / f"seed{seed}"
+        return self.runs / dataset / f"seed{seed}"
 
     @property
     def report(self) -> Path:

@@ -93,7 +93,11 @@ class GroupRelativeObjective:
         group = self.build_group(batch, encoding)
         rewards, reference = self.reference_policy(batch, group)
         loss, stats = self.loss(batch, encoding, group, reference)
-        return loss, {"group_reward": rewards.mean().item(), **stats}
+        # The group's reward spread σ_G (Eq. 4's population std) and π_ref's entropy show how much
+        # signal the reference policy carries: a collapsed spread or a uniform π_ref teaches nothing.
+        return loss, {"group_reward": rewards.mean().item(),
+                      "group_reward_std": rewards.std(dim=1, correction=0).mean().item(),
+                      "reference_entropy": torch.special.entr(reference).sum(dim=1).mean().item(), **stats}
 
     @classmethod
     def from_inputs(cls, inputs: ObjectiveInputs) -> GroupRelativeObjective:

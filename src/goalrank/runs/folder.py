@@ -8,6 +8,7 @@ read back:
 - ``checkpoint.pt`` (+ ``.sha256``): the best validation weights;
 - ``last.pt`` (+ ``.sha256``): the latest training state, to resume from;
 - ``log.jsonl``: one JSON line per epoch and event;
+- ``tensorboard/``: TensorBoard event files of the training curves (``train.tensorboard``);
 - ``metrics.json``: validation metrics of the kept checkpoint, written when training finished (so
   its presence marks a complete run);
 - ``eval-<split>.json`` and ``per-list-<split>.npz``: evaluation results, recorded in
@@ -44,6 +45,11 @@ class RunFolder(Folder):
     @property
     def log(self) -> Path:
         return self.root / "log.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        """The run's TensorBoard log directory (``tensorboard --logdir`` it, or any folder above it)."""
+        return self.root / "tensorboard"
 
     @property
     def lock(self) -> Path:

@@ -29,7 +29,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from goalrank.config import check
+from goalrank.data.storage import RankingBatch
 from goalrank.io import sha256_file
+from goalrank.models.base import RankOutput
 from goalrank.runs.folder import RunFolder
 from goalrank.runs.load import load_ranker, run_dataset
 from goalrank.serve.batcher import MicroBatcher
@@ -114,12 +116,20 @@ class RankingService:
         self.batcher = MicroBatcher(rank_fn, config.max_batch, config.max_wait_ms / 1e3, warmup)
 
     async def rank(self, request: RankRequest) -> RankResponse:
-        history = None if request.history is None else [HistoryEvent(h.item, h.label) for h in request.history]
         try:
-            batch = self.catalog.encode(request.user, history, request.candidates)
+            batch = self.encode(request)
         except RequestError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         output = await asyncio.wrap_future(self.batcher.submit(batch))
+        return self.respond(request, batch, output)
+
+    def encode(self, request: RankRequest) -> RankingBatch:
+        """The request as a batch of one row (catalog.py's rules); RequestError says what to change."""
+        history = None if request.history is None else [HistoryEvent(h.item, h.label) for h in request.history]
+        return self.catalog.encode(request.user, history, request.candidates)
+
+    def respond(self, request: RankRequest, batch: RankingBatch, output: RankOutput) -> RankResponse:
+        """The ranker's (1, ·) output for ``batch`` in the request's raw ids, best first."""
         candidates = batch.candidates[0]  # (N,)
         lists = output.lists[0]  # (L,)
         return RankResponse(

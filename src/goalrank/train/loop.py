@@ -9,15 +9,20 @@ records weights, optimizer, RNG states and the ``TrainState`` (epoch, data posit
 value, early-stopping counter), so ``fit(resume=True)`` continues a killed run and reaches the
 same weights as an uninterrupted one. Distributed: the loop is written once against
 ``Distributed`` (distributed.py), whose methods are the identity in a single process.
+
+Watched: besides ``log.jsonl``, rank 0 writes the curves as TensorBoard events (``TrainingCurves``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,10 +58,12 @@ class TrainState:
     ``position`` counts the current epoch's global batches consumed (stepped or skipped), the
     ``start`` of ``Split.batches`` on resume; ``steps`` counts its optimizer steps and ``totals``
     its summed training stats; ``log_bytes`` is the size of log.jsonl when the state was saved.
+    ``batches`` counts the global batches consumed over all epochs: the x axis of the curves.
     """
 
     epoch: int = 0
     position: int = 0
+    batches: int = 0
     steps: int = 0
     totals: dict[str, float] = field(default_factory=dict)
     best_value: float = -math.inf
@@ -65,6 +72,37 @@ class TrainState:
     stale: int = 0
     nonfinite: int = 0
     log_bytes: int = 0
+
+
+class TrainingCurves(contextlib.AbstractContextManager["TrainingCurves"]):
+    """TensorBoard scalars of one run, written under ``logdir`` (``RunFolder.tensorboard``).
+
+    Tags, at global step ``TrainState.batches``: per optimizer step ``train/loss``, ``train/<stat>``
+    for every stat of the objective (GoalRank's ``group_reward``, ``group_reward_std`` (σ_G) and
+    ``reference_entropy`` (of π_ref), ...), ``train/lr`` and ``train/step_time_s`` (host wall time of
+    forward, backward and update); ``train/nonfinite_skips`` (the running count) at each skipped step
+    and each epoch end; per epoch ``valid/<metric>`` and ``valid/time_s``. These are rank 0's own
+    numbers (its shard of the batch under torchrun). ``purge_step`` hides the events a killed run
+    wrote after its last checkpoint, which the resumed run replays. Disabled, every call is a no-op
+    and tensorboard is never imported.
+    """
+
+    def __init__(self, logdir: Path, enabled: bool, purge_step: int | None = None) -> None:
+        self.writer: Any = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(logdir), purge_step=purge_step)
+
+    def add(self, prefix: str, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(f"{prefix}/{name}", value, step)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def fit(
@@ -107,45 +145,53 @@ def fit(
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    while state.epoch < config.epochs and state.stale < config.patience:
-        model.train()
-        batches = train_split.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + state.epoch,
-                                      start=state.position)
-        bar = tqdm(batches, total=steps_per_epoch, initial=state.steps, leave=False, disable=not dist.is_main,
-                   desc=f"epoch {state.epoch + 1}/{config.epochs}")
-        for batch in bar:
-            if state.steps >= steps_per_epoch:
-                break
-            state.position += 1
-            shard, weight = dist.shard(batch)
-            with autocast(device, config.precision):
-                loss, stats = step_loss(shard.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            if not dist.all_finite(loss):
-                _skip_step(log, state, "loss")
-                continue
-            (loss * weight).backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
-            if not torch.isfinite(grad_norm):
-                _skip_step(log, state, "gradient")
-                continue
-            optimizer.step()
-            state.steps += 1
-            for key, value in {"loss": loss.item(), **stats}.items():
-                state.totals[key] = state.totals.get(key, 0.0) + weight * value
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if config.checkpoint_every and state.position % config.checkpoint_every == 0 \
-                    and state.steps < steps_per_epoch:
-                save_last()
-        _end_epoch(model, validate, select_metric, state, log, run, dist)
-        save_last()
+    curves = TrainingCurves(run.tensorboard, config.tensorboard and dist.is_main,
+                            purge_step=state.batches + 1 if resume else None)
+    with curves:
+        while state.epoch < config.epochs and state.stale < config.patience:
+            model.train()
+            batches = train_split.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + state.epoch,
+                                          start=state.position)
+            bar = tqdm(batches, total=steps_per_epoch, initial=state.steps, leave=False, disable=not dist.is_main,
+                       desc=f"epoch {state.epoch + 1}/{config.epochs}")
+            for batch in bar:
+                if state.steps >= steps_per_epoch:
+                    break
+                start = time.perf_counter()
+                state.position += 1
+                state.batches += 1
+                shard, weight = dist.shard(batch)
+                with autocast(device, config.precision):
+                    loss, stats = step_loss(shard.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                if not dist.all_finite(loss):
+                    _skip_step(log, curves, state, "loss")
+                    continue
+                (loss * weight).backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
+                if not torch.isfinite(grad_norm):
+                    _skip_step(log, curves, state, "gradient")
+                    continue
+                optimizer.step()
+                state.steps += 1
+                values = {"loss": loss.item(), **stats}
+                for key, value in values.items():
+                    state.totals[key] = state.totals.get(key, 0.0) + weight * value
+                curves.add("train", {**values, "lr": optimizer.param_groups[0]["lr"],
+                                     "step_time_s": time.perf_counter() - start}, state.batches)
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                if config.checkpoint_every and state.position % config.checkpoint_every == 0 \
+                        and state.steps < steps_per_epoch:
+                    save_last()
+            _end_epoch(model, validate, select_metric, state, log, curves, run, dist)
+            save_last()
     best = dist.on_main(lambda: load_checkpoint(run.checkpoint))
     model.load_state_dict(best["model"])
     return FitResult(best_epoch=state.best_epoch, best_metrics=state.best_metrics, epochs_run=state.epoch)
 
 
 def _end_epoch(model: nn.Module, validate: ValidateFn, select_metric: str, state: TrainState, log: RunLog,
-               run: RunFolder, dist: Distributed) -> None:
+               curves: TrainingCurves, run: RunFolder, dist: Distributed) -> None:
     """Validate (rank 0), log the epoch, keep the best weights, count epochs without improvement."""
     model.eval()
     start = time.perf_counter()
@@ -156,6 +202,8 @@ def _end_epoch(model: nn.Module, validate: ValidateFn, select_metric: str, state
     epoch = state.epoch + 1
     log.write(epoch=epoch, steps=state.steps, valid_s=valid_s, **train_stats,
               **{f"valid_{k}": v for k, v in metrics.items()})
+    curves.add("valid", {**metrics, "time_s": valid_s}, state.batches)
+    curves.add("train", {"nonfinite_skips": state.nonfinite}, state.batches)
     value = metrics[select_metric]
     if dist.is_main:
         tqdm.write(f"epoch {epoch}: train loss {train_stats.get('train_loss', float('nan')):.4f}, "
@@ -193,10 +241,11 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rng:
     return state
 
 
-def _skip_step(log: RunLog, state: TrainState, what: str) -> None:
+def _skip_step(log: RunLog, curves: TrainingCurves, state: TrainState, what: str) -> None:
     """Log a skipped non-finite step; abort once there have been too many."""
     state.nonfinite += 1
     log.write(event="skipped_step", epoch=state.epoch + 1, step=state.steps, reason=f"non-finite {what}")
+    curves.add("train", {"nonfinite_skips": state.nonfinite}, state.batches)
     if state.nonfinite > MAX_NONFINITE_STEPS:
         raise TrainingDiverged(
             f"{state.nonfinite} steps had a non-finite {what}; aborting (lower train.lr or check the data)"

@@ -38,6 +38,8 @@ class TrainConfig:
     bf16 keeps fp32's exponent range, so no loss scaling is needed) and fp32 elsewhere (CPUs
     without bf16 matmul units gain nothing); ``bf16`` forces autocast, ``fp32`` disables it.
     Weights, gradients and the optimizer stay fp32.
+    tensorboard: write the training curves as TensorBoard events under the run folder
+    (``RunFolder.tensorboard``; see ``loop.TrainingCurves`` for the tags).
     """
 
     epochs: int = 10
@@ -52,6 +54,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0
     checkpoint_every: int = 200
     precision: Precision = "auto"
+    tensorboard: bool = True
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)

@@ -1,0 +1,33 @@
+"""GoalRank's objective reports the spread of its group's rewards and the entropy of π_ref."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from builders import PairwiseReward, PlackettLuce, make_batch
+from goalrank.groups import GroupConfig
+from goalrank.objectives.group_relative import GroupRelativeObjective
+from goalrank.objectives.reference import ReferenceConfig
+
+
+def _objective(generator: PlackettLuce) -> GroupRelativeObjective:
+    return GroupRelativeObjective(generator, PairwiseReward(30), GroupConfig(group_size=5), ReferenceConfig(),
+                                  torch.Generator().manual_seed(0))
+
+
+def test_stats_are_the_groups_population_std_and_the_reference_entropy():
+    generator = PlackettLuce(num_items=30, list_len=3, seed=0)
+    batch = make_batch(4, n_candidates=8, list_len=3, n_items=30, seed=2, logged=False)
+    _, stats = _objective(generator)(batch)
+    same = _objective(generator)  # the same seed draws the same group
+    group = same.build_group(batch, generator.encode(batch))
+    rewards, reference = same.reference_policy(batch, group)  # (B, K) each
+    deviation = rewards - rewards.mean(dim=1, keepdim=True)
+    spread = deviation.pow(2).mean(dim=1).sqrt()  # σ_G of Eq. 4: the population std
+    entropy = -(reference * reference.log()).sum(dim=1)
+    assert stats["group_reward_std"] == pytest.approx(spread.mean().item(), rel=1e-5)
+    assert stats["reference_entropy"] == pytest.approx(entropy.mean().item(), rel=1e-5)
+    assert 0 < stats["reference_entropy"] < math.log(5)  # distinct rewards: below the uniform policy's log K
