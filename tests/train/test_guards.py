@@ -18,7 +18,7 @@ DNN = ["--model", "dnn", "--set", "model.d_model=8", "--set", "model.n_heads=2",
 
 
 @pytest.mark.parametrize(("overrides", "named"), [
-    (["select_metric=bogus"], "select_metric='bogus': expected one of ['H', 'NDCG', 'MAP', 'F1', 'AUC']"),
+    (["select_metric=bogus"], "select_metric='bogus': expected one of ['H', 'NDCG', 'MAP', 'F1', 'AUC', 'true_reward']"),
     (["model.list_len=7"], "model.list_len='7': set by the dataset"),
     (["model.n_items=5"], "model.n_items='5': set by the dataset"),
     (["train.device=cuda:999"], "train.device='cuda:999': expected a CUDA device of this machine"),

@@ -80,15 +80,15 @@ def test_a_resumed_run_hides_the_steps_it_replays(tmp_path: Path, monkeypatch: p
     data = tiny_dataset(tmp_path / "data")
     run = tmp_path / "reward"
     values = {"model": {**SMALL, "layers": 1}, "train": {**TRAIN, "checkpoint_every": 0}}
-    real_auc, calls = run_module.reward_auc, []
+    real_metrics, calls = run_module.item_metrics, []
 
-    def dies_in_epoch_two(*args: object) -> float:
+    def dies_in_epoch_two(*args: object) -> dict[str, float]:
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_auc(*args)
+        return real_metrics(*args)
 
-    monkeypatch.setattr(run_module, "reward_auc", dies_in_epoch_two)
+    monkeypatch.setattr(run_module, "item_metrics", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train_reward(data, run, values)
     assert [step for step, _ in _scalars(run)["train/loss"]] == list(range(1, 9))  # epoch 2 logged, not saved

@@ -59,7 +59,8 @@ class BenchmarkConfig:
     studies: which of STUDIES to run (``--only``). ``oracle`` trains GoalRank and every
         generator–evaluator method against the simulator's exact reward instead of the reward
         model (simulator datasets only; skipped on others).
-    methods: Table 1's methods as model names (``goalrank``, ``dnn``, ..., ``mge``); empty: all.
+    methods: Table 1's and the oracle study's methods as model names (``goalrank``, ``dnn``, ...,
+        ``mge``); empty: all.
     simulate, prepare, reward, ranker: values for SimConfig, PrepareConfig (every dataset), the
         reward run and every ranker run, nested as the `train` command's ``--set`` keys.
     mge_generators: G of Table 1's MG-E rows (paper: 3, 20, 100).
