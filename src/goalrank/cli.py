@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPU thread; full: everything, GPU-sized)")
     _add_dataset_flag(p)
     p.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
-    p.add_argument("--only", help="comma-separated studies: table1, groupsize, bias, scaling (default: all)")
+    p.add_argument("--only", help="comma-separated studies: table1, oracle, groupsize, bias, scaling (default: all)")
     p.add_argument("--estimate", type=int, metavar="STEPS", help="do not run the profile: time each distinct "
                    "run for one epoch of at most STEPS batches and project the profile's wall time on this "
                    "machine (writes OUT/estimate/estimate.md)")

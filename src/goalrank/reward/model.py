@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -146,8 +146,8 @@ class RewardModel(nn.Module):
         # Without history attention (the ablation) the cross-attention reads only the context
         # token, the history encoder's summary of the user, the same for every list token.
         padding = context.padding_mask if self.config.history_attention else _only_context(context.padding_mask)
-        for layer in map(_decoder_layer, self.layers):
-            memory = layer.cross_attention.project_kv(context.tokens)  # (B, h, 1+H, dh)
+        for layer in self.layers:
+            memory = cast(DecoderLayer, layer).cross_attention.project_kv(context.tokens)  # (B, h, 1+H, dh)
             x = layer(x, memory, causal=self.config.causal, memory_padding=padding)
         return self.head(self.norm(x)).view(batch_size, lists_per_request, length)  # (B, K, T)
 
@@ -160,11 +160,6 @@ class RewardModel(nn.Module):
         """BCE of the logged (exposed) list's item logits against their observed labels."""
         logits = self.item_logits(batch, batch.exposed[:, None])[:, 0]  # (B, L)
         return F.binary_cross_entropy_with_logits(logits, batch.labels.gather(1, batch.exposed))
-
-
-def _decoder_layer(module: nn.Module) -> DecoderLayer:
-    assert isinstance(module, DecoderLayer)
-    return module
 
 
 def _only_context(padding: torch.Tensor) -> torch.Tensor:
