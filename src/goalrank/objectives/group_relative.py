@@ -100,4 +100,5 @@ class GroupRelativeObjective:
         return cls(generator, inputs.evaluator, inputs.group, inputs.reference, inputs.rng)
 
 
-GROUP_RELATIVE = ObjectiveFactory("group_relative", GroupRelativeObjective.from_inputs, needs_reward_model=True)
+GROUP_RELATIVE = ObjectiveFactory("group_relative", GroupRelativeObjective.from_inputs, needs_reward_model=True,
+                                 uses_groups=True)

@@ -85,6 +85,8 @@ def build_ranker_config(name: str, dataset: PreparedDataset,
     if name not in MODELS:
         raise ConfigError(f"--model {name!r}: expected one of {sorted(MODELS) + [REWARD]}")
     run_config = from_dict(RankerRunConfig, values)
+    if MODELS[name].objective.uses_groups:
+        run_config.group.check_fits(dataset.n_candidates, dataset.list_len)
     model_values = _data_fields(dataset, run_config.model)
     model_config = from_dict(MODELS[name].config_cls, model_values, "model")
     return dataclasses.replace(run_config, model=to_dict(model_config)), model_config
@@ -111,11 +113,8 @@ def _train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume:
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     payload = {"model_name": REWARD, **data_record(dataset), **to_dict(config)}
     run = RunFolder(run_dir)
-    dist.on_main(lambda: run.open(payload, resume))
     valid = dataset.split("valid")
     objective = RewardObjective(model, config.negatives, rng)
-    fit(model, objective, lambda: {"auc": reward_auc(model, valid, config.train.eval_batch_size, device)},
-        "auc", dataset.split("train"), config.train, run, device, rng, resume, dist)
 
     def final_metrics() -> dict[str, float]:
         metrics = {"valid_auc": reward_auc(model, valid, config.train.eval_batch_size, device),
@@ -127,7 +126,10 @@ def _train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume:
         write_recorded_json(run.metrics, metrics)
         return metrics
 
-    return dist.on_main(final_metrics)
+    with _opened(run, payload, resume, dist):
+        fit(model, objective, lambda: {"auc": reward_auc(model, valid, config.train.eval_batch_size, device)},
+            "auc", dataset.split("train"), config.train, run, device, rng, resume, dist)
+        return dist.on_main(final_metrics)
 
 
 def train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, Any],
@@ -159,18 +161,26 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
     payload = {"model_name": name, **data_record(dataset),
                "reward": str(Path(reward_dir).resolve()) if reward_dir else None, **to_dict(config)}
     run = RunFolder(run_dir)
-    dist.on_main(lambda: run.open(payload, resume))
     valid = dataset.split("valid")
     select = f"{config.select_metric}@{dataset.list_len}" if config.select_metric != "AUC" else "AUC"
 
     def validate() -> dict[str, float]:
         return evaluate_ranker(model, valid, config.train.eval_batch_size, device, progress=False)
 
-    result = fit(model, objective, validate, select, dataset.split("train"), config.train, run, device,
-                 rng, resume, dist)
-    metrics = {"best_epoch": result.best_epoch, **{f"valid_{k}": v for k, v in result.best_metrics.items()}}
-    dist.on_main(lambda: write_recorded_json(run.metrics, metrics))
+    with _opened(run, payload, resume, dist):
+        result = fit(model, objective, validate, select, dataset.split("train"), config.train, run, device,
+                     rng, resume, dist)
+        metrics = {"best_epoch": result.best_epoch, **{f"valid_{k}": v for k, v in result.best_metrics.items()}}
+        dist.on_main(lambda: write_recorded_json(run.metrics, metrics))
     return metrics
+
+
+def _opened(run: RunFolder, payload: dict[str, Any], resume: bool,
+            dist: Distributed) -> contextlib.AbstractContextManager[None]:
+    """Rank 0 opens the run folder (every rank sees its refusal) and holds it to
+    ``RunFolder.resumable_or_removed`` while the run trains."""
+    started_here = dist.on_main(lambda: run.open(payload, resume))
+    return run.resumable_or_removed(started_here) if dist.is_main else contextlib.nullcontext()
 
 
 @torch.no_grad()
