@@ -4,7 +4,8 @@ A run folder is what ``goalrank train`` writes and what ``evaluate``, ``serve`` 
 read back:
 
 - ``config.json``: everything needed to rebuild the model (model name, model config, training
-  config, dataset and reward-run paths);
+  config, dataset and reward-run paths with the SHA-256 of the dataset's manifest and of the
+  reward run's checkpoint);
 - ``checkpoint.pt`` (+ ``.sha256``): the best validation weights;
 - ``last.pt`` (+ ``.sha256``): the latest training state, to resume from;
 - ``log.jsonl``: one JSON line per epoch and event;

@@ -26,7 +26,7 @@ from goalrank.objectives.reference import ReferenceConfig
 from goalrank.objectives.reward import RewardObjective
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import REWARD, build_model, data_fields, data_record, load_reward_model
+from goalrank.runs.load import REWARD, build_model, data_fields, data_record, load_reward_model, reward_record
 from goalrank.runs.registry import MODELS
 from goalrank.train.distributed import Distributed, rank_seed
 from goalrank.train.loop import fit
@@ -53,14 +53,22 @@ class RankerRunConfig:
     select_metric: Literal["H", "NDCG", "MAP", "F1", "AUC"] = "NDCG"
 
 
-def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+def run_lock(run_dir: Path) -> contextlib.ExitStack:
     """Rank 0 holds ``RunFolder.lock`` while it trains: a second ``train`` (or ``--resume``) of the
-    same folder fails at once with one clear error instead of appending every epoch twice."""
-    if not Distributed.current().is_main:
-        return contextlib.nullcontext()
-    run = RunFolder(run_dir)
-    run.root.parent.mkdir(parents=True, exist_ok=True)
-    return exclusive_lock(run.lock, f"{run.root}: another goalrank process is training this run")
+    same folder fails at once with one clear error instead of appending every epoch twice.
+
+    Under torchrun every rank raises that error (``Distributed.on_main``), so each ends with the
+    one error line instead of the other ranks waiting for rank 0 and dying with a traceback.
+    """
+    held = contextlib.ExitStack()
+
+    def take() -> None:
+        run = RunFolder(run_dir)
+        run.root.parent.mkdir(parents=True, exist_ok=True)
+        held.enter_context(exclusive_lock(run.lock, f"{run.root}: another goalrank process is training this run"))
+
+    Distributed.current().on_main(take)
+    return held
 
 
 def _data_fields(dataset: PreparedDataset, model_values: dict[str, Any]) -> dict[str, Any]:
@@ -158,8 +166,7 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
     model = build_model(name, model_config, evaluator).to(device)
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     objective = spec.objective.build(ObjectiveInputs(model, evaluator, config.group, config.reference, rng))
-    payload = {"model_name": name, **data_record(dataset),
-               "reward": str(Path(reward_dir).resolve()) if reward_dir else None, **to_dict(config)}
+    payload = {"model_name": name, **data_record(dataset), **reward_record(reward_dir), **to_dict(config)}
     run = RunFolder(run_dir)
     valid = dataset.split("valid")
     select = f"{config.select_metric}@{dataset.list_len}" if config.select_metric != "AUC" else "AUC"
