@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from goalrank.errors import ConfigError
+from goalrank.serve import limits
 from goalrank.serve.app import RankingService, ServeConfig
 from serving import running
 
@@ -132,3 +133,15 @@ def test_requests_over_max_in_flight_are_503_with_retry_after(goalrank_run: Path
 def test_limits_are_validated(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"serve.{field}"):
         ServeConfig(run="r", **{field: value})
+
+
+def test_the_connection_cap_and_backlog_fit_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At ``ulimit -n 200`` with 10 descriptors open: a backlog of 200 // 8 = 25 and 200 - 10 - 3·25 - 32 = 83
+    connections, so even bursts of accepts never reach the limit (measured: no ``Too many open files``)."""
+    monkeypatch.setattr(limits, "_open_descriptors", lambda: 10)
+    for soft, expected in [(200, (83, 25)), (1 << 20, (1000, 64))]:
+        monkeypatch.setattr(limits.resource, "getrlimit", lambda _, soft=soft: (soft, soft))
+        assert limits.connection_budget(1000) == expected
+    monkeypatch.setattr(limits.resource, "getrlimit", lambda _: (64, 64))
+    with pytest.raises(ConfigError, match="ulimit -n 64: leaves room for 0 connections"):
+        limits.connection_budget(1000)

@@ -43,7 +43,7 @@ from goalrank.runs.load import load_ranker, run_dataset
 from goalrank.serve.batcher import MicroBatcher
 from goalrank.serve.catalog import Catalog, HistoryEvent, RequestError
 from goalrank.serve.export import Backend, build_rank_fn
-from goalrank.serve.limits import ConnectionLimits, InFlightLimit, descriptor_bound, guarded_protocol
+from goalrank.serve.limits import ConnectionLimits, InFlightLimit, connection_budget, guarded_protocol
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -297,10 +297,10 @@ def create_app(service: RankingService) -> FastAPI:
 def build_server(service: RankingService) -> uvicorn.Server:
     """uvicorn over the app, with the connection bounds of limits.py."""
     config = service.config
+    max_connections, backlog = connection_budget(config.max_connections)
     limits = ConnectionLimits(keep_alive_s=config.keep_alive_s, request_timeout_s=config.request_timeout_s,
-                              max_connections=descriptor_bound(config.max_connections),
-                              retry_after_s=config.retry_after_s)
-    return uvicorn.Server(uvicorn.Config(create_app(service), host=config.host, port=config.port,
+                              max_connections=max_connections, retry_after_s=config.retry_after_s)
+    return uvicorn.Server(uvicorn.Config(create_app(service), host=config.host, port=config.port, backlog=backlog,
                                          log_level="warning", http=guarded_protocol(limits)))
 
 

@@ -10,7 +10,8 @@ micro-batcher's queue however long it grows. So:
   progress, new or after a response, is closed after ``keep_alive_s`` without a byte; a request
   whose headers and body have not all arrived ``request_timeout_s`` after its first byte is
   answered 408 and its connection closed; a connection beyond ``max_connections`` open ones is
-  answered 503 and closed at once, so its descriptor is freed;
+  answered 503 and closed at once, so its descriptor is freed (``connection_budget`` fits the cap
+  and the listen backlog to ``ulimit -n``);
 * ``InFlightLimit`` (ASGI middleware): beyond ``max_in_flight`` requests being served at once, a
   request is answered 503 with ``Retry-After`` instead of queueing, so latency stays bounded
   under overload and the caller knows to come back. The probes (``/healthz``, ``/readyz``) are
@@ -21,13 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from goalrank.errors import ConfigError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,7 +41,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PROBES = frozenset({"/healthz", "/readyz"})
-DESCRIPTOR_RESERVE = 32  # descriptors kept free for the model, logs and the listening socket
+DESCRIPTOR_RESERVE = 32  # descriptors kept free for the listening socket, logs and files opened later
+ACCEPT_BACKLOG = 64  # connections accepted at a time (uvicorn's default 2048 would outrun any cap)
+ACCEPT_BURSTS = 3  # bursts of accepts that can land before the refused ones are closed
+MIN_CONNECTIONS = 8
 
 
 @dataclass(frozen=True)
@@ -49,17 +57,31 @@ class ConnectionLimits:
     retry_after_s: int
 
 
-def descriptor_bound(max_connections: int) -> int:
-    """``max_connections``, lowered to fit the process's open-file limit (``ulimit -n``).
+def connection_budget(max_connections: int) -> tuple[int, int]:
+    """(connections, listen backlog) that fit the process's open-file limit (``ulimit -n``).
 
-    A connection over the limit is only refused after it is accepted, which takes a descriptor;
-    a bound above the limit would let ``accept`` fail first, and the server would log
-    ``Too many open files`` instead of answering.
+    A connection over the cap is refused only after it is accepted, which takes a descriptor, and
+    asyncio accepts up to ``backlog`` connections at a time before any of them is refused: so the
+    descriptors already open, a few bursts of ``backlog`` and DESCRIPTOR_RESERVE must fit beside
+    the cap. Otherwise ``accept`` fails first, and the server floods its log with
+    ``Too many open files`` instead of answering 503. The backlog is ACCEPT_BACKLOG, less under a
+    small limit.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return max_connections
-    return max(1, min(max_connections, soft - DESCRIPTOR_RESERVE))
+        return max_connections, ACCEPT_BACKLOG
+    backlog = max(1, min(ACCEPT_BACKLOG, soft // 8))
+    spare = soft - _open_descriptors() - ACCEPT_BURSTS * backlog - DESCRIPTOR_RESERVE
+    if spare < MIN_CONNECTIONS:
+        raise ConfigError(f"ulimit -n {soft}: leaves room for {max(spare, 0)} connections (at least "
+                          f"{MIN_CONNECTIONS} needed); raise the open-file limit")
+    return min(max_connections, spare), backlog
+
+
+def _open_descriptors() -> int:
+    """Descriptors this process has open (Linux /proc; elsewhere DESCRIPTOR_RESERVE as a guess)."""
+    fds = Path("/proc/self/fd")
+    return len(os.listdir(fds)) if fds.is_dir() else DESCRIPTOR_RESERVE
 
 
 def _raw_response(status: int, reason: str, detail: str, headers: dict[str, str]) -> bytes:
