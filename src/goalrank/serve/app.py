@@ -23,7 +23,7 @@ import asyncio
 import json
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +43,9 @@ from goalrank.runs.load import load_ranker, run_dataset
 from goalrank.serve.batcher import MicroBatcher
 from goalrank.serve.catalog import Catalog, HistoryEvent, RequestError
 from goalrank.serve.export import Backend, build_rank_fn
-from goalrank.serve.limits import ConnectionLimits, InFlightLimit, connection_budget, guarded_protocol
+from goalrank.serve.limits import BodyLimit, ConnectionLimits, InFlightLimit, connection_budget, guarded_protocol
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
 MAX_TIMEOUT_S = 3600.0
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 
 @dataclass
@@ -194,55 +191,6 @@ class RankingService:
             model_version=self.model_version,
             request_id=request.request_id,
         )
-
-
-class BodyLimit:
-    """ASGI middleware: 413 when a request body exceeds ``max_bytes``, by header or by stream.
-
-    The body is read here, up to the limit, before the app sees it, so a lying or absent
-    Content-Length cannot make the app buffer an unbounded body.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(scope, receive, send)
-            return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                      send: Callable[[Message], Awaitable[None]]) -> None:
-        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
-        await response(scope, receive, send)
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

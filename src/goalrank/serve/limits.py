@@ -6,6 +6,8 @@ or sends its headers or body a byte at a time, is held for ever, and enough of t
 process's file descriptors (``Too many open files``); and every accepted request waits in the
 micro-batcher's queue however long it grows. So:
 
+* ``BodyLimit`` (ASGI middleware): a body over ``max_body_bytes`` is answered 413 before the app
+  buffers it;
 * ``GuardedH11Protocol`` (per connection, below the app): a connection with no request in
   progress, new or after a response, is closed after ``keep_alive_s`` without a byte; a request
   whose headers and body have not all arrived ``request_timeout_s`` after its first byte is
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import h11
+from fastapi.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from goalrank.errors import ConfigError
@@ -146,11 +149,11 @@ class GuardedH11Protocol(H11Protocol):
             self._request_deadline = None
 
     def _too_slow(self) -> None:
-        """The request did not arrive in time: 408 unless the app already answered, then close."""
+        """The request did not arrive in time: 408 unless the app is answering it already, then close."""
         self._request_deadline = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or not self.cycle.response_started:
+        if self.cycle is None or not self.cycle.response_started or self.cycle.response_complete:
             timeout = self.connection_limits.request_timeout_s
             self.transport.write(_raw_response(408, "Request Timeout",
                                                f"request not received within {timeout:g} s", {}))
@@ -186,3 +189,50 @@ class InFlightLimit:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+class BodyLimit:
+    """ASGI middleware: 413 when a request body exceeds ``max_bytes``, by header or by stream.
+
+    The body is read here, up to the limit, before the app sees it, so a lying or absent
+    Content-Length cannot make the app buffer an unbounded body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._reject(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+        await response(scope, receive, send)
