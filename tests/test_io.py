@@ -11,6 +11,8 @@ from goalrank.io import (
     exclusive_lock,
     read_json,
     read_recorded_json,
+    read_sha256sums,
+    record_checksum,
     sha256_file,
     verify_checksum,
     write_json,
@@ -165,3 +167,16 @@ def test_exclusive_lock_is_released_and_its_file_removed(tmp_path):
     assert not lock.exists()
     with exclusive_lock(lock, "busy"):
         pass
+
+
+def test_two_processes_recording_results_in_one_folder_keep_every_line(tmp_path):
+    code = ("import sys; from pathlib import Path; from goalrank.io import record_checksum\n"
+            "for i in range(60):\n"
+            "    path = Path(sys.argv[1]) / f'{sys.argv[2]}-{i}.json'\n"
+            "    path.write_text(str(i))\n"
+            "    record_checksum(path)")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), name]) for name in ("a", "b")]
+    assert [writer.wait(timeout=60) for writer in writers] == [0, 0]
+    recorded = {name for _, name in read_sha256sums(tmp_path / SUMS)}
+    assert recorded == {f"{name}-{i}.json" for name in ("a", "b") for i in range(60)}
+    record_checksum(tmp_path / "a-0.json")  # the folder lock was released

@@ -384,11 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.handler(args)
-    except GoalRankError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the machine refused a file: unreadable input, unwritable output, a full disk
-        print(f"error: {exc}", file=sys.stderr)
+    except (GoalRankError, OSError) as exc:  # OSError: the machine refused a file (unreadable, unwritable, disk full)
+        print(f"error: {'; '.join([str(exc), *getattr(exc, '__notes__', [])])}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -63,21 +63,33 @@ def _is_manifest(path: Path) -> bool:
         return False
 
 
+def target_lock(target: Path) -> contextlib.AbstractContextManager[None]:
+    """The exclusive lock of writing folder ``target``: ``.<name>.lock`` beside it (``exclusive_lock``).
+
+    ``atomic_dir`` takes it; a command whose work before writing is long (``prepare``) takes it
+    first, so that a second writer of the same folder fails at its start, not after all its work.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(target.parent.resolve() / f".{target.name}.lock",
+                          f"{target} is being written by another process")
+
+
 @contextlib.contextmanager
-def atomic_dir(target: Path, overwrite: bool = False, marker: str = "manifest.json") -> Iterator[Path]:
+def atomic_dir(target: Path, overwrite: bool = False, marker: str = "manifest.json",
+               locked: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; rename it to ``target`` if the block succeeds.
 
     On any exception the temporary folder is removed and ``target`` is left untouched. While the
-    block runs, ``.<name>.lock`` beside ``target`` is held exclusively, so a second writer of the
-    same folder fails instead of racing; holding it, temporary folders that an earlier, killed
-    writer left (``.<name>.tmp-<8 hex>``) are removed. ``overwrite`` replaces only a folder that
-    goalrank wrote or an empty one (``check_target``): never a folder of other files.
+    block runs, ``target_lock(target)`` is held (``locked``: the caller holds it already, from
+    before its own work), so a second writer of the same folder fails instead of racing; holding
+    it, temporary folders that an earlier, killed writer left (``.<name>.tmp-<8 hex>``) are
+    removed. ``overwrite`` replaces only a folder that goalrank wrote or an empty one
+    (``check_target``): never a folder of other files.
     """
     target = Path(target)
     check_target(target, overwrite, marker)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock = target.parent.resolve() / f".{target.name}.lock"
-    with exclusive_lock(lock, f"{target} is being written by another process"):
+    with contextlib.nullcontext() if locked else target_lock(target):
         check_target(target, overwrite, marker)  # again: another writer may have finished meanwhile
         stale = re.compile(rf"\.{re.escape(target.name)}\.tmp-[0-9a-f]{{8}}")
         for path in target.parent.iterdir():
@@ -149,12 +161,19 @@ def write_text_atomic(path: Path, text: str) -> None:
 def record_checksum(path: Path) -> None:
     """Record ``path``'s SHA-256 in its folder's ``SHA256SUMS``, replacing an older line for it.
 
-    Read-modify-rename of the record: safe against crashes, not against two processes writing
-    results into the same folder at the same moment (no goalrank command does).
+    Read-modify-rename of the record, safe against crashes; the folder itself is ``flock``-ed
+    meanwhile (waiting, not failing), so two processes recording results in one folder at once
+    (two ``evaluate`` of one run) cannot lose each other's lines.
     """
     path = Path(path)
-    digests = {**_recorded(path.parent), path.name: sha256_file(path)}
-    write_sha256sums(path.parent / SUMS, [(digest, name) for name, digest in sorted(digests.items())])
+    recorded = sha256_file(path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        digests = {**_recorded(path.parent), path.name: recorded}
+        write_sha256sums(path.parent / SUMS, [(digest, name) for name, digest in sorted(digests.items())])
+    finally:
+        os.close(folder)  # releases the flock
 
 
 def verify_checksum(path: Path) -> None:

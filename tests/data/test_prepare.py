@@ -9,6 +9,7 @@ from goalrank.config import from_dict
 from goalrank.data.prepare import PrepareConfig, format_stats, prepare
 from goalrank.data.storage import SPLITS, PreparedDataset
 from goalrank.errors import ArtifactError, ConfigError
+from goalrank.io import target_lock
 from goalrank.simulate import SimConfig, simulate
 
 SMALL = {"kcore": 5, "list_len": 3, "n_candidates": 10, "history_len": 5, "candidates": "retrieved",
@@ -208,3 +209,15 @@ def test_prepare_never_writes_over_its_own_input(tmp_path, simulated, capsys):
     assert main(argv) == 2
     assert "holds the input" in capsys.readouterr().err
     assert (simulated / "interactions.parquet").is_file()
+
+
+def test_a_second_prepare_of_one_folder_fails_before_any_work(tmp_path, log_frame, monkeypatch):
+    def work(*args, **kwargs):
+        raise AssertionError("the second prepare started its work")
+
+    log_frame.write_csv(tmp_path / "log.csv")
+    monkeypatch.setattr("goalrank.data.prepare.load_log", work)
+    with target_lock(tmp_path / "data"):  # as a first `prepare` of the folder, still working, holds it
+        with pytest.raises(ArtifactError, match="data is being written by another process"):
+            prepare(config(tmp_path / "log.csv"), tmp_path / "data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]

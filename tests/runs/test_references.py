@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from builders import tiny_dataset
 from goalrank.cli import main
-from goalrank.io import read_json, write_json
+from goalrank.io import read_json, sha256_file, write_json
 
 WORLD = ["--set", "n_users=40", "--set", "n_items=30", "--set", "sessions_per_user=6", "--set", "list_len=3",
          "--set", "time_span=1000"]
@@ -73,3 +75,22 @@ def test_evaluating_an_unfinished_run_warns(trained, capsys: pytest.CaptureFixtu
     assert main(["evaluate", "--run", str(run), "--beam-width", "4"]) == 0
     err = capsys.readouterr().err
     assert f"warning: {run}: training has not finished (no metrics.json)" in err
+
+
+def test_a_reward_run_trained_again_is_refused_by_the_runs_that_use_it(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    data, reward, pier = tiny_dataset(tmp_path / "data"), tmp_path / "reward", tmp_path / "pier"
+    tiny = ["--data", str(data), "--set", "model.d_model=8", "--set", "model.n_heads=2", "--set", "train.device=cpu",
+            "--set", "train.epochs=1"]
+    assert main(["train", "--model", "reward", "--out", str(reward), *tiny, "--set", "model.layers=1"]) == 0
+    assert main(["train", "--model", "pier", "--out", str(pier), "--reward", str(reward), *tiny]) == 0
+    assert read_json(pier / "config.json")["reward_sha256"] == sha256_file(reward / "checkpoint.pt")
+    assert main(["evaluate", "--run", str(pier)]) == 0
+    shutil.rmtree(reward)
+    assert main(["train", "--model", "reward", "--out", str(reward), *tiny, "--set", "model.layers=1",
+                 "--set", "train.seed=1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(pier)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {reward.resolve()}: not the reward model this run was trained with (its checkpoint.pt changed "
+        "since: trained again?); train the run again with it")

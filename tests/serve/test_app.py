@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,12 +13,12 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 
 from goalrank.data.storage import SPLITS, PreparedDataset, RankingBatch
 from goalrank.runs.load import load_run
 from goalrank.serve.app import RankingService, ServeConfig, create_app
 from goalrank.serve.bench import malformed_payloads
+from serving import running
 
 MAX_BODY = 4096
 
@@ -49,21 +46,10 @@ def offline_items(ranker: torch.nn.Module, history: list[int], labels: list[int]
 
 @pytest.fixture(scope="module")
 def server(goalrank_run: Path) -> Iterator[tuple[str, RankingService]]:
-    service = RankingService(ServeConfig(run=str(goalrank_run), max_batch=16, max_wait_ms=20.0))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(service, MAX_BODY), host="127.0.0.1", port=port,
-                                       log_level="error"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not (uv.started and service.batcher.ready.is_set()):
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", service
-    uv.should_exit = True
-    thread.join()
+    service = RankingService(ServeConfig(run=str(goalrank_run), max_batch=16, max_wait_ms=20.0,
+                                         max_body_bytes=MAX_BODY))
+    with running(service) as url:
+        yield url, service
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +139,11 @@ MALFORMED = {
     "label not 0/1": ({"history": [{"item": 1, "label": 2}], "candidates": CANDIDATES}, 422, "label"),
     "history entry extra key": ({"history": [{"item": 1, "label": 1, "t": 5}], "candidates": CANDIDATES}, 422, "t"),
     "duplicate candidates": ({"candidates": [1, 1, *CANDIDATES[2:]]}, 422, "duplicate"),
-    "too few candidates": ({"candidates": CANDIDATES[:2]}, 422, "expected between L=3"),
-    "too many candidates": ({"candidates": list(range(9))}, 422, "expected between L=3"),
+    "too few candidates": ({"candidates": CANDIDATES[:2]}, 422, "at least 3 items"),
+    "too many candidates": ({"candidates": list(range(9))}, 422, "at most 8 items"),
+    "boolean label": ({"history": [{"item": 1, "label": True}], "candidates": CANDIDATES}, 422, "label"),
+    "float label": ({"history": [{"item": 1, "label": 1.0}], "candidates": CANDIDATES}, 422, "label"),
+    "float user": ({"user": 3.0, "candidates": CANDIDATES}, 422, "user"),
     "no candidates": ({"candidates": []}, 422, "candidates"),
     "missing candidates": ({"user": 1}, 422, "candidates"),
     "unknown candidate": ({"candidates": [999, *CANDIDATES[1:]]}, 422, "unknown item id(s) [999]"),
@@ -206,14 +195,25 @@ def test_health_ready_and_openapi(server) -> None:
     url, service = server
     assert httpx.get(f"{url}/healthz").json() == {"status": "alive"}
     assert httpx.get(f"{url}/readyz").json() == {"status": "ready", "model_version": service.model_version}
-    schema = httpx.get(f"{url}/openapi.json").json()
-    assert set(schema["components"]["schemas"]["RankRequest"]["properties"]) == {
-        "user", "history", "candidates", "request_id"}
+    schema = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]
+    request = schema["RankRequest"]["properties"]
+    assert set(request) == {"user", "history", "candidates", "request_id"}
+    assert (request["candidates"]["minItems"], request["candidates"]["maxItems"]) == (3, 8)  # the run's L..N
+    assert {k: schema["HistoryItem"]["properties"]["label"][k] for k in ("type", "minimum", "maximum")} == {
+        "type": "integer", "minimum": 0, "maximum": 1}
+
+
+def test_catalog_errors_have_the_schema_shape(server) -> None:
+    url, _ = server
+    answer = httpx.post(f"{url}/rank", json={"candidates": [999, *CANDIDATES[1:]]})
+    assert answer.status_code == 422
+    assert answer.json() == {"detail": [{"type": "value_error", "loc": ["body", "candidates"],
+                                         "msg": "unknown item id(s) [999]; cold-start candidates are rejected"}]}
 
 
 def test_readyz_is_503_until_warm_up_has_run(goalrank_run: Path) -> None:
     service = RankingService(ServeConfig(run=str(goalrank_run)))
-    transport = httpx.ASGITransport(create_app(service, MAX_BODY))  # runs no lifespan: no batcher
+    transport = httpx.ASGITransport(create_app(service))  # runs no lifespan: no batcher
 
     async def statuses() -> tuple[int, int]:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

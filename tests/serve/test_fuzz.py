@@ -29,8 +29,8 @@ class InProcessService:
     """The real app with its lifespan entered, driven from synchronous tests on one event loop."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.service = RankingService(ServeConfig(run=str(run_dir), max_wait_ms=0.0))
-        app = create_app(self.service, MAX_BODY)
+        self.service = RankingService(ServeConfig(run=str(run_dir), max_wait_ms=0.0, max_body_bytes=MAX_BODY))
+        app = create_app(self.service)
         self.loop = asyncio.new_event_loop()
         self.lifespan = app.router.lifespan_context(app)
         self.loop.run_until_complete(self.lifespan.__aenter__())

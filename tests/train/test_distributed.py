@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from builders import tiny_dataset
 from goalrank import cli
 from goalrank.data.storage import RankingBatch
+from goalrank.io import exclusive_lock
 from goalrank.runs.folder import RunFolder
 from goalrank.train.distributed import Distributed, rank_seed
 
@@ -106,3 +107,18 @@ def test_torchrun_two_processes_match_one_process(tmp_path: Path, model: str) ->
     assert [r["steps"] for r in ddp_log] == [5, 5]
     np.testing.assert_allclose([r["train_loss"] for r in ddp_log], [r["train_loss"] for r in single_log],
                                rtol=0, atol=1e-5)
+
+
+def test_under_torchrun_a_busy_run_folder_is_one_error_line_on_every_rank(tmp_path: Path) -> None:
+    data, out = tiny_dataset(tmp_path / "data"), tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "goalrank.cli", "train", "--model", "dnn", "--data", str(data), "--out", str(out), *COMMON]
+    with exclusive_lock(RunFolder(out).lock, "held by this test"):  # as a first `train` in progress holds it
+        done = subprocess.run(torchrun, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {out}: another goalrank process is training this run (lock {RunFolder(out).lock}); "
+                      "wait for it to finish"] * 2
+    assert "goalrank/train" not in done.stderr  # no rank's traceback (torchrun's own summary names no goalrank frame)
+    assert not out.exists()

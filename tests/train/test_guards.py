@@ -10,6 +10,7 @@ import pytest
 
 from builders import tiny_dataset
 from goalrank.cli import main
+from goalrank.errors import ArtifactError
 from goalrank.io import exclusive_lock
 from goalrank.runs.folder import RunFolder
 
@@ -18,7 +19,7 @@ DNN = ["--model", "dnn", "--set", "model.d_model=8", "--set", "model.n_heads=2",
 
 
 @pytest.mark.parametrize(("overrides", "named"), [
-    (["select_metric=bogus"], "select_metric='bogus': expected one of ['H', 'NDCG', 'MAP', 'F1', 'AUC', 'true_reward']"),
+    (["select_metric=bogus"], "select_metric='bogus': expected one of ['H', 'NDCG', 'MAP', 'F1', 'AUC', 'true_rew"),
     (["model.list_len=7"], "model.list_len='7': set by the dataset"),
     (["model.n_items=5"], "model.n_items='5': set by the dataset"),
     (["train.device=cuda:999"], "train.device='cuda:999': expected a CUDA device of this machine"),
@@ -81,3 +82,50 @@ def test_a_full_disk_is_one_error_line_naming_the_file(tmp_path: Path, monkeypat
                  "--set", "kcore=1", "--set", "n_candidates=8", "--set", "history_len=2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: [Errno {errno.ENOSPC}] No space left on device: '{tmp_path / 'd'}'"]
+
+
+def test_a_group_larger_than_the_dataset_allows_fails_before_the_run_folder_exists(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, reward, out = tiny_dataset(tmp_path / "data", n_candidates=4), tmp_path / "reward", tmp_path / "run"
+    assert main(["train", "--model", "reward", "--data", str(data), "--out", str(reward), *DNN[2:],
+                 "--set", "model.layers=1"]) == 0
+    capsys.readouterr()
+    goalrank = ["train", "--model", "goalrank", "--data", str(data), "--out", str(out), "--reward", str(reward),
+                *DNN[2:]]
+    assert main([*goalrank, "--set", "group.group_size=25"]) == 2  # 4 candidates give 4·3·2 = 24 lists of L=3
+    assert capsys.readouterr().err.strip() == (
+        "error: group.group_size=25: expected at most 24, the number of distinct lists of length 3 from 4 candidates")
+    assert main([*goalrank, "--set", "group.group_size=8", "--set", "group.spaced_pool_size=30"]) == 2
+    assert "group.spaced_pool_size=30: expected at most 24" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    def fails(*args: object, **kwargs: object) -> None:  # a failure once the run folder is open
+        raise ArtifactError("the first batch could not be read")
+
+    data, out = tiny_dataset(tmp_path / "data"), tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr("goalrank.train.run.fit", fails)
+        assert main(["train", "--data", str(data), "--out", str(out), *DNN]) == 2
+    assert capsys.readouterr().err.strip() == "error: the first batch could not be read"
+    assert not out.exists()
+    assert main(["train", "--data", str(data), "--out", str(out), *DNN]) == 0  # the rerun is not blocked
+
+
+def test_a_run_failing_after_a_checkpoint_says_resume_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    def full(path: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    data, out = tiny_dataset(tmp_path / "data"), tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr("goalrank.train.run.write_recorded_json", full)  # metrics.json, after training
+        assert main(["train", "--data", str(data), "--out", str(out), *DNN]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1:] == [f"error: [Errno {errno.ENOSPC}] No space left on device: '{out / 'metrics.json'}'; "
+                   f"{out} keeps its last checkpoint: rerun with --resume to continue"]
+    assert RunFolder(out).last.is_file() and not RunFolder(out).is_complete
+    assert main(["train", "--data", str(data), "--out", str(out), "--resume", *DNN]) == 0
+    assert RunFolder(out).is_complete

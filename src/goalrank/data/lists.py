@@ -19,9 +19,9 @@ from functools import cached_property, partial
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
 from goalrank.errors import DataError
+from goalrank.progress import progress
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ def sample_chunks(
     chunk however many lists there are. ``negatives`` chooses each list's N - L non-exposed
     candidates (``RetrievedNegatives`` or ``MatchedNegatives``).
     """
-    for lo in tqdm(range(0, index.shape[0], chunk_size), desc=desc, unit="chunk", disable=None, leave=False):
+    for lo in progress(range(0, index.shape[0], chunk_size), desc=desc, unit="chunk"):
         part = index[lo : lo + chunk_size]
         starts = lists.starts[part]  # (C,)
         rows = lists.rows(part)  # (C, L)

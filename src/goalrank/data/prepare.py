@@ -37,7 +37,7 @@ from goalrank.data.loaders import KuaiRandLabel, Source, load_log, source_files
 from goalrank.data.split import TemporalSplit, temporal_split
 from goalrank.data.storage import SPLITS, PreparedDataset, SplitSource, write_prepared
 from goalrank.errors import ArtifactError, DataError
-from goalrank.io import check_target, read_json, sha256_file
+from goalrank.io import check_target, read_json, sha256_file, target_lock
 from goalrank.retrieval.mf import RetrieverConfig, train_bpr
 from goalrank.retrieval.search import retrieve
 from goalrank.simulate.folder import SimulatorFolder
@@ -131,11 +131,20 @@ def _resolve_list_len(source: str, log: str, list_len: int) -> int:
 
 
 def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False) -> PreparedDataset:
-    """Prepare the dataset of ``config`` into ``out_dir``; nothing is left there if any step fails."""
+    """Prepare the dataset of ``config`` into ``out_dir``; nothing is left there if any step fails.
+
+    The output is checked and its lock taken before any work, so a second ``prepare`` of the same
+    folder fails at its start rather than after hours of work.
+    """
     out = Path(out_dir)
     check_target(out, overwrite)  # before the work: write_prepared checks again under the folder's lock
     if Path(config.input).resolve().is_relative_to(out.resolve()):
         raise ArtifactError(f"{out}: holds the input {config.input}; write the prepared dataset elsewhere")
+    with target_lock(out):
+        return _prepare(config, out, overwrite)
+
+
+def _prepare(config: PrepareConfig, out: Path, overwrite: bool) -> PreparedDataset:
     log = load_log(config.source, config.input, config.min_positive_rating, config.kuairand_positive)
     sessions = None
     if config.source == "simulator":  # its lists are its sessions: the filter keeps or drops them whole
@@ -207,7 +216,7 @@ def prepare(config: PrepareConfig, out_dir: Path | str, overwrite: bool = False)
     if config.source == "simulator":
         manifest["simulator"] = str(Path(config.input).resolve())
         manifest["simulator_sha256"] = sha256_file(SimulatorFolder(Path(config.input)).manifest)
-    write_prepared(out, splits, user_raw_ids, item_raw_ids, manifest, overwrite=overwrite)
+    write_prepared(out, splits, user_raw_ids, item_raw_ids, manifest, overwrite=overwrite, locked=True)
     return PreparedDataset(out)
 
 

@@ -216,12 +216,14 @@ def write_prepared(
     item_raw_ids: np.ndarray,
     manifest: dict[str, Any],
     overwrite: bool = False,
+    locked: bool = False,
 ) -> Path:
     """Write a prepared dataset atomically, streaming each split chunk by chunk.
 
     ``manifest`` must hold n_users, n_items, list_len, n_candidates, history_len (and whatever
     provenance the caller records: config, source checksums, seed, stats); it gets the format
     version and the SHA-256 of every array, computed while writing (no second pass over the data).
+    ``locked``: the caller holds the folder's ``target_lock`` (see ``atomic_dir``).
     """
     for key in ("n_users", "n_items", "list_len", "n_candidates", "history_len"):
         if key not in manifest:
@@ -232,7 +234,7 @@ def write_prepared(
         raise DataError(f"{manifest['n_items']:,} items do not fit the int32 item arrays")
     root = Path(root)
     checksums = {}
-    with atomic_dir(root, overwrite=overwrite) as tmp:
+    with atomic_dir(root, overwrite=overwrite, locked=locked) as tmp:
         for name, raw in (("user_raw_ids.npy", user_raw_ids), ("item_raw_ids.npy", item_raw_ids)):
             raw = np.asarray(raw, dtype=np.int64)
             with _NpyWriter(tmp / name, raw.dtype, raw.shape) as writer:

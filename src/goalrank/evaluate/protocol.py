@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from goalrank.data.storage import PreparedDataset, RankingBatch, Split
 from goalrank.errors import ArtifactError
 from goalrank.evaluate.metrics import MetricAccumulator
 from goalrank.io import sha256_file
 from goalrank.models.base import Ranker
+from goalrank.progress import progress as show_progress
 from goalrank.simulate.folder import SimulatorFolder
 from goalrank.simulate.simulator import Simulator
 
@@ -133,7 +133,7 @@ def evaluate_ranker(
     reward_sum = logged_sum = 0.0
     batches = split.batches(batch_size)
     total = -(-len(split) // batch_size)
-    for batch in tqdm(batches, total=total, desc=f"evaluate {split.name}", leave=False, disable=not progress):
+    for batch in show_progress(batches, f"evaluate {split.name}", total, "batch", enabled=progress):
         batch = batch.to(device)
         output = ranker.rank(batch)
         metrics.update(output.lists, output.scores, batch.labels)

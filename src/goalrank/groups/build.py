@@ -110,6 +110,18 @@ class GroupConfig:
             "group.spaced_pool_size", f"unset or > group.group_size={self.group_size}", self.spaced_pool_size,
         )
 
+    def check_fits(self, num_candidates: int, list_len: int) -> None:
+        """ConfigError unless N candidates have as many distinct lists of length L as a group needs.
+
+        Called when a run starts (the dataset gives N and L), so a group too large is refused
+        before the run folder exists, not at the first training step.
+        """
+        field, size = (("group.spaced_pool_size", self.spaced_pool_size) if self.spaced_pool_size is not None
+                       else ("group.group_size", self.group_size))
+        capacity = math.perm(num_candidates, list_len)
+        check(capacity >= size, field, f"at most {capacity}, the number of distinct lists of length {list_len} "
+              f"from {num_candidates} candidates", size)
+
     def policies(self) -> dict[str, GroupPolicy]:
         """Every policy with its knobs, in run order (POLICY_NAMES)."""
         policies = {policy.name: policy for policy in (
@@ -204,13 +216,8 @@ def build_group(ctx: GroupContext, config: GroupConfig) -> torch.Tensor:
     reduced to K by reward (existing lists compete like any other, and the result is in reward
     order).
     """
+    config.check_fits(ctx.num_candidates, ctx.list_len)
     size = config.spaced_pool_size or config.group_size
-    capacity = math.perm(ctx.num_candidates, ctx.list_len)
-    if capacity < size:
-        raise ConfigError(
-            f"group.group_size={size}: expected at most {capacity}, the number of distinct lists of"
-            f" length {ctx.list_len} from {ctx.num_candidates} candidates"
-        )
     check(ctx.existing.shape[1] < size, "group.group_size", f"> the {ctx.existing.shape[1]} existing lists", size)
     policies = config.policies()
     scores = ctx.scorer is not None and config.uses(*SCORER_POLICIES)

@@ -41,8 +41,10 @@ class ObjectiveInputs:
 @dataclass(frozen=True)
 class ObjectiveFactory:
     """How one kind of model is trained. ``needs_reward_model``: the objective scores lists with
-    the trained reward model, so the run needs ``--reward``."""
+    the trained reward model, so the run needs ``--reward``; ``uses_groups``: it builds candidate-list
+    groups, so the run's ``group`` config must fit the dataset (checked before the run starts)."""
 
     name: str
     build: Callable[[ObjectiveInputs], Objective]
     needs_reward_model: bool = False
+    uses_groups: bool = False

@@ -108,4 +108,5 @@ class GroupRelativeObjective:
                    inputs.popularity)
 
 
-GROUP_RELATIVE = ObjectiveFactory("group_relative", GroupRelativeObjective.from_inputs, needs_reward_model=True)
+GROUP_RELATIVE = ObjectiveFactory("group_relative", GroupRelativeObjective.from_inputs, needs_reward_model=True,
+                                 uses_groups=True)

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from goalrank.config import check
 from goalrank.errors import DataError
+from goalrank.progress import progress
 
 Search = Literal["auto", "exact", "hnsw"]
 
@@ -98,8 +98,7 @@ class MatrixFactorization(nn.Module):
         if k > self.n_items:
             raise DataError(f"retriever: {k} candidates requested but only {self.n_items} items exist")
         parts = []
-        for lo in tqdm(range(0, users.shape[0], batch_size), desc="retrieve", unit="batch",
-                       disable=None, leave=False):
+        for lo in progress(range(0, users.shape[0], batch_size), desc="retrieve", unit="batch"):
             user = self.user_embedding(users[lo : lo + batch_size])  # (b, D)
             items = self.item_embedding.weight[1:]  # (I, D)
             scores = user @ items.T + self.item_bias.weight[1:].T  # (b, I)
@@ -140,7 +139,7 @@ def _fit(model: MatrixFactorization, optimizer: torch.optim.Optimizer, pos_users
          pos_items: torch.Tensor, config: RetrieverConfig, generator: torch.Generator) -> float:
     """The BPR epochs; returns the last epoch's mean loss."""
     epoch_loss = 0.0
-    for _ in tqdm(range(config.epochs), desc="retriever (BPR)", unit="epoch", disable=None, leave=False):
+    for _ in progress(range(config.epochs), desc="retriever (BPR)", unit="epoch"):
         order = torch.randperm(pos_users.shape[0], generator=generator)
         total = 0.0
         for lo in range(0, order.shape[0], config.batch_size):

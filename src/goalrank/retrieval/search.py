@@ -31,9 +31,9 @@ from typing import Any
 import faiss
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from goalrank.errors import DataError
+from goalrank.progress import progress
 from goalrank.retrieval.mf import MatrixFactorization, RetrieverConfig
 
 
@@ -68,8 +68,7 @@ def hnsw_top_items(model: MatrixFactorization, k: int, config: RetrieverConfig) 
         index.add(items)
     index.hnsw.efSearch = max(config.hnsw_ef_search, k)
     parts = []
-    for lo in tqdm(range(0, users.shape[0], config.score_batch_size), desc="retrieve (hnsw)", unit="batch",
-                   disable=None, leave=False):
+    for lo in progress(range(0, users.shape[0], config.score_batch_size), desc="retrieve (hnsw)", unit="batch"):
         parts.append(index.search(users[lo : lo + config.score_batch_size], k)[1])
     found = np.concatenate(parts) if parts else np.empty((0, k), dtype=np.int64)
     if (found < 0).any():

@@ -4,7 +4,8 @@ A run folder is what ``goalrank train`` writes and what ``evaluate``, ``serve`` 
 read back:
 
 - ``config.json``: everything needed to rebuild the model (model name, model config, training
-  config, dataset and reward-run paths);
+  config, dataset and reward-run paths with the SHA-256 of the dataset's manifest and of the
+  reward run's checkpoint);
 - ``checkpoint.pt`` (+ ``.sha256``): the best validation weights;
 - ``last.pt`` (+ ``.sha256``): the latest training state, to resume from;
 - ``log.jsonl``: one JSON line per epoch and event;
@@ -17,6 +18,9 @@ read back:
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,20 +86,39 @@ class RunFolder(Folder):
         config: dict[str, Any] = read_recorded_json(self.config)
         return config
 
-    def open(self, config: dict[str, Any], resume: bool = False) -> RunFolder:
+    def open(self, config: dict[str, Any], resume: bool = False) -> bool:
         """Create the folder and write its config.json; refuse a non-empty folder unless resuming.
 
         With ``resume``, an existing run folder is reopened only if its config.json equals
-        ``config``: a resumed run must train exactly what the interrupted one did.
+        ``config``: a resumed run must train exactly what the interrupted one did. Returns whether
+        a new run was started here (False: an existing one reopened), for ``resumable_or_removed``.
         """
         if resume and self.config.is_file():
             differences = config_differences(self.read_config(), config)
             if differences:
                 raise ConfigError(f"{self.config}: --resume needs the run's own config, but " + "; ".join(differences))
-            return self
+            return False
         if self.root.exists() and any(self.root.iterdir()):
             hint = "it has no config.json to resume from" if resume else "choose another --out or pass --resume"
             raise ArtifactError(f"{self.root}: run folder exists and is not empty; {hint}")
         self.root.mkdir(parents=True, exist_ok=True)
         write_recorded_json(self.config, config)
-        return self
+        return True
+
+    @contextlib.contextmanager
+    def resumable_or_removed(self, started_here: bool) -> Iterator[None]:
+        """A run that fails in the block leaves a folder ``--resume`` continues, or none at all.
+
+        A run started here that wrote no ``last.pt`` yet has nothing to continue from, and its
+        half-written folder would only block the rerun ("exists and is not empty"), so it is
+        removed. Otherwise the folder is kept and the error gets a note saying that ``--resume``
+        continues it.
+        """
+        try:
+            yield
+        except BaseException as exc:
+            if started_here and not self.last.is_file():
+                shutil.rmtree(self.root, ignore_errors=True)
+            else:
+                exc.add_note(f"{self.root} keeps its last checkpoint: rerun with --resume to continue")
+            raise

@@ -37,8 +37,8 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker 
     if name == REWARD:
         model = RewardModel(from_dict(RewardConfig, config["model"], "model"))
     elif name in MODELS:
-        evaluator = load_evaluator(config["reward"], lambda: run_dataset(config), device) \
-            if MODELS[name].needs_evaluator else None
+        evaluator = (load_evaluator(config["reward"], lambda: run_dataset(config), device, config.get("reward_sha256"))
+                     if MODELS[name].needs_evaluator else None)
         model = build_model(name, from_dict(MODELS[name].config_cls, config["model"], "model"), evaluator)
     else:
         raise ArtifactError(f"{run.config}: unknown model_name {name!r}")
@@ -72,6 +72,14 @@ def data_record(dataset: PreparedDataset) -> dict[str, str]:
     return {"data": str(dataset.root.resolve()), "data_sha256": sha256_file(manifest)}
 
 
+def reward_record(reward_dir: Path | None) -> dict[str, str | None]:
+    """What a ranker run's config.json records of its reward-model run: the folder and its checkpoint's
+    SHA-256 (``oracle`` and no digest for the exact-reward evaluator)."""
+    if reward_dir is None or str(reward_dir) == ORACLE:
+        return {"reward": None if reward_dir is None else ORACLE, "reward_sha256": None}
+    return {"reward": str(Path(reward_dir).resolve()), "reward_sha256": sha256_file(RunFolder(reward_dir).checkpoint)}
+
+
 def run_dataset(config: dict[str, Any]) -> PreparedDataset:
     """The dataset a run was trained on, refused if it changed since (prepared again in its folder)."""
     dataset = PreparedDataset(config["data"])
@@ -88,12 +96,13 @@ def build_model(name: str, model_config: ModelConfig, evaluator: ListEvaluator |
     return spec.model_cls(model_config, evaluator) if spec.needs_evaluator else spec.model_cls(model_config)
 
 
-def load_evaluator(reward: str | Path, dataset: Callable[[], PreparedDataset],
-                   device: torch.device | str) -> ListEvaluator:
+def load_evaluator(reward: str | Path, dataset: Callable[[], PreparedDataset], device: torch.device | str,
+                   expected_sha256: str | None = None) -> ListEvaluator:
     """The frozen evaluator a run was (or is to be) trained against: ``oracle``, the simulator's
-    exact reward of ``dataset()`` (simulator data only), or a reward-model run folder."""
+    exact reward of ``dataset()`` (simulator data only), or a reward-model run folder
+    (``load_reward_model``, checked against ``expected_sha256`` when given)."""
     if str(reward) != ORACLE:
-        return load_reward_model(Path(reward), device)
+        return load_reward_model(Path(reward), device, expected_sha256)
     data = dataset()
     simulator = simulator_for(data)
     if simulator is None:
@@ -102,9 +111,16 @@ def load_evaluator(reward: str | Path, dataset: Callable[[], PreparedDataset],
     return OracleEvaluator(TrueReward(simulator, data, beam_width=1))
 
 
-def load_reward_model(run_dir: Path, device: torch.device | str) -> RewardModel:
-    """The frozen reward model of a reward run (the evaluator every G-E method and GoalRank share)."""
+def load_reward_model(run_dir: Path, device: torch.device | str, expected_sha256: str | None = None) -> RewardModel:
+    """The frozen reward model of a reward run (the evaluator every G-E method and GoalRank share).
+
+    ``expected_sha256``: the checkpoint digest a ranker run recorded (``reward_record``); a reward
+    run trained again in its folder since is refused, as its rankers would silently change.
+    """
     model, config = load_run(run_dir, device)
+    if expected_sha256 is not None and sha256_file(RunFolder(run_dir).checkpoint) != expected_sha256:
+        raise ArtifactError(f"{run_dir}: not the reward model this run was trained with (its checkpoint.pt "
+                            "changed since: trained again?); train the run again with it")
     if config["model_name"] != REWARD or not isinstance(model, RewardModel):
         raise ConfigError(f"--reward {run_dir}: is a {config['model_name']!r} run, expected a reward model")
     for parameter in model.parameters():

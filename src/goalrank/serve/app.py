@@ -8,25 +8,33 @@ cold-start rules), hands the request to the micro-batcher (batcher.py) and maps 
 Endpoints: ``POST /rank``, ``GET /healthz`` (the process answers), ``GET /readyz`` (model loaded
 and warm-up done; 503 before), and FastAPI's ``/openapi.json`` and ``/docs``. Every malformed
 request is a 4xx with a message: 422 for schema and content errors, 413 for a body over
-``max_body_bytes``; a 5xx means a bug.
+``max_body_bytes``, 408 for one too slow to arrive; 503 with ``Retry-After`` under overload
+(limits.py); a 5xx means a bug.
+
+The published OpenAPI schema is the contract, and tests/serve/test_schema.py holds the service to
+it with schemathesis: the candidate count's bounds L..N are the run's own (``rank_request_model``),
+every error answer has the documented shape, and integers are strict: ``3``, never ``3.0``, ``"3"``
+or ``true`` (labels included), stricter than JSON Schema's ``integer``, which admits ``3.0``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
@@ -37,15 +45,21 @@ from goalrank.runs.load import load_ranker, run_dataset
 from goalrank.serve.batcher import MicroBatcher
 from goalrank.serve.catalog import Catalog, HistoryEvent, RequestError
 from goalrank.serve.export import Backend, build_rank_fn
+from goalrank.serve.limits import BodyLimit, ConnectionLimits, InFlightLimit, connection_budget, guarded_protocol
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+MAX_TIMEOUT_S = 3600.0
 
 
 @dataclass
 class ServeConfig:
-    """Service settings. ``threads`` sets torch's intra-op threads (0 keeps torch's default)."""
+    """Service settings. ``threads`` sets torch's intra-op threads (0 keeps torch's default).
+
+    The client bounds (limits.py says why each exists): a connection without a request in
+    progress is closed after ``keep_alive_s``; a request must arrive, headers and body, within
+    ``request_timeout_s`` of its first byte (else 408); at most ``max_connections`` are open (lowered
+    to fit ``ulimit -n``) and ``max_in_flight`` requests served at once, beyond which the answer is
+    503 with ``Retry-After: retry_after_s``.
+    """
 
     run: str
     host: str = "127.0.0.1"
@@ -55,6 +69,11 @@ class ServeConfig:
     max_body_bytes: int = 256 * 1024
     backend: Backend = "eager"
     threads: int = 0
+    keep_alive_s: float = 5.0
+    request_timeout_s: float = 30.0
+    max_connections: int = 1000
+    max_in_flight: int = 128
+    retry_after_s: int = 1
 
     def __post_init__(self) -> None:
         check(0 <= self.port < 65536, "serve.port", "in [0, 65535]", self.port)
@@ -62,6 +81,12 @@ class ServeConfig:
         check(self.max_wait_ms >= 0, "serve.max_wait_ms", ">= 0", self.max_wait_ms)
         check(self.max_body_bytes >= 1024, "serve.max_body_bytes", ">= 1024", self.max_body_bytes)
         check(self.threads >= 0, "serve.threads", ">= 0", self.threads)
+        for name in ("keep_alive_s", "request_timeout_s"):
+            value = getattr(self, name)
+            check(math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S, f"serve.{name}",
+                  f"a number of seconds in (0, {MAX_TIMEOUT_S:g}]", value)
+        for name in ("max_connections", "max_in_flight", "retry_after_s"):
+            check(getattr(self, name) >= 1, f"serve.{name}", ">= 1", getattr(self, name))
 
 
 class HistoryItem(BaseModel):
@@ -69,11 +94,15 @@ class HistoryItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     item: int
-    label: Literal[0, 1]
+    label: int = Field(ge=0, le=1, description="1 if the user responded to the item, else 0")
 
 
 class RankRequest(BaseModel):
-    """A ranking request in raw ids; see catalog.py for unknown users and items."""
+    """A ranking request in raw ids; see catalog.py for unknown users and items.
+
+    The candidate count's bounds are the run's (L..N), set by ``rank_request_model``; this class
+    alone requires one candidate.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
     user: int | None = None
@@ -91,6 +120,15 @@ class RankRequest(BaseModel):
         return candidates
 
 
+def rank_request_model(catalog: Catalog) -> type[RankRequest]:
+    """RankRequest with the run's candidate bounds, so that the schema says what the catalog requires."""
+    candidates = Field(
+        min_length=catalog.list_len, max_length=catalog.max_candidates,
+        description=f"between L={catalog.list_len} and N={catalog.max_candidates} distinct known item ids")
+    return create_model("RankRequest", __base__=RankRequest, __doc__=RankRequest.__doc__,
+                        candidates=(list[int], candidates))
+
+
 class RankResponse(BaseModel):
     """The ranked list (L raw item ids, best first), their scores, and the model that ranked them."""
 
@@ -100,12 +138,36 @@ class RankResponse(BaseModel):
     request_id: str | None = None
 
 
+class ErrorMessage(BaseModel):
+    """The answer to a request refused before validation: unreadable, too large, too slow, or the service overloaded."""
+
+    detail: str
+
+
+class Readiness(BaseModel):
+    """``/readyz``: ``ready`` with the model version once warm-up has run, ``warming up`` (503) before."""
+
+    status: str
+    model_version: str | None = None
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorMessage, "description": "the body is not text FastAPI can parse (e.g. not UTF-8)"},
+    408: {"model": ErrorMessage, "description": "the request did not arrive within request_timeout_s"},
+    413: {"model": ErrorMessage, "description": "the body is over max_body_bytes"},
+    503: {"model": ErrorMessage, "description": "overloaded: over max_in_flight requests or max_connections",
+          "headers": RETRY_AFTER},
+}
+
+
 class RankingService:
-    """One trained run loaded once: its ranker, catalog and micro-batcher."""
+    """One trained run loaded once: its ranker, catalog and micro-batcher, and the settings it serves with."""
 
     def __init__(self, config: ServeConfig) -> None:
         if config.threads:
             torch.set_num_threads(config.threads)
+        self.config = config
         run_dir = Path(config.run)
         self.ranker, run_config = load_ranker(run_dir, "cpu")
         self.model_name = run_config["model_name"]
@@ -119,7 +181,8 @@ class RankingService:
         try:
             batch = self.encode(request)
         except RequestError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from exc
+            detail = [{"type": "value_error", "loc": ["body", exc.field], "msg": exc.message}]
+            raise HTTPException(status_code=422, detail=detail) from exc
         output = await asyncio.wrap_future(self.batcher.submit(batch))
         return self.respond(request, batch, output)
 
@@ -140,55 +203,6 @@ class RankingService:
         )
 
 
-class BodyLimit:
-    """ASGI middleware: 413 when a request body exceeds ``max_bytes``, by header or by stream.
-
-    The body is read here, up to the limit, before the app sees it, so a lying or absent
-    Content-Length cannot make the app buffer an unbounded body.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(scope, receive, send)
-            return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                      send: Callable[[Message], Awaitable[None]]) -> None:
-        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
-        await response(scope, receive, send)
-
-
 async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
     """422 naming the field and the rule, without echoing the offending input.
 
@@ -201,7 +215,7 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> Resp
                     media_type="application/json")
 
 
-def create_app(service: RankingService, max_body_bytes: int) -> FastAPI:
+def create_app(service: RankingService) -> FastAPI:
     """The FastAPI app over a loaded service; the batcher runs for the app's lifetime."""
 
     @asynccontextmanager
@@ -216,27 +230,38 @@ def create_app(service: RankingService, max_body_bytes: int) -> FastAPI:
     app.state.service = service
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]  # Starlette's stub types every handler for Exception
 
-    @app.post("/rank", response_model=RankResponse)
     async def rank(request: RankRequest) -> RankResponse:
         return await service.rank(request)
+
+    rank.__annotations__["request"] = rank_request_model(service.catalog)  # FastAPI validates by the annotation
+    app.post("/rank", response_model=RankResponse, responses=REFUSALS)(rank)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={200: {"model": Readiness}, 503: {"model": Readiness}})
     async def readyz() -> JSONResponse:
         if not service.batcher.ready.is_set():
             return JSONResponse({"status": "warming up"}, status_code=503)
         return JSONResponse({"status": "ready", "model_version": service.model_version})
 
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    config = service.config
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(InFlightLimit, max_in_flight=config.max_in_flight, retry_after_s=config.retry_after_s)
     return app
+
+
+def build_server(service: RankingService) -> uvicorn.Server:
+    """uvicorn over the app, with the connection bounds of limits.py."""
+    config = service.config
+    max_connections, backlog = connection_budget(config.max_connections)
+    limits = ConnectionLimits(keep_alive_s=config.keep_alive_s, request_timeout_s=config.request_timeout_s,
+                              max_connections=max_connections, retry_after_s=config.retry_after_s)
+    return uvicorn.Server(uvicorn.Config(create_app(service), host=config.host, port=config.port, backlog=backlog,
+                                         log_level="warning", http=guarded_protocol(limits)))
 
 
 def serve(config: ServeConfig) -> None:
     """Load the run, then serve it with uvicorn until interrupted."""
-    import uvicorn
-
-    app = create_app(RankingService(config), config.max_body_bytes)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    build_server(RankingService(config)).run()

@@ -33,7 +33,12 @@ from goalrank.models.blocks import PAD, UNKNOWN_USER
 
 
 class RequestError(ValueError):
-    """A well-formed request the model cannot serve (wrong candidate count, unknown items)."""
+    """A well-formed request the model cannot serve (wrong candidate count, unknown items), naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 @dataclass
@@ -66,12 +71,13 @@ class Catalog:
         """One request as a batch of one row; RequestError says what the caller must change."""
         if not self.list_len <= len(candidates) <= self.max_candidates:
             raise RequestError(
-                f"candidates: {len(candidates)} given, expected between L={self.list_len} and"
-                f" N={self.max_candidates} distinct item ids"
+                "candidates",
+                f"{len(candidates)} given, expected between L={self.list_len} and N={self.max_candidates}"
+                " distinct item ids",
             )
         unknown = [item for item in candidates if item not in self.item_index]
         if unknown:
-            raise RequestError(f"candidates: unknown item id(s) {unknown[:10]}; cold-start candidates are rejected")
+            raise RequestError("candidates", f"unknown item id(s) {unknown[:10]}; cold-start candidates are rejected")
         user_index = self.user_index.get(user) if user is not None else None
         if history is not None:
             known = [event for event in history if event.item in self.item_index]

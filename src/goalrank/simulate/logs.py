@@ -57,10 +57,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm.auto import tqdm
 
 from goalrank.config import to_dict
 from goalrank.io import atomic_dir, sha256_file, write_json
+from goalrank.progress import progress
 from goalrank.simulate.folder import SimulatorFolder
 from goalrank.simulate.simulator import FORMAT_VERSION, SimConfig, Simulator
 
@@ -76,7 +76,7 @@ def write_logs(simulator: Simulator, config: SimConfig, path: Path) -> dict[str,
     positives = 0
     firsts = range(0, config.n_users, config.chunk_users)
     with pq.ParquetWriter(path, SCHEMA) as writer:
-        for first in tqdm(firsts, desc="simulate", unit="chunk", leave=False):
+        for first in progress(firsts, desc="simulate", unit="chunk"):
             users = torch.arange(first, min(first + config.chunk_users, config.n_users))
             table = session_table(simulator, config, users)
             writer.write_table(table)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from goalrank.data.storage import RankingBatch, Split
 from goalrank.errors import ConfigError, GoalRankError
+from goalrank.progress import progress
 from goalrank.runs.checkpoint import load_checkpoint, save_checkpoint
 from goalrank.runs.folder import RunFolder
 from goalrank.train.distributed import SINGLE_PROCESS, Distributed
@@ -152,8 +153,8 @@ def fit(
             model.train()
             batches = train_split.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + state.epoch,
                                           start=state.position)
-            bar = tqdm(batches, total=steps_per_epoch, initial=state.steps, leave=False, disable=not dist.is_main,
-                       desc=f"epoch {state.epoch + 1}/{config.epochs}")
+            bar = progress(batches, f"epoch {state.epoch + 1}/{config.epochs}", steps_per_epoch, "step", state.steps,
+                           enabled=dist.is_main)
             for batch in bar:
                 if state.steps >= steps_per_epoch:
                     break

@@ -30,7 +30,16 @@ from goalrank.objectives.reference import ReferenceConfig
 from goalrank.objectives.reward import RewardObjective
 from goalrank.reward.model import RewardConfig, RewardModel, resolve_position_weights
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import ORACLE, REWARD, build_model, data_fields, data_record, load_evaluator, load_ranker
+from goalrank.runs.load import (
+    ORACLE,
+    REWARD,
+    build_model,
+    data_fields,
+    data_record,
+    load_evaluator,
+    load_ranker,
+    reward_record,
+)
 from goalrank.runs.registry import MODELS
 from goalrank.train.distributed import Distributed, rank_seed
 from goalrank.train.loop import fit
@@ -57,14 +66,22 @@ class RankerRunConfig:
     select_metric: Literal["H", "NDCG", "MAP", "F1", "AUC", "true_reward"] = "NDCG"
 
 
-def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+def run_lock(run_dir: Path) -> contextlib.ExitStack:
     """Rank 0 holds ``RunFolder.lock`` while it trains: a second ``train`` (or ``--resume``) of the
-    same folder fails at once with one clear error instead of appending every epoch twice."""
-    if not Distributed.current().is_main:
-        return contextlib.nullcontext()
-    run = RunFolder(run_dir)
-    run.root.parent.mkdir(parents=True, exist_ok=True)
-    return exclusive_lock(run.lock, f"{run.root}: another goalrank process is training this run")
+    same folder fails at once with one clear error instead of appending every epoch twice.
+
+    Under torchrun every rank raises that error (``Distributed.on_main``), so each ends with the
+    one error line instead of the other ranks waiting for rank 0 and dying with a traceback.
+    """
+    held = contextlib.ExitStack()
+
+    def take() -> None:
+        run = RunFolder(run_dir)
+        run.root.parent.mkdir(parents=True, exist_ok=True)
+        held.enter_context(exclusive_lock(run.lock, f"{run.root}: another goalrank process is training this run"))
+
+    Distributed.current().on_main(take)
+    return held
 
 
 def _data_fields(dataset: PreparedDataset, model_values: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +109,8 @@ def build_ranker_config(name: str, dataset: PreparedDataset,
     if name not in MODELS:
         raise ConfigError(f"--model {name!r}: expected one of {sorted(MODELS) + [REWARD]}")
     run_config = from_dict(RankerRunConfig, values)
+    if MODELS[name].objective.uses_groups:
+        run_config.group.check_fits(dataset.n_candidates, dataset.list_len)
     model_values = _data_fields(dataset, run_config.model)
     model_config = from_dict(MODELS[name].config_cls, model_values, "model")
     return dataclasses.replace(run_config, model=to_dict(model_config)), model_config
@@ -118,11 +137,8 @@ def _train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume:
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     payload = {"model_name": REWARD, **data_record(dataset), **to_dict(config)}
     run = RunFolder(run_dir)
-    dist.on_main(lambda: run.open(payload, resume))
     valid, batch_size = dataset.split("valid"), config.train.eval_batch_size
     objective = RewardObjective(model, config.negatives, rng)
-    fit(model, objective, lambda: item_metrics(model, valid, batch_size, device),
-        "auc", dataset.split("train"), config.train, run, device, rng, resume, dist)
 
     def final_metrics() -> dict[str, float]:
         metrics = {f"{split}_{key}": value for split in ("valid", "test")
@@ -131,7 +147,10 @@ def _train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume:
         write_recorded_json(run.metrics, metrics)
         return metrics
 
-    return dist.on_main(final_metrics)
+    with _opened(run, payload, resume, dist):
+        fit(model, objective, lambda: item_metrics(model, valid, batch_size, device),
+            "auc", dataset.split("train"), config.train, run, device, rng, resume, dist)
+        return dist.on_main(final_metrics)
 
 
 def reward_fidelity(model: RewardModel, dataset: PreparedDataset, batch_size: int, device: torch.device,
@@ -213,10 +232,8 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     objective = spec.objective.build(ObjectiveInputs(model, evaluator, config.group, config.reference, rng,
                                                      *auxiliary_inputs(config.group, dataset, device)))
-    reward = None if reward_dir is None else ORACLE if str(reward_dir) == ORACLE else str(Path(reward_dir).resolve())
-    payload = {"model_name": name, **data_record(dataset), "reward": reward, **to_dict(config)}
+    payload = {"model_name": name, **data_record(dataset), **reward_record(reward_dir), **to_dict(config)}
     run = RunFolder(run_dir)
-    dist.on_main(lambda: run.open(payload, resume))
     valid = dataset.split("valid")
     select = config.select_metric if config.select_metric in ("AUC", TRUE_REWARD) \
         else f"{config.select_metric}@{dataset.list_len}"
@@ -224,8 +241,17 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
     def validate() -> dict[str, float]:
         return evaluate_ranker(model, valid, config.train.eval_batch_size, device, true_reward, progress=False)
 
-    result = fit(model, objective, validate, select, dataset.split("train"), config.train, run, device,
-                 rng, resume, dist)
-    metrics = {"best_epoch": result.best_epoch, **{f"valid_{k}": v for k, v in result.best_metrics.items()}}
-    dist.on_main(lambda: write_recorded_json(run.metrics, metrics))
+    with _opened(run, payload, resume, dist):
+        result = fit(model, objective, validate, select, dataset.split("train"), config.train, run, device,
+                     rng, resume, dist)
+        metrics = {"best_epoch": result.best_epoch, **{f"valid_{k}": v for k, v in result.best_metrics.items()}}
+        dist.on_main(lambda: write_recorded_json(run.metrics, metrics))
     return metrics
+
+
+def _opened(run: RunFolder, payload: dict[str, Any], resume: bool,
+            dist: Distributed) -> contextlib.AbstractContextManager[None]:
+    """Rank 0 opens the run folder (every rank sees its refusal) and holds it to
+    ``RunFolder.resumable_or_removed`` while the run trains."""
+    started_here = dist.on_main(lambda: run.open(payload, resume))
+    return run.resumable_or_removed(started_here) if dist.is_main else contextlib.nullcontext()
