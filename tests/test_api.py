@@ -27,7 +27,7 @@ TRAIN = TrainConfig(epochs=1, batch_size=32, device="cpu")
 
 async def _served(run: api.Run, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
     """POST /rank answers of the app `goalrank serve` runs (lifespan and micro-batcher live), in process."""
-    app = create_app(RankingService(ServeConfig(run=str(run.path))), max_body_bytes=64 * 1024)
+    app = create_app(RankingService(ServeConfig(run=str(run.path), max_body_bytes=64 * 1024)))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://service") as client:
             return [await client.post("/rank", json=body) for body in bodies]
@@ -89,6 +89,7 @@ def test_load_ranker_answers_as_the_service_does(pipeline: tuple[api.Run, Prepar
     assert refused.status_code == 422
     with pytest.raises(ValueError) as error:
         ranker.rank(None, None, unknown)
-    assert str(error.value) == refused.json()["detail"]
+    (detail,) = refused.json()["detail"]  # the service's 422: one {type, loc, msg} per problem
+    assert str(error.value) == f"{detail['loc'][-1]}: {detail['msg']}"
     with pytest.raises(ValueError, match="duplicate candidate"):
         ranker.rank(None, None, [requests[0][2][0]] * 4)

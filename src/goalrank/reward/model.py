@@ -32,6 +32,7 @@ from goalrank.models.blocks import (
     RerankerConfig,
     UserContextEncoder,
     UserIdEmbedding,
+    gather_rows,
     item_embedding,
 )
 
@@ -139,9 +140,15 @@ class RewardModel(nn.Module):
         width = self.config.d_model
         context = self.user_encoder(batch.history, batch.history_labels)
         user = context.user if self.user_ids is None else context.user + self.user_ids(batch.users)  # (B, D)
-        items = batch.candidates.gather(1, lists.reshape(batch_size, -1))  # (B, K*T)
-        items = self.items(items).view(batch_size, lists_per_request, length, width)  # (B, K, T, D)
-        tokens = self.cross(items, user) + self.positions(torch.arange(length, device=lists.device))
+        positions = lists.reshape(batch_size, -1)  # (B, K*T)
+        if lists_per_request * length > batch.candidates.shape[1]:
+            # Many lists per request (PIER's L! orders, GoalRank's groups): cross each of the N candidates
+            # with the user once and gather, instead of crossing K*T list items (720 * 6 rows for PIER).
+            tokens = gather_rows(self.cross(self.items(batch.candidates), user), positions)  # (B, K*T, D)
+        else:
+            tokens = self.cross(self.items(batch.candidates.gather(1, positions)), user)  # (B, K*T, D)
+        tokens = tokens.view(batch_size, lists_per_request, length, width)  # (B, K, T, D)
+        tokens = tokens + self.positions(torch.arange(length, device=lists.device))
         x = tokens.view(batch_size * lists_per_request, length, width)  # (B*K, T, D)
         # Without history attention (the ablation) the cross-attention reads only the context
         # token, the history encoder's summary of the user, the same for every list token.
