@@ -301,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "port", SERVE, "port to listen on")
     _flag(p, "max_batch", SERVE, "largest micro-batch")
     _flag(p, "max_wait_ms", SERVE, "longest wait for a micro-batch to fill")
-    _flag(p, "backend", SERVE, "inference path: eager, torchscript or compile (see `goalrank bench serve`)")
+    _flag(p, "backend", SERVE, "inference path: auto (the fastest exact one at start-up), eager, onnx, torchscript or "
+          "compile (see `goalrank bench serve`)")
     _flag(p, "threads", SERVE, "torch intra-op threads (0: torch's default)")
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_serve)
@@ -355,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(b, "concurrency", BENCH_SERVE, "concurrent HTTP clients of the batched path")
     _flag(b, "load", BENCH_SERVE, "requests of the HTTP load test (0: skip)")
     _flag(b, "malformed", BENCH_SERVE, "share of malformed load-test requests")
-    _flag(b, "backends", BENCH_SERVE, "comma-separated inference paths to compare (eager,torchscript,compile; "
+    _flag(b, "backends", BENCH_SERVE, "comma-separated inference paths to compare (eager,onnx,torchscript,compile; "
           "empty: skip)")
     _flag(b, "threads", BENCH_SERVE, "torch intra-op threads of client and server (0: torch's default)")
     _flag(b, "http", BENCH_SERVE, "skip the HTTP measurements", option="--no-http", action="store_false")
