@@ -348,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
         "matmul peak. --load adds a load test with a share of malformed requests.",
     )
     _flag(b, "run", BENCH_SERVE, "GoalRank run folder")
-    _flag(b, "mge_run", BENCH_SERVE, "MG-E run folder to compare with (empty: none)")
+    _flag(b, "mge_generators", BENCH_SERVE, "comma-separated runs of MG-E's G separately trained generators "
+          "(empty: none)")
+    _flag(b, "mge_heads_run", BENCH_SERVE, "run of the G-heads-on-one-trunk MG-E (`--model mge`) (empty: none)")
     _flag(b, "pier_run", BENCH_SERVE, "PIER run folder to compare with (empty: none)")
     _flag(b, "requests", BENCH_SERVE, "requests per measurement (upper bound)")
     _flag(b, "max_seconds", BENCH_SERVE, "time bound per measurement")
@@ -361,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(b, "threads", BENCH_SERVE, "torch intra-op threads of client and server (0: torch's default)")
     _flag(b, "http", BENCH_SERVE, "skip the HTTP measurements", option="--no-http", action="store_false")
     _flag(b, "seed", BENCH_SERVE, "seed of request sampling")
+    _flag(b, "json", BENCH_SERVE, "also write the rows as a JSON list of objects to this file (empty: no)")
     _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_serve)
     b = bench.add_parser("train", help="time per GoalRank training step, split by stage, vs a supervised step, "
