@@ -377,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(b, "device", BENCH_TRAIN, "auto, cpu or cuda")
     _flag(b, "precision", BENCH_TRAIN, "compute dtype: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
     _flag(b, "peak_tflops", BENCH_TRAIN, "peak for MFU, e.g. a datasheet figure (None: the measured matmul peak)")
+    _flag(b, "json", BENCH_TRAIN, "also write the rows (K, step_ms, ratio, mfu) as JSON to this file (empty: no)")
     _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_train)
     return parser

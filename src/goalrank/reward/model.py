@@ -27,6 +27,7 @@ from goalrank.models.blocks import (
     RerankerConfig,
     TransformerEncoder,
     UserContextEncoder,
+    gather_rows,
     item_embedding,
 )
 
@@ -94,9 +95,16 @@ class RewardModel(nn.Module):
             )
         width = self.config.d_model
         user = self.user_encoder(batch.history, batch.history_labels).user  # (B, D)
-        items = batch.candidates.gather(1, lists.reshape(batch_size, -1))  # (B, K*T)
-        items = self.items(items).view(batch_size, lists_per_request, length, width)  # (B, K, T, D)
-        tokens = self.cross(items, user) + self.positions(torch.arange(length, device=lists.device))
+        positions = lists.reshape(batch_size, -1)  # (B, K*T)
+        if lists_per_request * length > batch.candidates.shape[1]:
+            # Many lists per request (PIER's L! orders, GoalRank's groups): cross each of the N candidates
+            # with the user once and gather, instead of crossing K*T list items (720 * 6 rows for PIER).
+            crossed = self.cross(self.items(batch.candidates), user)  # (B, N, D)
+            tokens = gather_rows(crossed, positions)  # (B, K*T, D)
+        else:
+            tokens = self.cross(self.items(batch.candidates.gather(1, positions)), user)  # (B, K*T, D)
+        tokens = tokens.view(batch_size, lists_per_request, length, width)  # (B, K, T, D)
+        tokens = tokens + self.positions(torch.arange(length, device=lists.device))
         hidden = self.list_encoder(
             tokens.view(batch_size * lists_per_request, length, width), causal=self.config.causal
         )  # (B*K, T, D)
