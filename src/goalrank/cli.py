@@ -134,6 +134,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
         print(f"run written to {args.out}")
 
 
+def _cmd_ensemble(args: argparse.Namespace) -> None:
+    from goalrank.runs.ensemble import write_ensemble
+
+    generators = [Path(run) for run in args.generators.split(",") if run]
+    print(f"MG-E run of {len(generators)} generators written to {write_ensemble(args.out, generators, args.reward)}")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run
 
@@ -275,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted run in --out from its last.pt (same config required)")
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser(
+        "ensemble", help="assemble MG-E from separately trained ranker runs into one servable run",
+        description="Write a multi-generator (MG-E) run folder: each generator run proposes a list, the "
+        "reward model of --reward picks the best. The run is served, evaluated and benchmarked like any other.",
+    )
+    p.add_argument("--generators", required=True, help="comma-separated ranker run folders, one per generator")
+    p.add_argument("--reward", type=Path, required=True, help="reward-model run folder: the shared evaluator")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.set_defaults(handler=_cmd_ensemble)
 
     p = sub.add_parser(
         "evaluate", help="H@L, NDCG@L, MAP@L, F1@L and AUC of a trained ranker on a split",
