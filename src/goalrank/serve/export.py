@@ -149,6 +149,7 @@ def export_onnx(ranker: Ranker, example: RankingBatch, path: Path) -> Path:
     os.close(handle)
     try:
         onnx.save(model, temporary)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the cache from a service run by another user
         fixed = fixed_input_dims(Path(temporary))
         if fixed:
             raise ArtifactError(f"{path}: exported graph has fixed input dimensions {fixed}; expected symbolic ones")
