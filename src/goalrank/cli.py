@@ -135,10 +135,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> None:
-    from goalrank.runs.ensemble import write_ensemble
+    from goalrank.runs.ensemble import EnsembleConfig, write_ensemble
 
-    generators = [Path(run) for run in args.generators.split(",") if run]
-    print(f"MG-E run of {len(generators)} generators written to {write_ensemble(args.out, generators, args.reward)}")
+    config = _load(EnsembleConfig, args)
+    out = write_ensemble(Path(config.out), [Path(run) for run in config.generators], Path(config.reward))
+    print(f"MG-E run of {len(config.generators)} generators written to {out}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -288,9 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a multi-generator (MG-E) run folder: each generator run proposes a list, the "
         "reward model of --reward picks the best. The run is served, evaluated and benchmarked like any other.",
     )
-    p.add_argument("--generators", required=True, help="comma-separated ranker run folders, one per generator")
-    p.add_argument("--reward", type=Path, required=True, help="reward-model run folder: the shared evaluator")
-    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    ensemble_config = ("goalrank.runs.ensemble", "EnsembleConfig")
+    _flag(p, "generators", ensemble_config, "comma-separated ranker run folders, one per generator")
+    _flag(p, "reward", ensemble_config, "reward-model run folder: the shared evaluator")
+    _flag(p, "out", ensemble_config, "run folder to create")
+    _add_config_flags(p)
     p.set_defaults(handler=_cmd_ensemble)
 
     p = sub.add_parser(

@@ -7,14 +7,29 @@ so the service, the evaluation and the benchmark load and serve it like any othe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from goalrank.config import check
 from goalrank.errors import ConfigError
 from goalrank.models.mge import MultiGenerator
 from goalrank.runs.checkpoint import save_checkpoint
 from goalrank.runs.folder import RunFolder
 from goalrank.runs.load import ENSEMBLE, load_ranker, load_reward_model
+
+
+@dataclass
+class EnsembleConfig:
+    """`goalrank ensemble`: generators, the G ranker runs; reward, the reward-model run that picks
+    among their lists; out, the run folder to write."""
+
+    generators: tuple[str, ...]
+    reward: str
+    out: str
+
+    def __post_init__(self) -> None:
+        check(len(self.generators) >= 1, "generators", "at least one ranker run", self.generators)
 
 
 def write_ensemble(out: Path, generator_runs: list[Path], reward_run: Path) -> Path:
