@@ -138,3 +138,15 @@ def test_the_services_default_path_returns_eager_lists_for_every_ranker_kind(nam
         probe = batch(size, n_candidates, seed=10 + size)
         with torch.inference_mode():
             assert torch.equal(rank_fn(probe).lists, ranker.rank(probe).lists)
+
+
+def test_fixed_input_dims_names_every_dimension_an_export_fixed(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    candidates = helper.make_tensor_value_info("candidates", TensorProto.INT64, [2, 8])  # B and N fixed
+    users = helper.make_tensor_value_info("users", TensorProto.INT64, ["batch"])
+    out = helper.make_tensor_value_info("out", TensorProto.INT64, [2, 8])
+    graph = helper.make_graph([helper.make_node("Identity", ["candidates"], ["out"])], "g", [candidates, users], [out])
+    onnx.save(helper.make_model(graph), tmp_path / "fixed.onnx")
+    assert fixed_input_dims(tmp_path / "fixed.onnx") == ["candidates[0]=2", "candidates[1]=8"]
