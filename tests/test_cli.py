@@ -30,7 +30,7 @@ def test_every_command_takes_config_and_set() -> None:
     commands = _commands(cli.build_parser())
     assert {" ".join(words) for words in commands} == {
         "demo", "simulate", "prepare", "stats", "audit", "train", "evaluate", "serve", "benchmark",
-        "bench prepare", "bench serve", "bench train"}
+        "ensemble", "bench prepare", "bench serve", "bench train"}
     for words, parser in commands.items():
         options = {option for action in parser._actions for option in action.option_strings}
         assert {"--config", "--set"} <= options, words
@@ -70,7 +70,7 @@ def test_serve_settings_come_from_set_and_flags_with_flags_last(monkeypatch: pyt
 
 @pytest.mark.parametrize(("argv", "named"), [
     (["serve", "--run", "RUN", "--set", "max_body_bytes=10"], "serve.max_body_bytes=10"),
-    (["serve", "--run", "RUN", "--backend", "onnx"], "backend='onnx': expected one of"),
+    (["serve", "--run", "RUN", "--backend", "tensorrt"], "backend='tensorrt': expected one of"),
     (["serve"], "missing required key(s) ['run'] (give the --run flag"),
     (["evaluate", "--run", "RUN", "--split", "dev"], "split='dev': expected one of ['train', 'valid', 'test']"),
     (["evaluate", "--run", "RUN", "--set", "beam_width=100000000"], "beam_width=100000000: expected in [1, 4096]"),
@@ -78,7 +78,7 @@ def test_serve_settings_come_from_set_and_flags_with_flags_last(monkeypatch: pyt
     (["bench", "train", "--data", "D", "--reward", "R", "--steps", "0"], "steps=0: expected >= 1"),
     (["bench", "train", "--data", "D", "--reward", "R", "--precision", "fp16"], "precision='fp16'"),
     (["bench", "serve", "--run", "RUN", "--set", "malformed=2"], "malformed=2.0: expected in [0, 1]"),
-    (["bench", "serve", "--run", "RUN", "--backends", "eager,onnx"], "backends='onnx'"),
+    (["bench", "serve", "--run", "RUN", "--backends", "eager,tensorrt"], "backends='tensorrt'"),
     (["prepare", "--source", "csv", "--input", "x", "--out", "o"], "source='csv': expected one of"),
 ])
 def test_bad_settings_exit_2_naming_the_field_before_any_work(argv: list[str], named: str,

@@ -133,6 +133,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
         print(f"run written to {args.out}")
 
 
+def _cmd_ensemble(args: argparse.Namespace) -> None:
+    from goalrank.runs.ensemble import EnsembleConfig, write_ensemble
+
+    config = _load(EnsembleConfig, args)
+    out = write_ensemble(Path(config.out), [Path(run) for run in config.generators], Path(config.reward))
+    print(f"MG-E run of {len(config.generators)} generators written to {out}")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run, format_metrics
 
@@ -278,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_train)
 
     p = sub.add_parser(
+        "ensemble", help="assemble MG-E from separately trained ranker runs into one servable run",
+        description="Write a multi-generator (MG-E) run folder: each generator run proposes a list, the "
+        "reward model of --reward picks the best. The run is served, evaluated and benchmarked like any other.",
+    )
+    ensemble_config = ("goalrank.runs.ensemble", "EnsembleConfig")
+    _flag(p, "generators", ensemble_config, "comma-separated ranker run folders, one per generator")
+    _flag(p, "reward", ensemble_config, "reward-model run folder: the shared evaluator")
+    _flag(p, "out", ensemble_config, "run folder to create")
+    _add_config_flags(p)
+    p.set_defaults(handler=_cmd_ensemble)
+
+    p = sub.add_parser(
         "evaluate", help="H@L, NDCG@L, MAP@L, F1@L and AUC of a trained ranker on a split",
         description="Evaluate a run on a split. On simulator data also prints the true expected list "
         "reward and its ratio to the best list found by beam search.",
@@ -302,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "port", SERVE, "port to listen on")
     _flag(p, "max_batch", SERVE, "largest micro-batch")
     _flag(p, "max_wait_ms", SERVE, "longest wait for a micro-batch to fill")
-    _flag(p, "backend", SERVE, "inference path: eager, torchscript or compile (see `goalrank bench serve`)")
+    _flag(p, "backend", SERVE, "inference path: auto (the fastest exact one at start-up), eager, onnx, torchscript or "
+          "compile (see `goalrank bench serve`)")
     _flag(p, "threads", SERVE, "torch intra-op threads (0: torch's default)")
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_serve)
@@ -348,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
         "matmul peak. --load adds a load test with a share of malformed requests.",
     )
     _flag(b, "run", BENCH_SERVE, "GoalRank run folder")
-    _flag(b, "mge_run", BENCH_SERVE, "MG-E run folder to compare with (empty: none)")
+    _flag(b, "mge_generators", BENCH_SERVE, "comma-separated runs of MG-E's G separately trained generators "
+          "(empty: none)")
+    _flag(b, "mge_heads_run", BENCH_SERVE, "run of the G-heads-on-one-trunk MG-E (`--model mge`) (empty: none)")
     _flag(b, "pier_run", BENCH_SERVE, "PIER run folder to compare with (empty: none)")
     _flag(b, "requests", BENCH_SERVE, "requests per measurement (upper bound)")
     _flag(b, "max_seconds", BENCH_SERVE, "time bound per measurement")
@@ -356,11 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(b, "concurrency", BENCH_SERVE, "concurrent HTTP clients of the batched path")
     _flag(b, "load", BENCH_SERVE, "requests of the HTTP load test (0: skip)")
     _flag(b, "malformed", BENCH_SERVE, "share of malformed load-test requests")
-    _flag(b, "backends", BENCH_SERVE, "comma-separated inference paths to compare (eager,torchscript,compile; "
+    _flag(b, "backends", BENCH_SERVE, "comma-separated inference paths to compare (eager,onnx,torchscript,compile; "
           "empty: skip)")
     _flag(b, "threads", BENCH_SERVE, "torch intra-op threads of client and server (0: torch's default)")
     _flag(b, "http", BENCH_SERVE, "skip the HTTP measurements", option="--no-http", action="store_false")
     _flag(b, "seed", BENCH_SERVE, "seed of request sampling")
+    _flag(b, "json", BENCH_SERVE, "also write the rows as a JSON list of objects to this file (empty: no)")
     _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_serve)
     b = bench.add_parser("train", help="time per GoalRank training step, split by stage, vs a supervised step, "
@@ -374,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(b, "device", BENCH_TRAIN, "auto, cpu or cuda")
     _flag(b, "precision", BENCH_TRAIN, "compute dtype: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
     _flag(b, "peak_tflops", BENCH_TRAIN, "peak for MFU, e.g. a datasheet figure (None: the measured matmul peak)")
+    _flag(b, "json", BENCH_TRAIN, "also write the rows (K, step_ms, ratio, mfu) as JSON to this file (empty: no)")
     _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_train)
     return parser

@@ -105,6 +105,14 @@ def test_pier_scores_all_720_orders_and_returns_the_evaluators_best():
             rewards = evaluator.list_reward(batch.select(slice(b, b + 1)), orders[None])[0]
             assert torch.equal(lists[b], orders[rewards.argmax()])
             assert sorted(lists[b].tolist()) == sorted(top[b].tolist())
+    # The arg-max as before the candidates were crossed once per request: one order per call
+    # (K*T = 6 <= N = 8) crosses each listed item with the user, as every call did then.
+    for b in range(2):
+        request = batch.select(slice(b, b + 1))
+        orders = all_orders(top[b].tolist())
+        one_by_one = torch.cat([evaluator.list_reward(request, order[None, None])[0] for order in orders])
+        torch.testing.assert_close(evaluator.list_reward(request, orders[None])[0], one_by_one)
+        assert torch.equal(lists[b], orders[one_by_one.argmax()])
 
 
 def test_pier_refuses_list_lengths_with_too_many_orders():

@@ -5,6 +5,7 @@ from builders import N_ITEMS, all_lists, make_batch
 from goalrank.config import from_dict
 from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError
+from goalrank.models.base import scores_from_lists
 from goalrank.models.blocks import count_parameters
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 
@@ -98,6 +99,8 @@ def test_greedy_decode_equals_stepwise_argmax_without_cache():
     assert (listed[:, :-1] > listed[:, 1:]).all()
     unlisted = output.scores.scatter(1, output.lists, -1.0)
     assert (listed[:, -1] > unlisted.max(dim=1).values).all()
+    # rank reads the decode's first-step logits: bit for bit those of the separate first-step pass
+    assert torch.equal(output.scores, scores_from_lists(output.lists, generator.first_step_logits(encoding)))
 
 
 def test_step_logits_do_not_see_future_items():

@@ -161,3 +161,12 @@ def test_position_weights_follow_the_target():
         position_weights("auto", 3)
     with pytest.raises(ConfigError, match="n_users"):
         RewardModel(RewardConfig(n_items=N_ITEMS, position_weights="dcg"))
+
+
+def test_many_lists_per_request_cross_each_candidate_once_with_the_same_logits():
+    model = make_model()
+    batch = make_batch(3, **REQUESTS)
+    many = torch.stack([torch.randperm(CANDIDATES)[:LIST_LEN] for _ in range(3 * 5)]).view(3, 5, LIST_LEN)
+    assert 5 * LIST_LEN > CANDIDATES  # the crossed-candidates path
+    one_at_a_time = torch.cat([model.item_logits(batch, many[:, k : k + 1]) for k in range(5)], dim=1)
+    torch.testing.assert_close(model.item_logits(batch, many), one_at_a_time)

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from goalrank.data.storage import RankingBatch
+from goalrank.models.base import Ranker
 from goalrank.models.dnn import DNNConfig, DNNRanker
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
-from goalrank.serve.export import BackendResult, build_rank_fn, compare_backends, fastest_exact
+from goalrank.reward.model import RewardConfig, RewardModel
+from goalrank.runs.load import build_model
+from goalrank.runs.registry import MODELS
+from goalrank.serve.export import (
+    AUTO_ONNX,
+    BackendResult,
+    OnnxRankFn,
+    auto_rank_fn,
+    build_rank_fn,
+    compare_backends,
+    fastest_exact,
+    fixed_input_dims,
+    onnx_rank_fn,
+    weights_digest,
+)
 
 N_ITEMS, HISTORY = 40, 6
 
@@ -67,3 +84,69 @@ def test_compiled_goalrank_matches_eager_lists() -> None:
             expected, got = ranker.rank(probe), compiled(probe)
         assert torch.equal(got.lists, expected.lists)
         torch.testing.assert_close(got.scores, expected.scores)
+
+
+def tiny_goalrank() -> GoalRankGenerator:
+    torch.manual_seed(0)
+    return GoalRankGenerator(GeneratorConfig(n_items=N_ITEMS, d_model=16, n_heads=2, list_len=3)).eval()
+
+
+@pytest.fixture(scope="module")
+def goalrank_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GoalRank exported once from a single request (the exporter is slow), reused by the tests below."""
+    cache = tmp_path_factory.mktemp("onnx") / "ranker.onnx"
+    onnx_rank_fn(tiny_goalrank(), batch(1, 8, seed=0), cache)
+    return cache
+
+
+def test_onnx_goalrank_matches_eager_on_other_shapes_than_exported(goalrank_onnx: Path) -> None:
+    ranker, onnx_fn = tiny_goalrank(), OnnxRankFn(goalrank_onnx)
+    assert fixed_input_dims(goalrank_onnx) == []  # exported from B = 1, yet batch and N stay symbolic
+    for size, n_candidates in [(1, 8), (7, 8), (3, 12), (2, 3)]:  # N = L = 3: only one list exists
+        probe = batch(size, n_candidates, seed=size)
+        with torch.inference_mode():
+            expected, got = ranker.rank(probe), onnx_fn(probe)
+        assert torch.equal(got.lists, expected.lists)
+        torch.testing.assert_close(got.scores, expected.scores)
+
+
+def test_onnx_cache_is_reused_only_for_the_weights_it_was_exported_from(goalrank_onnx: Path, tmp_path: Path) -> None:
+    ranker = tiny_goalrank()
+    stamp = goalrank_onnx.stat().st_mtime_ns
+    onnx_rank_fn(ranker, batch(1, 8, seed=0), goalrank_onnx)
+    assert goalrank_onnx.stat().st_mtime_ns == stamp  # same weights: the cache is read, not exported again
+    with torch.no_grad():
+        ranker.start.add_(1.0)
+    assert weights_digest(ranker) != weights_digest(tiny_goalrank())
+
+
+def tiny_ranker(name: str) -> Ranker:
+    torch.manual_seed(0)
+    fields = {"n_items": N_ITEMS, "d_model": 16, "n_heads": 2, "list_len": 3}
+    evaluator = None
+    if MODELS[name].needs_evaluator:
+        evaluator = RewardModel(RewardConfig(n_items=N_ITEMS, d_model=16, n_heads=2, list_len=3, layers=1)).eval()
+    return build_model(name, MODELS[name].config_cls(**fields), evaluator).eval()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_services_default_path_returns_eager_lists_for_every_ranker_kind(name: str, goalrank_onnx: Path) -> None:
+    ranker = tiny_ranker(name)
+    chosen, rank_fn = auto_rank_fn(ranker, batch(1, 8, seed=0), goalrank_onnx if name == "goalrank" else None)
+    assert chosen in (("eager", "onnx") if isinstance(ranker, AUTO_ONNX) else ("eager",))
+    for size, n_candidates in [(1, 8), (5, 8), (2, 6)]:
+        probe = batch(size, n_candidates, seed=10 + size)
+        with torch.inference_mode():
+            assert torch.equal(rank_fn(probe).lists, ranker.rank(probe).lists)
+
+
+def test_fixed_input_dims_names_every_dimension_an_export_fixed(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    candidates = helper.make_tensor_value_info("candidates", TensorProto.INT64, [2, 8])  # B and N fixed
+    users = helper.make_tensor_value_info("users", TensorProto.INT64, ["batch"])
+    out = helper.make_tensor_value_info("out", TensorProto.INT64, [2, 8])
+    graph = helper.make_graph([helper.make_node("Identity", ["candidates"], ["out"])], "g", [candidates, users], [out])
+    onnx.save(helper.make_model(graph), tmp_path / "fixed.onnx")
+    assert fixed_input_dims(tmp_path / "fixed.onnx") == ["candidates[0]=2", "candidates[1]=8"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def test_bench_train_reports_every_k_with_flops_and_mfu(tmp_path: Path, capsys) 
     data = tiny_dataset(tmp_path / "data")
     train_reward(data, tmp_path / "reward", {"model": {"d_model": 8}, "train": {"epochs": 1, "device": "cpu"}})
     argv = ["bench", "train", "--data", str(data), "--reward", str(tmp_path / "reward"), "--group-sizes", "2,6",
-            "--batch-size", "8", "--steps", "1", "--device", "cpu", "--peak-tflops", "0.001"]
+            "--batch-size", "8", "--steps", "1", "--device", "cpu", "--peak-tflops", "0.001",
+            "--json", str(tmp_path / "rows.json")]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "peak 0.001 TFLOP/s (given)" in out
@@ -37,3 +39,8 @@ def test_bench_train_reports_every_k_with_flops_and_mfu(tmp_path: Path, capsys) 
     gflops = [float(row[6]) for row in rows]
     mfu = [float(row[7].rstrip(" %")) for row in rows]
     assert 0 < gflops[0] < gflops[1] and all(value > 0 for value in mfu)
+    written = json.loads((tmp_path / "rows.json").read_text())
+    assert [row["K"] for row in written] == [0, 2, 6] and written[0]["ratio"] == 1.0
+    for row, table_row in zip(written[1:], rows):
+        assert f"{row['step_ms']:.1f}" == table_row[4].strip() and f"{row['ratio']:.2f}×" == table_row[5].strip()
+        assert f"{100 * row['mfu']:.2f} %" == table_row[7].strip()

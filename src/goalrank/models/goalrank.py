@@ -210,6 +210,23 @@ class GoalRankGenerator(Ranker):
         whose noise comes from ``rng`` (on any device), so equal seeds give equal lists.
         The returned log-probability sums log softmax(logits / temperature) over generated steps.
         """
+        lists, total, _ = self._generate(encoding, num_lists, greedy, temperature, rng, prefix)
+        return lists, total
+
+    def _generate(
+        self,
+        encoding: Encoding,
+        num_lists: int,
+        greedy: bool,
+        temperature: float,
+        rng: torch.Generator | None,
+        prefix: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``generate``'s lists and log-probabilities, and the first generated step's logits / temperature (B, K, N).
+
+        With an empty prefix those logits are ``first_step_logits`` / temperature, computed by the
+        same operations, so ``rank`` reads them here instead of running a separate decoder pass.
+        """
         check(temperature > 0, "temperature", "> 0", temperature)
         batch, n_candidates, _ = encoding.memory.shape
         if prefix is None:
@@ -221,12 +238,16 @@ class GoalRankGenerator(Ranker):
             )
         lists = prefix
         total = encoding.memory.new_zeros(batch, num_lists)  # (B, K)
-        excluded = F.one_hot(prefix, n_candidates).sum(dim=2).bool()  # (B, K, N)
+        # scatter, not one_hot: one_hot's class count would fix N in an exported graph (serve/export.py)
+        excluded = total.new_zeros(batch, num_lists, n_candidates, dtype=torch.bool).scatter(2, prefix, True)
         caches = [KVCache() for _ in self.decoder]
         fed, start = prefix, 0
+        first_logits = None
         for step in range(prefix.shape[2], self.list_len):
             inputs = self._inputs(encoding, fed, start)  # (B, K, 1+t0, D) first, then (B, K, 1, D)
             logits = self._decode(encoding, inputs, caches)[:, :, -1] / temperature  # (B, K, N)
+            if first_logits is None:
+                first_logits = logits
             log_probs = masked_log_softmax(logits, excluded)  # (B, K, N)
             scores = log_probs if greedy else log_probs + _gumbel(log_probs.shape, rng, log_probs.device)
             choice = scores.argmax(dim=-1, keepdim=True)  # (B, K, 1)
@@ -234,7 +255,9 @@ class GoalRankGenerator(Ranker):
             lists = torch.cat([lists, choice], dim=2)  # (B, K, step+1)
             excluded = excluded.scatter(-1, choice, True)
             fed, start = choice, step + 1
-        return lists, total
+        if first_logits is None:  # the prefix was a whole list: nothing generated
+            first_logits = encoding.memory.new_zeros(batch, num_lists, n_candidates)
+        return lists, total, first_logits
 
     def decode(
         self,
@@ -250,10 +273,13 @@ class GoalRankGenerator(Ranker):
 
     @torch.no_grad()
     def rank(self, batch: RankingBatch) -> RankOutput:
-        """The greedy list; candidate scores rank the rest by their first-step logit."""
+        """The greedy list; candidate scores rank the rest by their first-step logit.
+
+        The first-step logits are those of the decode's own first step (no second decoder pass).
+        """
         encoding = self.encode(batch)
-        lists = self.decode(encoding, num_lists=1, greedy=True)[:, 0]  # (B, L)
-        return RankOutput(lists=lists, scores=scores_from_lists(lists, self.first_step_logits(encoding)))
+        lists, _, first_logits = self._generate(encoding, 1, greedy=True, temperature=1.0, rng=None, prefix=None)
+        return RankOutput(lists=lists[:, 0], scores=scores_from_lists(lists[:, 0], first_logits[:, 0]))
 
 
 def _gumbel(shape: torch.Size, rng: torch.Generator | None, device: torch.device) -> torch.Tensor:

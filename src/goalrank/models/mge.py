@@ -1,6 +1,13 @@
 """MG-E (Yang et al., 2025): G generators each propose a list, the shared evaluator picks one (paper §4.1.2).
 
-The paper runs G = 3, 20 and 100 generators and finds the gains saturate quickly. Our G
+Two builds. ``MultiGenerator`` is MG-E as a production pipeline runs it: G separately trained
+rankers (any mix of architectures and seeds), each proposing its own list, the shared evaluator
+scoring all G, the best one served; it is what GoalRank's latency is raced against (paper App.
+D.3; ``goalrank bench serve``, label ``mge``). ``MGE`` (registry name ``mge``, labelled ``mge-heads``
+in benchmarks) is a cheap stand-in trained in one run: G output heads on one trunk, so a request
+costs one trunk pass instead of G models.
+
+The paper runs G = 3, 20 and 100 generators and finds the gains saturate quickly. ``MGE``'s G
 generators are G item-wise scorers sharing the DNN baseline's network (models/dnn.py): its last
 layer becomes G output heads, one weight row per generator, so all G score a batch in one
 matrix product and G = 100 costs only G extra weight rows. Generator g proposes the top-L
@@ -23,7 +30,7 @@ from torch import nn
 
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import ListEvaluator, RankOutput, attach_evaluator, select_best_list
+from goalrank.models.base import ListEvaluator, Ranker, RankOutput, attach_evaluator, select_best_list
 from goalrank.models.dnn import DNNConfig, DNNRanker
 
 
@@ -87,3 +94,29 @@ class MGE(DNNRanker):
     def rank(self, batch: RankingBatch) -> RankOutput:
         head_logits = self.head_logits(batch)  # (B, N, G)
         return select_best_list(self.evaluator, batch, self.proposals(head_logits), head_logits.mean(dim=-1))
+
+
+class MultiGenerator(Ranker):
+    """G independent generators each propose a list (B, G, L); the evaluator's arg-max is served.
+
+    The generators are modules of their own (``generators``), trained separately; their state is
+    this ranker's state, so an ensemble's checkpoint is self-contained. The evaluator is the one
+    reward model every method shares (``attach_evaluator``). Candidates off the chosen list are
+    ranked by the generators' mean score.
+    """
+
+    evaluator: ListEvaluator  # set by attach_evaluator
+
+    def __init__(self, generators: list[Ranker], evaluator: ListEvaluator) -> None:
+        lengths = sorted({g.list_len for g in generators})
+        check(len(lengths) == 1, "generators", "at least one, all with the same list_len", lengths)
+        super().__init__(lengths[0])
+        self.generators = nn.ModuleList(generators)
+        attach_evaluator(self, evaluator)
+
+    @torch.no_grad()
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        outputs = [cast(Ranker, generator).rank(batch) for generator in self.generators]
+        proposals = torch.stack([output.lists for output in outputs], dim=1)  # (B, G, L)
+        base_scores = torch.stack([output.scores.float() for output in outputs]).mean(dim=0)  # (B, N)
+        return select_best_list(self.evaluator, batch, proposals, base_scores)

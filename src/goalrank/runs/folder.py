@@ -65,6 +65,11 @@ class RunFolder(Folder):
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 
+    @property
+    def onnx(self) -> Path:
+        """The service's ONNX export of the trained ranker, stamped with its weights (serve/export.py)."""
+        return self.root / "ranker.onnx"
+
     def evaluation(self, split: str) -> Path:
         """The means of ``goalrank evaluate`` on ``split``."""
         return self.root / f"eval-{split}.json"

@@ -19,6 +19,7 @@ from goalrank.evaluate.protocol import OracleEvaluator, TrueReward, simulator_fo
 from goalrank.io import sha256_file
 from goalrank.models.base import ListEvaluator, Ranker
 from goalrank.models.blocks import ModelConfig
+from goalrank.models.mge import MultiGenerator
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.runs.checkpoint import load_checkpoint
 from goalrank.runs.folder import RunFolder
@@ -26,6 +27,7 @@ from goalrank.runs.registry import MODELS
 
 REWARD = "reward"  # the model name of a reward-model run
 ORACLE = "oracle"  # ``--reward oracle``: the simulator's exact list reward is the evaluator
+ENSEMBLE = "mge-ensemble"  # the model name of a multi-generator run (runs/ensemble.py)
 
 
 def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker | RewardModel, dict[str, Any]]:
@@ -36,6 +38,8 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker 
     model: Ranker | RewardModel
     if name == REWARD:
         model = RewardModel(from_dict(RewardConfig, config["model"], "model"))
+    elif name == ENSEMBLE:
+        model = build_ensemble(config, device)
     elif name in MODELS:
         evaluator = (load_evaluator(config["reward"], lambda: run_dataset(config), device, config.get("reward_sha256"))
                      if MODELS[name].needs_evaluator else None)
@@ -126,3 +130,20 @@ def load_reward_model(run_dir: Path, device: torch.device | str, expected_sha256
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def build_ensemble(config: dict[str, Any], device: torch.device | str) -> MultiGenerator:
+    """The untrained structure of a multi-generator run: its members rebuilt from their recorded configs.
+
+    Every member that needs an evaluator and the ensemble itself share the run's reward model,
+    loaded once; the weights come from the ensemble's checkpoint.
+    """
+    evaluator = load_evaluator(config["reward"], lambda: run_dataset(config), device, config.get("reward_sha256"))
+    members = []
+    for index, member in enumerate(config["generators"]):
+        name = member["model_name"]
+        if name not in MODELS:
+            raise ArtifactError(f"generators[{index}]: unknown model_name {name!r}")
+        model_config = from_dict(MODELS[name].config_cls, member["model"], f"generators[{index}].model")
+        members.append(build_model(name, model_config, evaluator if MODELS[name].needs_evaluator else None))
+    return MultiGenerator(members, evaluator)

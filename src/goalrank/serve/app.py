@@ -67,7 +67,7 @@ class ServeConfig:
     max_batch: int = 64
     max_wait_ms: float = 2.0
     max_body_bytes: int = 256 * 1024
-    backend: Backend = "eager"
+    backend: Backend = "auto"
     threads: int = 0
     keep_alive_s: float = 5.0
     request_timeout_s: float = 30.0
@@ -174,7 +174,7 @@ class RankingService:
         self.model_version = f"{run_dir.resolve().name}@{sha256_file(RunFolder(run_dir).checkpoint)[:12]}"
         self.catalog = Catalog(run_dataset(run_config), self.ranker.list_len)
         warmup = self.catalog.example_request()
-        rank_fn = build_rank_fn(self.ranker, config.backend, warmup)
+        rank_fn = build_rank_fn(self.ranker, config.backend, warmup, cache=RunFolder(run_dir).onnx)
         self.batcher = MicroBatcher(rank_fn, config.max_batch, config.max_wait_ms / 1e3, warmup)
 
     async def rank(self, request: RankRequest) -> RankResponse:

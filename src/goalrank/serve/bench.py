@@ -1,20 +1,22 @@
-"""`goalrank bench serve`: ranking latency and throughput, GoalRank against the baselines (paper App. D.3).
+"""`goalrank bench serve`: ranking latency and throughput, GoalRank raced against MG-E (paper App. D.3).
 
 The paper reports 18.6 ms online latency for GoalRank against 34.2 ms for the multi-generator
 (MG-E) pipeline: one generator call versus several generators plus an evaluator. This benchmark
-measures the same comparison on this machine, for any runs that rank through ``Ranker.rank``:
+races, in one run, GoalRank against ``mge`` (G separately trained generators, ``--mge-generators``,
+scored by GoalRank's reward model: models/mge.py ``MultiGenerator``), ``mge-heads`` (G heads on one
+trunk, ``--mge-heads-run``) and ``pier``, each on the path the service would use (``auto``):
 
-* in-process: ``ranker.rank`` on pre-encoded requests, one at a time (``single``) and in batches
-  of ``--batch-size`` (``batched``);
-* over HTTP on loopback: the service runs in a subprocess, this process is the client;
-  ``single`` sends one request at a time, ``batched`` keeps ``--concurrency`` requests in flight
-  so the server's micro-batcher gathers them (the API ranks one request per call);
-* FLOPs of one GoalRank request (FlopCounterMode) and the share of the machine's measured
-  float32 matmul peak that the single-request path reaches;
+* ``inproc-1`` / ``inproc-batch``: the rank function on pre-encoded requests, one at a time and in
+  batches of ``--batch-size``; GoalRank also on eager PyTorch when ``auto`` chose another path;
+* ``http-1`` / ``http-C``: over HTTP on loopback, the service in a subprocess, one request at a
+  time, then ``--concurrency`` C requests in flight (the server's micro-batcher gathers them);
+* FLOPs of one request of each model (FlopCounterMode, on eager: the same arithmetic) against the
+  machine's float32 matmul peak measured in the same run: the FLOP limit, FLOPs / peak;
 * ``--load N``: N HTTP requests, a share of them malformed, counting status codes (no 5xx).
 
 Requests are the test split's lists of each run's dataset, in raw ids. Every measurement stops
-after ``--requests`` requests or ``--max-seconds``, whichever comes first.
+after ``--requests`` requests or ``--max-seconds``, whichever comes first. ``--json FILE`` writes
+one row per (model, backend, path).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +43,15 @@ import torch
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.errors import ArtifactError
-from goalrank.models.base import ListRanker
+from goalrank.io import atomic_file
 from goalrank.models.blocks import PAD
 from goalrank.perf import count_flops, matmul_peak_flops
+from goalrank.runs.ensemble import write_ensemble
+from goalrank.runs.folder import RunFolder
 from goalrank.runs.load import load_ranker, run_dataset
-from goalrank.serve.batcher import concat
+from goalrank.serve.batcher import RankFn, concat
 from goalrank.serve.catalog import Catalog, HistoryEvent
-from goalrank.serve.export import Backend, compare_backends, format_backends
+from goalrank.serve.export import Backend, auto_rank_fn, compare_backends, format_backends
 
 READY_TIMEOUT_S = 120.0
 PEAK_MATMUL_SIZE = 1024
@@ -55,34 +60,51 @@ OVERSIZED_BYTES = 512 * 1024  # over ServeConfig.max_body_bytes
 
 @dataclass
 class Latency:
-    """One measurement: per-call latencies (ms) and requests served per second."""
+    """One measurement: per-call latencies (ms), requests served per second, and one request's compute.
+
+    path: ``inproc-1``, ``inproc-batch``, ``http-1`` or ``http-C`` (C clients); backend: the
+    inference path (the service's own choice over HTTP); flops: of one request; peak_flops: the
+    matmul peak measured in the same run.
+    """
 
     model: str
-    mode: str
+    backend: str
     path: str
     batch_size: int
     latencies_ms: np.ndarray
     throughput: float
+    flops: int = 0
+    peak_flops: float = 0.0
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q))
+
+    def row(self) -> dict[str, Any]:
+        """The ``--json`` row."""
+        return {"model": self.model, "backend": self.backend, "path": self.path, "batch_size": self.batch_size,
+                "calls": len(self.latencies_ms), "p50_ms": self.percentile(50), "p95_ms": self.percentile(95),
+                "p99_ms": self.percentile(99), "rps": self.throughput, "flops": self.flops,
+                "peak_flops": self.peak_flops}
 
 
 @dataclass
 class BenchServeConfig:
     """`goalrank bench serve`: which runs, how many requests, which paths.
 
-    run: the GoalRank run; mge_run, pier_run: runs to compare with ("": skip). requests and
-    max_seconds bound each measurement; batch_size is the batched path's, concurrency the number
-    of HTTP clients of the batched path. load: requests of the HTTP load test (0: skip), malformed
-    the share of them that is malformed. backends: inference paths to compare (empty: skip).
-    threads: torch intra-op threads of client and server (0: torch's default; 1 avoids
+    run: the GoalRank run. mge_generators: runs of the G separately trained generators of ``mge``
+    (their shared evaluator is the GoalRank run's reward model; empty: skip); mge_heads_run: an
+    ``mge`` (G heads on one trunk) run; pier_run: a PIER run ("": skip). requests and max_seconds
+    bound each measurement; batch_size is the batched path's, concurrency the number of HTTP
+    clients of the batched path. load: requests of the HTTP load test (0: skip), malformed the
+    share of them that is malformed. backends: GoalRank's inference paths to compare (empty:
+    skip). threads: torch intra-op threads of client and server (0: torch's default; 1 avoids
     oversubscription when clients share the cores). http: also measure over HTTP on loopback.
-    seed: of the request sampling.
+    seed: of the request sampling. json: also write the rows to this file ("": no).
     """
 
     run: str
-    mge_run: str = ""
+    mge_generators: tuple[str, ...] = ()
+    mge_heads_run: str = ""
     pier_run: str = ""
     requests: int = 200
     max_seconds: float = 20.0
@@ -94,6 +116,7 @@ class BenchServeConfig:
     threads: int = 1
     http: bool = True
     seed: int = 0
+    json: str = ""
 
     def __post_init__(self) -> None:
         for name in ("requests", "batch_size", "concurrency"):
@@ -109,32 +132,48 @@ def bench_serve(settings: BenchServeConfig) -> str:
     """Run every measurement ``settings`` asks for and return the markdown report."""
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    named = (("GoalRank", settings.run), ("MG-E", settings.mge_run), ("PIER", settings.pier_run))
-    runs = {name: Path(run) for name, run in named if run}
+    peak = matmul_peak_flops(torch.device("cpu"), size=PEAK_MATMUL_SIZE)
     results: list[Latency] = []
     sections = []
-    for name, run in runs.items():
-        ranker, config = load_ranker(run, "cpu")
-        dataset = run_dataset(config)
-        catalog = Catalog(dataset, ranker.list_len)
-        bodies = request_bodies(catalog, dataset, settings.requests, settings.seed)
-        singles = [encode(catalog, body) for body in bodies]
-        results += in_process(name, ranker, singles, settings.batch_size, settings.max_seconds)
-        if name == "GoalRank":
-            sections.append(flops_section(ranker, singles[0], results[0]))
-            if settings.backends:
+    with tempfile.TemporaryDirectory() as scratch:
+        runs = {"goalrank": Path(settings.run)}
+        if settings.mge_generators:
+            reward = Path(load_ranker(runs["goalrank"], "cpu")[1]["reward"])
+            runs["mge"] = write_ensemble(Path(scratch) / "mge", [Path(r) for r in settings.mge_generators], reward)
+        runs.update({name: Path(run) for name, run in (("mge-heads", settings.mge_heads_run),
+                                                        ("pier", settings.pier_run)) if run})
+        for name, run in runs.items():
+            ranker, config = load_ranker(run, "cpu")
+            dataset = run_dataset(config)
+            catalog = Catalog(dataset, ranker.list_len)
+            bodies = request_bodies(catalog, dataset, settings.requests, settings.seed)
+            singles = [encode(catalog, body) for body in bodies]
+            with torch.inference_mode():
+                flops = count_flops(partial(ranker.rank, singles[0]))
+            backend, rank_fn = auto_rank_fn(ranker, catalog.example_request(), RunFolder(run).onnx)
+            paths = [(backend, rank_fn)] + ([("eager", ranker.rank)] if backend != "eager" else [])
+            for path_backend, fn in paths:
+                results += [replace(r, flops=flops, peak_flops=peak) for r in
+                            in_process(name, path_backend, fn, singles, settings.batch_size, settings.max_seconds)]
+            if name == "goalrank" and settings.backends:
                 batched = concat((singles * settings.batch_size)[: settings.batch_size])
                 sections.append("## Inference paths (GoalRank, CPU)\n\n" + format_backends(compare_backends(
                     ranker, {"single": singles[0], "batched": batched}, settings.backends)))
-        if settings.http:
-            with ServerProcess(run, settings.batch_size, settings.threads) as url:
-                results += over_http(name, url, bodies, settings.concurrency, settings.max_seconds)
-                if name == "GoalRank" and settings.load:
-                    sections.append(load_section(url, bodies, settings.load, settings.malformed, settings.concurrency,
-                                                 settings.seed))
-    report = [f"## Ranking latency (CPU, {torch.get_num_threads()} torch threads)\n", format_latencies(results)]
-    if "MG-E" in runs:
-        report += ["\n## GoalRank / MG-E latency (p50; paper App. D.3: 18.6 / 34.2 = 0.54)\n", ratio_table(results)]
+            if settings.http:
+                with ServerProcess(run, settings.batch_size, settings.threads) as url:
+                    results += [replace(r, flops=flops, peak_flops=peak) for r in
+                                over_http(name, url, bodies, settings.concurrency, settings.max_seconds)]
+                    if name == "goalrank" and settings.load:
+                        sections.append(load_section(url, bodies, settings.load, settings.malformed,
+                                                     settings.concurrency, settings.seed))
+    if settings.json:
+        with atomic_file(Path(settings.json)) as tmp:
+            tmp.write_text(json.dumps([r.row() for r in results], indent=2, allow_nan=False) + "\n")
+    report = [f"## Ranking latency (CPU, {torch.get_num_threads()} torch threads; FLOP limit = FLOPs / "
+              f"measured {PEAK_MATMUL_SIZE}² fp32 matmul peak {peak / 1e9:.1f} GFLOP/s)\n", format_latencies(results)]
+    if any(r.model in ("mge", "mge-heads") for r in results):
+        report += ["\n## GoalRank / MG-E latency (paper App. D.3: 18.6 / 34.2 = 0.54 online; goal p99 <= 0.25 "
+                   "in-process, single request)\n", ratio_table(results)]
     return "\n\n".join(["\n".join(report), *sections])
 
 
@@ -174,28 +213,28 @@ def _timed_calls(call: Callable[[int], int], count: int, max_seconds: float) -> 
     return np.array(latencies), time.perf_counter() - start, served
 
 
-def in_process(name: str, ranker: ListRanker, singles: list[RankingBatch], batch_size: int,
+def in_process(name: str, backend: str, rank_fn: RankFn, singles: list[RankingBatch], batch_size: int,
                max_seconds: float) -> list[Latency]:
-    """``ranker.rank`` alone: one request per call, then ``batch_size`` requests per call."""
+    """``rank_fn`` alone: one request per call (``inproc-1``), then ``batch_size`` per call (``inproc-batch``)."""
     batches = [concat([singles[(start + k) % len(singles)] for k in range(batch_size)])
                for start in range(0, len(singles), batch_size)]
     results = []
     with torch.inference_mode():
-        ranker.rank(singles[0])  # warm-up: lazy initialisation is not latency
-        for path, inputs in (("single", singles), ("batched", batches)):
+        rank_fn(singles[0])  # warm-up: lazy initialisation is not latency
+        for path, inputs in (("inproc-1", singles), ("inproc-batch", batches)):
 
             def call(index: int, inputs: list[RankingBatch] = inputs) -> int:
-                ranker.rank(inputs[index])
+                rank_fn(inputs[index])
                 return len(inputs[index])
 
             latencies, elapsed, served = _timed_calls(call, len(inputs), max_seconds)
-            results.append(Latency(name, "in-process", path, len(inputs[0]), latencies, served / elapsed))
+            results.append(Latency(name, backend, path, len(inputs[0]), latencies, served / elapsed))
     return results
 
 
 def over_http(name: str, url: str, bodies: list[dict[str, Any]], concurrency: int,
               max_seconds: float) -> list[Latency]:
-    """Sequential requests, then ``concurrency`` clients in flight (micro-batched by the server)."""
+    """Sequential requests (``http-1``), then ``concurrency`` clients in flight, micro-batched by the server."""
     with httpx.Client(base_url=url) as client:
 
         def call(index: int) -> int:
@@ -203,12 +242,13 @@ def over_http(name: str, url: str, bodies: list[dict[str, Any]], concurrency: in
             return 1
 
         latencies, elapsed, served = _timed_calls(call, len(bodies), max_seconds)
-    results = [Latency(name, "http", "single", 1, latencies, served / elapsed)]
+    results = [Latency(name, "service", "http-1", 1, latencies, served / elapsed)]
     statuses, latencies, elapsed = concurrent_posts(url, [json.dumps(b).encode() for b in bodies], concurrency,
                                                     max_seconds)
     if set(statuses) != {200}:
         raise ArtifactError(f"{url}: valid benchmark requests answered {dict(statuses)}")
-    results.append(Latency(name, "http", "batched", concurrency, latencies, sum(statuses.values()) / elapsed))
+    results.append(Latency(name, "service", f"http-{concurrency}", concurrency, latencies,
+                           sum(statuses.values()) / elapsed))
     return results
 
 
@@ -320,33 +360,27 @@ def load_section(url: str, bodies: list[dict[str, Any]], count: int, malformed_s
     return "\n".join(lines)
 
 
-def flops_section(ranker: ListRanker, single: RankingBatch, single_latency: Latency) -> str:
-    """FLOPs of one request and the share of the matmul peak its in-process p50 latency reaches."""
-    with torch.inference_mode():
-        flops = count_flops(lambda: ranker.rank(single))
-    peak = matmul_peak_flops(torch.device("cpu"), size=PEAK_MATMUL_SIZE)
-    achieved = flops / (single_latency.percentile(50) / 1e3)
-    return ("## Compute of one GoalRank request (in-process, single)\n\n| quantity | value |\n|---|---|\n"
-            f"| FLOPs per request | {flops / 1e6:.2f} M |\n| achieved at p50 | {achieved / 1e9:.3f} GFLOP/s |\n"
-            f"| measured matmul peak ({PEAK_MATMUL_SIZE}², fp32, {torch.get_num_threads()} threads) |"
-            f" {peak / 1e9:.1f} GFLOP/s |\n| share of peak | {100 * achieved / peak:.3f} % |")
-
-
 def format_latencies(results: list[Latency]) -> str:
-    lines = ["| model | mode | path | B / clients | calls | p50 ms | p95 ms | p99 ms | req/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | backend | path | B / clients | calls | p50 ms | p95 ms | p99 ms | req/s | MFLOPs "
+             "| p50 / FLOP limit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.model} | {r.mode} | {r.path} | {r.batch_size} | {len(r.latencies_ms)} |"
+        in_process = r.path.startswith("inproc") and r.peak_flops > 0
+        limit = f"{r.percentile(50) / (1e3 * r.flops * r.batch_size / r.peak_flops):.1f}×" if in_process else ""
+        lines.append(f"| {r.model} | {r.backend} | {r.path} | {r.batch_size} | {len(r.latencies_ms)} |"
                      f" {r.percentile(50):.2f} | {r.percentile(95):.2f} | {r.percentile(99):.2f} |"
-                     f" {r.throughput:.0f} |")
+                     f" {r.throughput:.0f} | {r.flops / 1e6:.1f} | {limit} |")
     return "\n".join(lines)
 
 
 def ratio_table(results: list[Latency]) -> str:
-    by_key = {(r.model, r.mode, r.path): r for r in results}
-    lines = ["| mode | path | GoalRank p50 / MG-E p50 |", "|---|---|---|"]
-    for (model, mode, path), result in by_key.items():
-        other = by_key.get(("MG-E", mode, path))
-        if model == "GoalRank" and other is not None:
-            lines.append(f"| {mode} | {path} | {result.percentile(50) / other.percentile(50):.2f} |")
+    """GoalRank's p50 and p99 over each MG-E build's, path by path (GoalRank on the service's path)."""
+    first: dict[tuple[str, str], Latency] = {}
+    for r in results:  # each model's first row per path is the service's own path (auto)
+        first.setdefault((r.model, r.path), r)
+    lines = ["| path | against | GoalRank p50 / MG-E p50 | GoalRank p99 / MG-E p99 |", "|---|---|---|---|"]
+    for (model, path), other in first.items():
+        goalrank = first.get(("goalrank", path))
+        if model in ("mge", "mge-heads") and goalrank is not None:
+            lines.append(f"| {path} | {model} | {goalrank.percentile(50) / other.percentile(50):.2f} |"
+                         f" {goalrank.percentile(99) / other.percentile(99):.2f} |")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ Each step's FLOPs are counted once (FlopCounterMode) and turned into MFU against
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import torch
 from goalrank.config import check, from_dict
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.groups import GroupConfig
+from goalrank.io import atomic_file
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.objectives.group_relative import GroupRelativeObjective
 from goalrank.objectives.losses import supervised_loss
@@ -51,7 +53,8 @@ class BenchTrainConfig:
     data, reward: the prepared dataset and the reward-model run. group_sizes: the K values timed.
     steps: timed steps per K, after ``warmup`` untimed ones. policies: the group's policy names
     (equal weights; empty: the ``GroupConfig`` mix). precision: as ``train.precision``.
-    peak_tflops: the MFU peak, e.g. a datasheet figure (None: the measured matmul peak).
+    peak_tflops: the MFU peak, e.g. a datasheet figure (None: the measured matmul peak). json: also
+    write one row per step kind (``K`` 0: the supervised step) to this file ("": no).
     """
 
     data: str
@@ -64,6 +67,7 @@ class BenchTrainConfig:
     device: str = "auto"
     precision: Precision = "auto"
     peak_tflops: float | None = None
+    json: str = ""
 
     def __post_init__(self) -> None:
         check(min(self.group_sizes, default=0) >= 2, "group_sizes", "integers >= 2, at least one", self.group_sizes)
@@ -107,6 +111,7 @@ def bench_train(config: BenchTrainConfig) -> str:
 
     base_times = [timed(partial(supervised_step, batch), device)[1] for batch in batches][warmup:]
     base = StepCost(statistics.median(base_times), count_flops(lambda: supervised_step(batches[0])))
+    json_rows = [{"K": 0, "step_ms": 1000 * base.seconds, "ratio": 1.0, "mfu": base.mfu(peak), "flops": base.flops}]
     rows = ["| K | group construction ms | reward scoring ms | loss+backward ms | step ms | step / supervised "
             "| GFLOP / step | MFU |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in config.group_sizes:
@@ -126,8 +131,14 @@ def bench_train(config: BenchTrainConfig) -> str:
         times = [stages(batch) for batch in batches][warmup:]
         group_ms, reward_ms, loss_ms = (1000 * statistics.median(t[i] for t in times) for i in range(3))
         cost = StepCost(statistics.median(sum(t) for t in times), count_flops(lambda: stages(batches[0])))
+        json_rows.append({"K": k, "step_ms": 1000 * cost.seconds, "ratio": cost.seconds / base.seconds,
+                          "mfu": cost.mfu(peak), "flops": cost.flops, "group_ms": group_ms, "reward_ms": reward_ms,
+                          "loss_ms": loss_ms})
         rows.append(f"| {k} | {group_ms:.1f} | {reward_ms:.1f} | {loss_ms:.1f} | {1000 * cost.seconds:.1f} | "
                     f"{cost.seconds / base.seconds:.2f}× | {cost.flops / 1e9:.1f} | {100 * cost.mfu(peak):.2f} % |")
+    if config.json:
+        with atomic_file(Path(config.json)) as tmp:
+            tmp.write_text(json.dumps(json_rows, indent=2, allow_nan=False) + "\n")
     peak_source = "given" if peak_tflops else f"measured {MFU_PEAK_SIZE[device.type]}² matmul"
     header = (f"device {device}, {torch.get_num_threads()} threads, compute dtype {dtype}, batch {batch_size}, "
               f"N={dataset.n_candidates}, L={dataset.list_len}, median of {steps} steps after {warmup} warm-up; "
