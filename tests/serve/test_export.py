@@ -125,7 +125,8 @@ def tiny_ranker(name: str) -> Ranker:
     fields = {"n_items": N_ITEMS, "d_model": 16, "n_heads": 2, "list_len": 3}
     evaluator = None
     if MODELS[name].needs_evaluator:
-        evaluator = RewardModel(RewardConfig(n_items=N_ITEMS, d_model=16, n_heads=2, list_len=3, layers=1)).eval()
+        evaluator = RewardModel(RewardConfig(n_items=N_ITEMS, n_users=10, d_model=16, n_heads=2, list_len=3, layers=1,
+                                             position_weights="dcg")).eval()
     return build_model(name, MODELS[name].config_cls(**fields), evaluator).eval()
 
 
