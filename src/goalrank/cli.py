@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="reward, goalrank, or a baseline (goalrank.runs.registry.MODELS)")
     p.add_argument("--data", type=Path, required=True, help="prepared-dataset folder")
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
-    p.add_argument("--reward", type=Path, help="reward-model run folder (needed by goalrank and the G-E baselines)")
+    p.add_argument("--reward", type=Path, help="reward-model run folder (needed by goalrank and the G-E baselines), "
+                   "or `oracle`: the simulator's exact list reward (simulator data)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last.pt (same config required)")
     _add_config_flags(p)

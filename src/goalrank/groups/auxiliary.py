@@ -22,14 +22,9 @@ from typing import ClassVar
 
 import torch
 
-from goalrank.config import check, check_finite
+from goalrank.config import check
 from goalrank.errors import ConfigError
-from goalrank.groups.context import GroupContext, gumbel, uniform
-
-
-def _check_temperature(policy: str, value: float) -> None:
-    check_finite(f"group.{policy}.temperature", value)
-    check(value > 0, f"group.{policy}.temperature", "> 0", value)
+from goalrank.groups.context import GroupContext, check_temperature, gumbel, uniform
 
 
 def top_then_samples(ctx: GroupContext, scores: torch.Tensor, num_lists: int, temperature: float) -> torch.Tensor:
@@ -68,7 +63,7 @@ class ScorerPolicy:
     name: ClassVar[str] = "scorer"
 
     def __post_init__(self) -> None:
-        _check_temperature("scorer", self.temperature)
+        check_temperature("scorer", self.temperature)
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
@@ -141,7 +136,7 @@ class PopularityPolicy:
     name: ClassVar[str] = "popularity"
 
     def __post_init__(self) -> None:
-        _check_temperature("popularity", self.temperature)
+        check_temperature("popularity", self.temperature)
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:

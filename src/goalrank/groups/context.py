@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
+from goalrank.config import check, check_finite
 from goalrank.data.storage import RankingBatch
 from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer
 
@@ -72,6 +73,12 @@ class GroupPolicy(Protocol):
 
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
         """(B, num_lists, L) candidate positions, no position repeated within a list."""
+
+
+def check_temperature(policy: str, value: float) -> None:
+    """ConfigError unless ``group.POLICY.temperature`` is a finite number > 0."""
+    check_finite(f"group.{policy}.temperature", value)
+    check(value > 0, f"group.{policy}.temperature", "> 0", value)
 
 
 def uniform(ctx: GroupContext, shape: tuple[int, ...]) -> torch.Tensor:

@@ -18,14 +18,9 @@ from typing import ClassVar
 
 import torch
 
-from goalrank.config import check, check_finite
+from goalrank.config import check
 from goalrank.errors import ConfigError
-from goalrank.groups.context import GroupContext, gumbel, randint, random_lists, uniform
-
-
-def _check_temperature(policy: str, value: float) -> None:
-    check_finite(f"group.{policy}.temperature", value)
-    check(value > 0, f"group.{policy}.temperature", "> 0", value)
+from goalrank.groups.context import GroupContext, check_temperature, gumbel, randint, random_lists, uniform
 
 
 def _complete(ctx: GroupContext, prefixes: torch.Tensor, greedy: bool, temperature: float) -> torch.Tensor:
@@ -45,7 +40,7 @@ class AutoregressivePolicy:
     name: ClassVar[str] = "autoregressive"
 
     def __post_init__(self) -> None:
-        _check_temperature("autoregressive", self.temperature)
+        check_temperature("autoregressive", self.temperature)
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
@@ -71,7 +66,7 @@ class TreePolicy:
     def __post_init__(self) -> None:
         check(self.branching >= 1, "group.tree.branching", ">= 1", self.branching)
         check(self.depth >= 1, "group.tree.depth", ">= 1", self.depth)
-        _check_temperature("tree", self.temperature)
+        check_temperature("tree", self.temperature)
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
@@ -128,7 +123,7 @@ class GumbelPolicy:
     name: ClassVar[str] = "gumbel"
 
     def __post_init__(self) -> None:
-        _check_temperature("gumbel", self.temperature)
+        check_temperature("gumbel", self.temperature)
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
@@ -156,7 +151,7 @@ class MarkovPolicy:
     name: ClassVar[str] = "markov"
 
     def __post_init__(self) -> None:
-        _check_temperature("markov", self.temperature)
+        check_temperature("markov", self.temperature)
         check(self.chunk_size >= 1, "group.markov.chunk_size", ">= 1", self.chunk_size)
         check(self.top >= 1, "group.markov.top", ">= 1", self.top)
 
@@ -252,7 +247,7 @@ class DiversityPolicy:
     name: ClassVar[str] = "diversity"
 
     def __post_init__(self) -> None:
-        _check_temperature("diversity", self.temperature)
+        check_temperature("diversity", self.temperature)
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
