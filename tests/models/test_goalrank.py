@@ -224,5 +224,8 @@ def test_user_embedding_personalises_the_encoding_and_unknown_users_share_the_co
     assert not torch.allclose(logits[0], logits[1])  # same history and candidates, other user
     unknown = dataclasses.replace(same_history, users=torch.full((2,), UNKNOWN_USER))
     cold = generator.first_step_logits(generator.encode(unknown))
-    torch.testing.assert_close(cold[0], cold[1])
+    with torch.no_grad():
+        generator.user_ids.table.weight[0] += 1.0  # the cold-start row
+    assert not torch.allclose(generator.first_step_logits(generator.encode(unknown)), cold)
+    torch.testing.assert_close(generator.first_step_logits(generator.encode(same_history)), logits)
     assert make_generator(list_len=3).user_ids is None  # off by default: the history is the user

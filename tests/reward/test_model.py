@@ -135,8 +135,21 @@ def test_unknown_users_get_the_cold_start_row():
     with torch.no_grad():
         model.user_ids.table.weight[0] -= 5.0
     torch.testing.assert_close(model.item_logits(batch, LISTS[:2]), known)  # known users never read it
-    with pytest.raises(DataError, match="users"):
+    with pytest.raises(IndexError):
         model.item_logits(dataclasses.replace(batch, users=torch.full_like(batch.users, USERS)), LISTS[:2])
+
+
+def test_users_outside_the_training_split_read_the_cold_start_row():
+    model = make_model(dropout=0.0)
+    batch = make_batch(2, **REQUESTS)
+    batch = dataclasses.replace(batch, users=torch.tensor([3, 7]))
+    unknown = dataclasses.replace(batch, users=torch.full_like(batch.users, UNKNOWN_USER))
+    before = model.item_logits(batch, LISTS[:2])
+    model.user_ids.restrict_to(torch.tensor([3, 5]))  # user 7 never trained
+    after = model.item_logits(batch, LISTS[:2])
+    torch.testing.assert_close(after[0], before[0])
+    torch.testing.assert_close(after[1], model.item_logits(unknown, LISTS[:2])[1])
+    assert not torch.allclose(after[1], before[1])
 
 
 def test_training_mode_shows_a_share_of_users_as_new_users():

@@ -172,7 +172,7 @@ REWARD_KEYS = ("valid_auc", "test_auc", "test_ceiling_auc", "test_ece", "spearma
 def _reward_section(rewards: list[dict[str, Any]]) -> str:
     """Each seed's reward model: per-item AUC and calibration, and on simulator data its ceiling
     and its agreement with the exact reward (``evaluate.fidelity``)."""
-    keys = [key for key in REWARD_KEYS if key in rewards[0]]
+    keys = [key for key in REWARD_KEYS if any(key in row for row in rewards)]  # real logs lack the simulator's
     lines = ["| dataset | seed | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     lines += [f"| {r['dataset']} | {r['seed']} | " + " | ".join(f"{r.get(k, float('nan')):.4f}" for k in keys) + " |"
               for r in rewards]

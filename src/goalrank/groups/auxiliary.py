@@ -91,7 +91,8 @@ class RewardBeamPolicy:
     call of N one-item lists) and extends every beam by each unused one of them, scoring the
     prefixes as lists: width · top lists per step instead of width · N. The reward model sees the
     whole list, so a prefix's reward is only a guide to the full list's (the search is heuristic);
-    the final beams are returned best first, max(beam_width, n) of them kept throughout.
+    the final beams are returned best first, max(beam_width, n) of them kept throughout; when
+    fewer distinct lists exist than asked for, they repeat (the group builder replaces repeats).
 
     Cost: every step re-scores whole prefixes with the learned reward model, about
     width · Σ_t (top − t)(t + 1) list tokens per request; at width 4 over 12 that was 20 s of a

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from goalrank.config import PAPER_LIST_LEN, check
-from goalrank.errors import DataError
 
 PAD = 0
 
@@ -337,16 +336,31 @@ class UserIdEmbedding(nn.Module):
         self.cold_start_rate = cold_start_rate
         self.table = nn.Embedding(n_users + 1, d_model)  # row 0: UNKNOWN_USER, row u + 1: user u
         nn.init.normal_(self.table.weight, std=d_model**-0.5)
+        # Row u + 1 is read only for users the training split holds (``restrict_to``): a user first
+        # seen after the training cut (real logs split by time) would read an untrained row.
+        self.register_buffer("trained", torch.ones(n_users + 1, dtype=torch.bool))
+
+    trained: torch.Tensor  # (n_users + 1,) whether each row was trained; row 0 always
+
+    @torch.no_grad()
+    def restrict_to(self, users: torch.Tensor) -> None:
+        """Map every user not among ``users`` (the training split's) to the cold-start row."""
+        self.trained.fill_(False)
+        self.trained[0] = True
+        self.trained[users.long() + 1] = True
 
     def forward(self, users: torch.Tensor) -> torch.Tensor:
-        """users (B,) indices in [0, n_users) or UNKNOWN_USER -> (B, D)."""
-        if users.numel() and (users.min() < UNKNOWN_USER or users.max() >= self.n_users):
-            raise DataError(f"users: indices must lie in [0, {self.n_users}) or be UNKNOWN_USER={UNKNOWN_USER}, "
-                            f"got [{users.min()}, {users.max()}]")
+        """users (B,) indices in [0, n_users) or UNKNOWN_USER -> (B, D).
+
+        No range check here (it would read the tensor's values, which breaks ``torch.export`` and
+        syncs a GPU on every call): the catalogue and the prepared data give valid indices, and an
+        invalid one fails in the embedding lookup.
+        """
+        rows = users + 1
         if self.training and self.cold_start_rate > 0:
             cold = torch.rand(users.shape, device=users.device) < self.cold_start_rate
-            users = users.masked_fill(cold, UNKNOWN_USER)
-        return self.table(users + 1)
+            rows = rows.masked_fill(cold, 0)
+        return self.table(torch.where(self.trained[rows], rows, 0))
 
 
 @dataclass

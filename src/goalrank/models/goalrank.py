@@ -57,6 +57,8 @@ class GeneratorConfig(ModelConfig):
         super().__post_init__()
         check_finite("model.cold_start_rate", self.cold_start_rate)
         check(0 <= self.cold_start_rate < 1, "model.cold_start_rate", "in [0, 1)", self.cold_start_rate)
+        check(not self.user_embedding or self.n_users >= 1, "model.n_users",
+              ">= 1 (set from the dataset) with model.user_embedding", self.n_users)
         check(self.encoder_layers >= 0, "model.encoder_layers", ">= 0", self.encoder_layers)
         check(self.decoder_layers >= 1, "model.decoder_layers", ">= 1", self.decoder_layers)
 

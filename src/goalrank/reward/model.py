@@ -53,7 +53,8 @@ class RewardConfig(RerankerConfig):
     causal: an item's feedback depends only on the items above it (top-down browsing) instead
     of the whole list.
     history_attention: list tokens cross-attend to the history tokens in every layer; without it
-    the user enters only as the pooled history vector crossed into each token (earlier versions).
+    (an ablation) they attend only to the history encoder's context token, one summary of the user
+    shared by every list item.
     user_embedding: add a user-id embedding to the user vector (needs ``n_users``, set from the
     dataset), with ``cold_start_rate`` of the training requests shown as a new user.
     """
@@ -74,6 +75,8 @@ class RewardConfig(RerankerConfig):
         check(self.position_discount > 0, "model.position_discount", "> 0", self.position_discount)
         check_finite("model.cold_start_rate", self.cold_start_rate)
         check(0 <= self.cold_start_rate < 1, "model.cold_start_rate", "in [0, 1)", self.cold_start_rate)
+        check(not self.user_embedding or self.n_users >= 1, "model.n_users",
+              ">= 1 (set from the dataset) with model.user_embedding", self.n_users)
 
 
 def position_weights(kind: PositionWeights, list_len: int, discount: float = 1.0) -> torch.Tensor:

@@ -37,6 +37,9 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker 
     name = config.get("model_name")
     model: Ranker | RewardModel
     if name == REWARD:
+        if "n_users" not in config["model"]:
+            raise ArtifactError(f"{run.config}: a reward model of an earlier goalrank version (before history "
+                                "attention and user ids); train it again")
         model = RewardModel(from_dict(RewardConfig, config["model"], "model"))
     elif name == ENSEMBLE:
         model = build_ensemble(config, device)

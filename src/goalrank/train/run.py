@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import numpy as np
 import torch
 
 from goalrank.config import from_dict, to_dict
@@ -23,7 +24,7 @@ from goalrank.groups import GroupConfig, GroupContext, PopularityPolicy
 from goalrank.groups.build import SCORER_POLICIES
 from goalrank.io import exclusive_lock, write_recorded_json
 from goalrank.models.base import PointwiseScorer
-from goalrank.models.blocks import ModelConfig
+from goalrank.models.blocks import ModelConfig, UserIdEmbedding
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.objectives.base import ObjectiveInputs
 from goalrank.objectives.reference import ReferenceConfig
@@ -141,6 +142,7 @@ def _train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume:
     device = dist.device(config.train.device)
     seed_everything(config.train.seed)
     model = RewardModel(config.model).to(device)
+    restrict_user_ids(model.user_ids, dataset)
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     payload = {"model_name": REWARD, **data_record(dataset), **to_dict(config)}
     run = RunFolder(run_dir)
@@ -200,6 +202,13 @@ def auxiliary_inputs(group: GroupConfig, dataset: PreparedDataset,
     return scorer, popularity
 
 
+def restrict_user_ids(user_ids: UserIdEmbedding | None, dataset: PreparedDataset) -> None:
+    """Users absent from the training split read the cold-start row (``UserIdEmbedding.restrict_to``)."""
+    if user_ids is not None:
+        users = torch.from_numpy(np.unique(np.asarray(dataset.split("train").arrays["users"])))
+        user_ids.restrict_to(users.to(user_ids.trained.device))
+
+
 def training_popularity(dataset: PreparedDataset, device: torch.device) -> torch.Tensor:
     """(n_items + 1,) positives of each item index in the training split (the popularity policy's scores)."""
     positives = ItemStats.of(dataset.split("train"), dataset.n_items).positives
@@ -236,6 +245,7 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
             raise ConfigError(f"select_metric={TRUE_REWARD}: needs a dataset prepared from `goalrank simulate` logs")
         true_reward = TrueReward(simulator, dataset, beam_width=1)
     model = build_model(name, model_config, evaluator).to(device)
+    restrict_user_ids(getattr(model, "user_ids", None), dataset)
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     objective = spec.objective.build(ObjectiveInputs(model, evaluator, config.group, config.reference, rng,
                                                      *auxiliary_inputs(config.group, dataset, device)))
