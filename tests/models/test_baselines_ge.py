@@ -12,7 +12,7 @@ from sklearn.metrics import log_loss
 from builders import GENERATOR_EVALUATOR, N_ITEMS, all_lists, make_batch, objective_for, tiny_dataset
 from goalrank.cli import main
 from goalrank.errors import ConfigError
-from goalrank.models.egrerank import normalised_advantages
+from goalrank.models.base import group_standardised
 from goalrank.models.nar4rec import decode_position_matrix
 from goalrank.models.pier import PIERConfig
 from goalrank.reward.model import RewardConfig, RewardModel
@@ -191,7 +191,7 @@ def test_egrerank_policy_gradient_matches_the_exact_gradient_of_the_expected_rew
 
 def test_egrerank_advantages_have_zero_mean_and_unit_spread_per_request():
     rewards = torch.tensor([[1.0, 1.1, 1.3, 0.9], [5.0, 5.0, 5.0, 5.0], [0.0, 10.0, 0.0, 10.0]])
-    advantages = normalised_advantages(rewards)
+    advantages = group_standardised(rewards)
     torch.testing.assert_close(advantages.mean(dim=1), torch.zeros(3))
     torch.testing.assert_close(advantages[[0, 2]].std(dim=1, unbiased=False), torch.ones(2), atol=1e-4, rtol=0)
     assert torch.equal(advantages[1], torch.zeros(4))  # equal rewards: no preference, no NaN

@@ -11,8 +11,6 @@ built as GoalRank builds them for a fresh generator (the lists the reference pol
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
 from goalrank.data.storage import Split
@@ -85,16 +83,17 @@ def spearman_random(evaluator: ListEvaluator, split: Split, true_reward: TrueRew
 
 @torch.no_grad()
 def spearman_groups(evaluator: ListEvaluator, split: Split, true_reward: TrueReward, device: torch.device,
-                    context: GroupContext, group: GroupConfig, max_requests: int = 512) -> float:
+                    generator: ListGenerator, group: GroupConfig, popularity: torch.Tensor | None, seed: int,
+                    max_requests: int = 512) -> float:
     """Mean per-request Spearman correlation of estimated vs true reward within GoalRank's groups.
 
-    ``context`` is a template (its batch is replaced by ``split``'s first ``max_requests`` lists):
-    its generator, typically a freshly initialised one, is what the policies that follow the
-    generator sample from, as at the start of GoalRank's training.
+    The groups of ``split``'s first ``max_requests`` lists are built with ``group`` as GoalRank
+    builds them; ``generator``, typically a freshly initialised one, is what the policies that
+    follow the generator sample from, as at the start of GoalRank's training.
     """
     batch = split.batch(slice(0, max_requests)).to(device)
-    generator: ListGenerator = context.generator
-    ctx = replace(context, batch=batch, encoding=generator.encode(batch),
-                  existing=batch.exposed.new_zeros(len(batch), 0, context.list_len))
-    lists = build_group(ctx, group)  # (B, K, L)
+    context = GroupContext(batch=batch, generator=generator, encoding=generator.encode(batch), evaluator=evaluator,
+                           list_len=generator.list_len, rng=torch.Generator().manual_seed(seed),
+                           existing=batch.exposed.new_zeros(len(batch), 0, generator.list_len), popularity=popularity)
+    lists = build_group(context, group)  # (B, K, L)
     return float(row_spearman(evaluator.list_reward(batch, lists).cpu(), true_reward.of_lists(batch, lists)).mean())

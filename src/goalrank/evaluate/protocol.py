@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from goalrank.data.storage import PreparedDataset, RankingBatch, Split
-from goalrank.errors import ArtifactError
+from goalrank.errors import ArtifactError, ConfigError
 from goalrank.evaluate.metrics import MetricAccumulator
 from goalrank.io import sha256_file
 from goalrank.models.base import Ranker
@@ -99,6 +99,15 @@ class TrueReward:
             self._oracle_totals[key] = sum(self.best(batch, list_len).sum().item()
                                            for batch in split.batches(batch_size))
         return self._oracle_totals[key]
+
+
+def exact_reward(dataset: PreparedDataset, what: str) -> TrueReward:
+    """The simulator's exact list reward of ``dataset`` (a beam-1 oracle, enough for ``of_lists``),
+    for ``what`` (the option that needs it); ConfigError on a dataset of real logs."""
+    simulator = simulator_for(dataset)
+    if simulator is None:
+        raise ConfigError(f"{what}: needs a dataset prepared from `goalrank simulate` logs; {dataset.root} is not")
+    return TrueReward(simulator, dataset, beam_width=1)
 
 
 class OracleEvaluator:

@@ -220,8 +220,9 @@ def build_group(ctx: GroupContext, config: GroupConfig) -> torch.Tensor:
     size = config.spaced_pool_size or config.group_size
     check(ctx.existing.shape[1] < size, "group.group_size", f"> the {ctx.existing.shape[1]} existing lists", size)
     policies = config.policies()
-    scores = ctx.scorer is not None and config.uses(*SCORER_POLICIES)
-    scorer_logits = ctx.scorer.score(ctx.batch).float() if ctx.scorer is not None and scores else None
+    scorer_logits = None
+    if ctx.scorer is not None and config.uses(*SCORER_POLICIES):
+        scorer_logits = ctx.scorer.score(ctx.batch).float()
     ctx = replace(ctx, first_logits=ctx.first_step_logits(), scorer_logits=scorer_logits)
     parts = [ctx.existing]
     for name, count in allocate(size - ctx.existing.shape[1], config.mix).items():

@@ -138,6 +138,17 @@ def attach_evaluator(ranker: nn.Module, evaluator: ListEvaluator) -> None:
     object.__setattr__(ranker, "evaluator", evaluator)
 
 
+def group_standardised(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(B, K) (r − μ_G) / (σ_G + eps) over each request's K lists, σ_G the population std (÷K).
+
+    Zero mean and unit spread per request, 0 where all K rewards are equal. Only the order and the
+    relative gaps of a group's rewards are kept: GoalRank's reference policy (Eq. 4) is the softmax
+    of these, and EGRerank uses them as its REINFORCE advantages.
+    """
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    return centred / (rewards.std(dim=1, correction=0, keepdim=True) + eps)
+
+
 @torch.no_grad()
 def select_best_list(
     evaluator: ListEvaluator,

@@ -27,7 +27,7 @@ import torch
 
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import ListEvaluator, attach_evaluator
+from goalrank.models.base import ListEvaluator, attach_evaluator, group_standardised
 from goalrank.models.goalrank import Encoding, GeneratorConfig, GoalRankGenerator
 
 
@@ -70,7 +70,7 @@ class EGRerank(GoalRankGenerator):
     def policy_gradient_loss(
         self, batch: RankingBatch, encoding: Encoding, rng: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """REINFORCE surrogate −mean A(l) log π_θ(l) over K sampled lists (``normalised_advantages``);
+        """REINFORCE surrogate −mean A(l) log π_θ(l) over K sampled lists (``group_standardised`` rewards);
         their rewards (B, K).
 
         Lists are sampled without gradients and re-scored by teacher forcing in one pass, so the
@@ -80,7 +80,7 @@ class EGRerank(GoalRankGenerator):
             lists = self.decode(encoding, self.config.num_samples, temperature=self.config.temperature,
                                 rng=rng)  # (B, K, L)
             rewards = self.evaluator.list_reward(batch, lists)  # (B, K)
-        advantages = normalised_advantages(rewards)  # (B, K)
+        advantages = group_standardised(rewards)  # (B, K)
         log_probs = self.log_prob(encoding, lists)  # (B, K)
         return -(advantages * log_probs).mean(), rewards
 
@@ -98,8 +98,3 @@ class EGRerank(GoalRankGenerator):
             stats["supervised"] = logged.item()
         return loss, stats
 
-
-def normalised_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(B, K) (r − mean_K r) / (std_K r + eps) per request: zero mean, unit spread (0 where all equal)."""
-    centred = rewards - rewards.mean(dim=1, keepdim=True)
-    return centred / (rewards.std(dim=1, keepdim=True, unbiased=False) + eps)

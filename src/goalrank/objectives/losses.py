@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 
 from goalrank.config import check
+from goalrank.models.base import group_standardised
 
 LossVariant = Literal["cross_entropy", "authors"]
 LOSS_VARIANTS: tuple[str, ...] = ("cross_entropy", "authors")
@@ -30,8 +31,7 @@ def reference_policy(rewards: torch.Tensor, temperature: float = 1.0, eps: float
     (Eq. 3). A group of equal rewards gives the uniform policy (the numerator is 0).
     """
     check(temperature > 0, "reference.temperature", "> 0", temperature)
-    standardised = (rewards - rewards.mean(dim=1, keepdim=True)) / (_group_std(rewards) + eps)
-    return torch.softmax(standardised / temperature, dim=1)
+    return torch.softmax(group_standardised(rewards, eps) / temperature, dim=1)
 
 
 def group_relative_loss(

@@ -15,7 +15,7 @@ import torch
 from goalrank.config import from_dict
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError, ConfigError
-from goalrank.evaluate.protocol import OracleEvaluator, TrueReward, simulator_for
+from goalrank.evaluate.protocol import OracleEvaluator, exact_reward
 from goalrank.io import sha256_file
 from goalrank.models.base import ListEvaluator, Ranker
 from goalrank.models.blocks import ModelConfig
@@ -110,12 +110,7 @@ def load_evaluator(reward: str | Path, dataset: Callable[[], PreparedDataset], d
     (``load_reward_model``, checked against ``expected_sha256`` when given)."""
     if str(reward) != ORACLE:
         return load_reward_model(Path(reward), device, expected_sha256)
-    data = dataset()
-    simulator = simulator_for(data)
-    if simulator is None:
-        raise ConfigError(f"--reward {ORACLE}: needs a dataset prepared from `goalrank simulate` logs; "
-                          f"{data.root} is not")
-    return OracleEvaluator(TrueReward(simulator, data, beam_width=1))
+    return OracleEvaluator(exact_reward(dataset(), f"--reward {ORACLE}"))
 
 
 def load_reward_model(run_dir: Path, device: torch.device | str, expected_sha256: str | None = None) -> RewardModel:

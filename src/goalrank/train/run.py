@@ -19,8 +19,8 @@ from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ConfigError
 from goalrank.evaluate.audit import ItemStats
 from goalrank.evaluate.fidelity import ceiling_auc, item_metrics, spearman_groups, spearman_random
-from goalrank.evaluate.protocol import TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
-from goalrank.groups import GroupConfig, GroupContext, PopularityPolicy
+from goalrank.evaluate.protocol import TRUE_REWARD, TrueReward, evaluate_ranker, exact_reward, simulator_for
+from goalrank.groups import GroupConfig, PopularityPolicy
 from goalrank.groups.build import SCORER_POLICIES
 from goalrank.io import exclusive_lock, write_recorded_json
 from goalrank.models.base import PointwiseScorer
@@ -149,17 +149,18 @@ def _train_reward(data_dir: Path, run_dir: Path, values: dict[str, Any], resume:
     valid, batch_size = dataset.split("valid"), config.train.eval_batch_size
     objective = RewardObjective(model, config.negatives, rng)
 
-    def final_metrics() -> dict[str, float]:
-        metrics = {f"{split}_{key}": value for split in ("valid", "test")
-                   for key, value in item_metrics(model, dataset.split(split), batch_size, device).items()}
+    def final_metrics(best: dict[str, float]) -> dict[str, float]:
+        """The best checkpoint's validation figures (as ``fit`` measured them), then the test split's."""
+        test = item_metrics(model, dataset.split("test"), batch_size, device)
+        metrics = {**{f"valid_{k}": v for k, v in best.items()}, **{f"test_{k}": v for k, v in test.items()}}
         metrics.update(reward_fidelity(model, dataset, batch_size, device, config.train.seed))
         write_recorded_json(run.metrics, metrics)
         return metrics
 
     with _opened(run, payload, resume, dist):
-        fit(model, objective, lambda: item_metrics(model, valid, batch_size, device),
-            "auc", dataset.split("train"), config.train, run, device, rng, resume, dist)
-        return dist.on_main(final_metrics)
+        result = fit(model, objective, lambda: item_metrics(model, valid, batch_size, device),
+                     "auc", dataset.split("train"), config.train, run, device, rng, resume, dist)
+        return dist.on_main(lambda: final_metrics(result.best_metrics))
 
 
 def reward_fidelity(model: RewardModel, dataset: PreparedDataset, batch_size: int, device: torch.device,
@@ -176,13 +177,11 @@ def reward_fidelity(model: RewardModel, dataset: PreparedDataset, batch_size: in
     true_reward, test = TrueReward(simulator, dataset, beam_width=1), dataset.split("test")
     torch.manual_seed(seed)
     generator = GoalRankGenerator(from_dict(GeneratorConfig, data_fields(dataset), "model")).to(device).eval()
-    context = GroupContext(batch=test.batch(slice(0, 1)), generator=generator, encoding=None, evaluator=model,
-                           list_len=dataset.list_len, rng=torch.Generator().manual_seed(seed),
-                           existing=torch.zeros(1, 0, dataset.list_len, dtype=torch.long),
-                           popularity=training_popularity(dataset, device))
+    popularity = training_popularity(dataset, device)
     return {"test_ceiling_auc": ceiling_auc(true_reward, test, batch_size),
             "spearman_random": spearman_random(model, test, true_reward, device, dataset.list_len, seed=seed),
-            "spearman_group": spearman_groups(model, test, true_reward, device, context, GroupConfig())}
+            "spearman_group": spearman_groups(model, test, true_reward, device, generator, GroupConfig(),
+                                              popularity, seed)}
 
 
 def auxiliary_inputs(group: GroupConfig, dataset: PreparedDataset,
@@ -238,12 +237,7 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
         if reward_dir is None:
             raise ConfigError(f"--model {name}: needs --reward RUN_DIR (a trained reward model, or {ORACLE})")
         evaluator = load_evaluator(reward_dir, lambda: dataset, device)
-    true_reward = None
-    if config.select_metric == TRUE_REWARD:
-        simulator = simulator_for(dataset)
-        if simulator is None:
-            raise ConfigError(f"select_metric={TRUE_REWARD}: needs a dataset prepared from `goalrank simulate` logs")
-        true_reward = TrueReward(simulator, dataset, beam_width=1)
+    true_reward = exact_reward(dataset, f"select_metric={TRUE_REWARD}") if config.select_metric == TRUE_REWARD else None
     model = build_model(name, model_config, evaluator).to(device)
     restrict_user_ids(getattr(model, "user_ids", None), dataset)
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
