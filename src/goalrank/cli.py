@@ -411,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except (GoalRankError, OSError) as exc:  # OSError: the machine refused a file (unreadable, unwritable, disk full)
-        print(f"error: {'; '.join([str(exc), *getattr(exc, '__notes__', [])])}", file=sys.stderr)
+        # One write of the whole line: print() writes the text and the newline separately, and under torchrun
+        # every rank shares one stderr pipe, where two ranks' halves interleave (a write under PIPE_BUF is atomic).
+        sys.stderr.write(f"error: {'; '.join([str(exc), *getattr(exc, '__notes__', [])])}\n")
+        sys.stderr.flush()
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
