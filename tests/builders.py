@@ -249,3 +249,11 @@ BENCHMARK_TINY = [
     "group_sizes=2,4", "reward_noises=0,0.5", "scaling_sizes=4x1,8x2", "scaling_generators=3",
     "beam_width=2", "bootstrap_samples=200",
 ]
+
+
+def run_tiny_benchmark(out: Path, *extra: str) -> int:
+    """``goalrank benchmark --profile quick`` on the BENCHMARK_TINY world, seed 0; its exit code."""
+    from goalrank.cli import main
+
+    argv = ["benchmark", "--out", str(out), "--profile", "quick", "--seeds", "0", *extra]
+    return main(argv + [arg for item in BENCHMARK_TINY for arg in ("--set", item)])

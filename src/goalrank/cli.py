@@ -155,12 +155,24 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
     from goalrank.experiments.config import load_benchmark_config
     from goalrank.experiments.estimate import estimate_benchmark
 
-    flags = {"datasets": args.datasets, "seeds": args.seeds, "studies": getattr(args, "only", None)}
+    flags = {"datasets": args.datasets, "seeds": args.seeds, "studies": getattr(args, "only", None),
+             "results": getattr(args, "results", None)}
     config = load_benchmark_config(args.profile, args.config, args.overrides, flags)
     if getattr(args, "estimate", None) is not None:
         print(estimate_benchmark(args.out, config, args.estimate))
     else:
         print(run_benchmark(args.out, config, shlex.join(["goalrank", *args.argv])))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    import shlex
+
+    from goalrank.config import load_values
+    from goalrank.experiments.report import write_results_report
+
+    values = load_values(args.config, list(args.overrides))
+    write_results_report(args.results, args.out, shlex.join(["goalrank", *args.argv]), values)
+    print(f"report written to {args.out / 'report.md'}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -343,11 +355,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_flag(p)
     p.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
     p.add_argument("--only", help="comma-separated studies: table1, oracle, groupsize, bias, scaling (default: all)")
+    p.add_argument("--results", help="results folder to record finished runs in and read recorded runs back from "
+                   "instead of training them (default: OUT/results; the repository keeps its own in results/)")
     p.add_argument("--estimate", type=int, metavar="STEPS", help="do not run the profile: time each distinct "
                    "run for one epoch of at most STEPS batches and project the profile's wall time on this "
                    "machine (writes OUT/estimate/estimate.md)")
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_benchmark)
+
+    p = sub.add_parser(
+        "report", help="regenerate the benchmark's tables, plots and report.md from a results folder alone",
+        description="Read every recorded run of a results folder (`goalrank benchmark --results DIR`; the "
+        "repository's is results/) and write each study's CSV, its markdown tables with the paired bootstrap, "
+        "the PNG plots and report.md under --out. Needs no data and no checkpoints.",
+    )
+    p.add_argument("results", type=Path, help="results folder (e.g. results)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_config_flags(p)
+    p.set_defaults(handler=_cmd_report)
 
     p = sub.add_parser(
         "bench", help="performance benchmarks (wall time, peak memory, step time)",

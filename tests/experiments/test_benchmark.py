@@ -19,12 +19,12 @@ import pytest
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from builders import BENCHMARK_TINY as TINY
+from builders import run_tiny_benchmark as _benchmark
 from goalrank.cli import main
 from goalrank.errors import ConfigError
-from goalrank.experiments.benchmark import SANITY_ROWS
 from goalrank.experiments.config import STUDIES, merge_values, parse_size
 from goalrank.experiments.folder import BenchmarkFolder
-from goalrank.experiments.plan import TABLE1_BASELINES
+from goalrank.experiments.plan import SANITY_ROWS, TABLE1_BASELINES
 from goalrank.experiments.statistics import best_baseline, paired_bootstrap
 from goalrank.io import SUMS
 from goalrank.models.blocks import count_parameters
@@ -37,16 +37,8 @@ ARTEFACTS = ("checkpoint.pt", "metrics.json", "eval-test.json", "per-list-test.n
 REFERENCE_ARTEFACTS = ("eval-test.json", "per-list-test.npz")
 
 
-def _benchmark(out: Path) -> int:
-    argv = ["benchmark", "--out", str(out), "--profile", "quick", "--seeds", "0"]
-    return main(argv + [arg for item in TINY for arg in ("--set", item)])
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bench")
-    assert _benchmark(out) == 0
-    return out
+def _run_dir(bench: Path, run: str) -> Path:
+    return BenchmarkFolder(bench).seed("sim", 0) / run
 
 
 def _section(report: str, title: str) -> str:
@@ -63,7 +55,8 @@ def test_report_has_all_table1_rows_with_numeric_cells(bench: Path) -> None:
     report = (bench / "report.md").read_text()
     rows = _table_rows(_section(report, "Table 1 — sim"))
     assert list(rows) == TABLE1_LABELS + list(SANITY_ROWS)
-    for cells in rows.values():
+    for seeds, *cells in rows.values():
+        assert seeds == "1"
         assert len(cells) == 12  # five metrics on logged labels, five on complete labels, true reward, oracle ratio
         assert all(re.fullmatch(r"-?\d+\.\d{4}", cell) for cell in cells)  # one seed: the mean alone
     table1 = pl.read_csv(bench / "table1.csv")
@@ -80,7 +73,7 @@ def test_report_has_all_table1_rows_with_numeric_cells(bench: Path) -> None:
 def test_significance_row_per_metric_names_the_best_baseline(bench: Path) -> None:
     table1 = pl.read_csv(bench / "table1.csv")
     section = _section((bench / "report.md").read_text(), "Table 1 — sim")
-    significance = section.split("paired bootstrap over test lists):")[1].strip().split("\n\n")[0].splitlines()[2:]
+    significance = section.split("on the seeds both have):")[1].strip().split("\n\n")[0].splitlines()[2:]
     keys = [*METRICS, *(f"complete_{name}" for name in METRICS), "true_reward"]
     for line, metric in zip(significance, keys, strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -111,14 +104,14 @@ def test_oracle_study_trains_every_ge_method_and_goalrank_against_the_exact_rewa
     assert sorted(oracle["model"].unique().to_list()) == ["egrerank", "goalrank", "mge", "nar4rec", "pier"]
     assert oracle.height == 7  # MG-E at G = 3, 20, 100
     for run in oracle["run"]:
-        config = json.loads((bench / run / "config.json").read_text())
+        config = json.loads((_run_dir(bench, run) / "config.json").read_text())
         assert config["reward"] == "oracle" and config["select_metric"] == "true_reward"
     table1 = pl.read_csv(bench / "table1.csv")
     assert not set(oracle["run"]) & set(table1["run"])  # not the learned-reward runs
     assert oracle["oracle_ratio"].is_between(0, 1.0001).all()
     reward = pl.read_csv(bench / "reward.csv")
     assert reward.height == 1 and reward["test_auc"].is_between(0, 1).all()
-    assert {"test_ceiling_auc", "spearman_random", "spearman_group", "test_ece"} <= set(reward.columns)
+    assert {"ceiling_auc", "spearman_random", "spearman_group", "test_ece"} <= set(reward.columns)
     report = (bench / "report.md").read_text()
     assert "## Exact-reward diagnostic — sim" in report and "## Reward model" in report
 
@@ -126,16 +119,16 @@ def test_oracle_study_trains_every_ge_method_and_goalrank_against_the_exact_rewa
 def test_one_tensorboard_logdir_shows_every_trained_run(bench: Path) -> None:
     trained = {run for study in STUDIES for run, model in pl.read_csv(bench / f"{study}.csv")
                .select("run", "model").iter_rows() if model != "reference"}
-    rewards = {str(path.parent.relative_to(bench)) for path in bench.glob("runs/*/seed*/reward-*/config.json")}
+    rewards = {path.parent.name for path in bench.glob("runs/*/seed*/reward-*/config.json")}
     curves = EventMultiplexer().AddRunsFromDirectory(str(BenchmarkFolder(bench).runs)).Reload()
-    assert set(curves.Runs()) == {f"{Path(run).relative_to('runs')}/tensorboard" for run in trained | rewards}
+    assert set(curves.Runs()) == {f"sim/seed0/{run}/tensorboard" for run in trained | rewards}
     assert all("train/loss" in tags["scalars"] for tags in curves.Runs().values())
 
 
 def test_rerun_reuses_every_run(bench: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runs = {(run, model) for study in STUDIES for run, model in pl.read_csv(bench / f"{study}.csv")
             .select("run", "model").iter_rows()}
-    artefacts = [bench / run / name for run, model in runs for name in ARTEFACTS
+    artefacts = [_run_dir(bench, run) / name for run, model in runs for name in ARTEFACTS
                  if model != "reference" or name in REFERENCE_ARTEFACTS]  # reference rankers are not trained
     assert all(path.is_file() for path in artefacts)
     before = {p: p.stat().st_mtime_ns for p in artefacts}
@@ -158,8 +151,9 @@ def test_report_files_are_recorded_and_a_corrupted_run_result_is_named(
     assert {"report.md", "table1.csv", "scaling-sim.png", "benchmark-config.json"} <= recorded
     copy = tmp_path / "bench"
     shutil.copytree(bench, copy)
+    shutil.rmtree(BenchmarkFolder(copy).results)  # recorded runs are read back from there, not from run folders
     run = pl.read_csv(copy / "table1.csv")["run"][0]
-    results = copy / run / "eval-test.json"
+    results = _run_dir(copy, run) / "eval-test.json"
     results.write_text(results.read_text().replace("0.", "0.9", 1))
     capsys.readouterr()
     assert _benchmark(copy) == 2
@@ -200,7 +194,7 @@ def test_table1_runs_on_a_generic_log_named_on_the_command_line(tmp_path: Path) 
     rows_by_label = _table_rows(_section(report, "Table 1 — mine"))
     assert list(rows_by_label) == [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "GoalRank", "random",
                                                                               "popularity", "exposure_rate"]
-    assert all(len(cells) == 5 for cells in rows_by_label.values())  # no true reward off the simulator
+    assert all(len(cells) == 6 for cells in rows_by_label.values())  # seeds and no true reward off the simulator
     table1 = pl.read_csv(out / "table1.csv")
     assert set(table1["dataset"]) == {"mine"} and table1["NDCG@3"].is_between(0, 1).all()
 

@@ -3,7 +3,7 @@ import re
 import polars as pl
 
 from goalrank.cli import main
-from goalrank.experiments.benchmark import SANITY_ROWS
+from goalrank.experiments.plan import SANITY_ROWS
 from goalrank.experiments.report import summary_table
 
 TINY = [
@@ -31,8 +31,8 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping_finished_stages(tmp_path, 
     assert len(checkpoints) == 2 * 3  # reward model, GoalRank and DNN per seed
     assert main(["demo", "--out", str(out), "--seeds", "0,1", *TINY]) == 0
     printed = capsys.readouterr().out
-    # simulate, prepare; per seed the reward model, two stages of two rankers, the sanity rows
-    assert printed.count("[skip]") == 2 + 2 * (1 + 2 * 2 + len(SANITY_ROWS)) and "[run ]" not in printed
+    # simulate, prepare; per seed the reward model, two rankers and the sanity rows, read back from OUT/results
+    assert printed.count("[skip]") == 2 + 2 * (1 + 2 + len(SANITY_ROWS)) and "[run ]" not in printed
     assert {path: path.stat().st_mtime_ns for path in checkpoints} == checkpoints
     strip_time = lambda text: re.sub(r"took \d+ s", "", text)  # noqa: E731
     assert strip_time((out / "report.md").read_text()) == strip_time(report)
@@ -46,7 +46,7 @@ def test_demo_rejects_unknown_config_keys(tmp_path, capsys):
 def test_summary_table_shows_the_spread_only_over_several_seeds():
     rows = {"dnn": [{"NDCG@6": 0.5, "AUC": 0.7}, {"NDCG@6": 0.7, "AUC": 0.9}],
             "goalrank": [{"NDCG@6": 0.6, "AUC": 0.8}]}
-    lines = summary_table(rows, (0, 1)).splitlines()
-    assert lines[0] == "| model (seeds 0, 1) | NDCG@6 | AUC |"
-    assert lines[2] == "| dnn | 0.6000 ± 0.1414 | 0.8000 ± 0.1414 |"
-    assert lines[3] == "| goalrank | 0.6000 | 0.8000 |"
+    lines = summary_table(rows).splitlines()
+    assert lines[0] == "| model | seeds | NDCG@6 | AUC |"
+    assert lines[2] == "| dnn | 2 | 0.6000 ± 0.1414 | 0.8000 ± 0.1414 |"
+    assert lines[3] == "| goalrank | 1 | 0.6000 | 0.8000 |"

@@ -41,8 +41,9 @@ from goalrank.evaluate.protocol import TrueReward
 from goalrank.experiments.config import BenchmarkConfig, DatasetSpec
 from goalrank.experiments.evaluation import evaluate_test, record_test, true_reward_of
 from goalrank.experiments.folder import BenchmarkFolder
-from goalrank.experiments.plan import RunSpec, plan
-from goalrank.experiments.report import REFERENCE, write_report
+from goalrank.experiments.plan import REFERENCE, SANITY_ROWS, RunSpec, plan
+from goalrank.experiments.report import write_report
+from goalrank.experiments.results import REWARD_STUDY, ResultsStore, dataset_identity, learning_curve, run_cost
 from goalrank.io import read_json, read_recorded_json
 from goalrank.models.base import Ranker
 from goalrank.models.blocks import count_parameters
@@ -53,7 +54,8 @@ from goalrank.simulate import SimConfig, simulate
 from goalrank.simulate.folder import SimulatorFolder
 from goalrank.train.run import RankerRunConfig, build_ranker_config, build_reward_config, train_ranker, train_reward
 
-SANITY_ROWS = ("random", "popularity", "exposure_rate", "itemwise_oracle", "list_oracle")  # oracles: simulator only
+# the reward table's columns as `results/reward/` names them (the exact click probabilities' AUC is a ceiling)
+REWARD_COLUMNS = {"test_ceiling_auc": "ceiling_auc"}
 
 
 def stage(done: Path, build: Callable[[], Any], label: str) -> None:
@@ -66,31 +68,50 @@ def stage(done: Path, build: Callable[[], Any], label: str) -> None:
 
 
 def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
-    """Run (or resume) every study of ``config`` under ``out``; write and return ``report.md``."""
+    """Run (or resume) every study of ``config`` under ``out``; write and return ``report.md``.
+
+    Every finished run is recorded in the results folder (``config.results``, default
+    ``OUT/results``); a run recorded there is read back instead of trained, and the report is
+    written from the recorded rows, as `goalrank report` writes it from a results folder alone.
+    """
     folder = BenchmarkFolder(out)
+    store = ResultsStore(Path(config.results) if config.results else folder.results)
     start = time.perf_counter()
     specs = plan(config)
     rows: list[dict[str, Any]] = []
     rewards: list[dict[str, Any]] = []  # each seed's reward model: its quality figures (evaluate.fidelity)
-    list_lens: dict[str, int] = {}
     for dataset_spec in config.dataset_specs:
         name = dataset_spec.name
         dataset = PreparedDataset(prepare_dataset(folder, dataset_spec, config))
-        list_lens[name] = dataset.list_len
+        data = dataset_identity(dataset)
         dataset_specs = specs_for(dataset, specs, name)
         for seed in config.seeds:
             seed_dir = folder.seed(name, seed)
-            reward_dir = _ensure_reward(seed_dir, dataset, config.reward, seed, f"[{name} seed {seed}]")
-            rewards.append({"dataset": name, "seed": seed, "run": str(reward_dir.relative_to(folder.root)),
-                            **read_recorded_json(RunFolder(reward_dir).metrics)})
+            where = f"[{name} seed {seed}]"
+            reward_dir = seed_dir / reward_name(dataset, config.reward, seed)
+            reward = functools.cache(partial(_ensure_reward, store, reward_dir, dataset, name, data, config.reward,
+                                             seed, where))
+            recorded = store.find(name, data, seed, reward_dir.name)
+            if recorded is not None:
+                print(f"[skip] {where} reward model: recorded in {store.root}")
+            rewards.append(recorded or reward())
             for index, spec in enumerate(dataset_specs, 1):
-                where = f"[{name} seed {seed} {index}/{len(dataset_specs)}] {spec.study}: {spec.label}"
-                run_dir = _ensure_ranker(seed_dir, dataset, spec, config, seed, evaluator_of(spec, reward_dir), where)
-                rows.append(_result_row(folder, spec, name, seed, run_dir))
+                label = f"[{name} seed {seed} {index}/{len(dataset_specs)}] {spec.study}: {spec.label}"
+                run = ranker_run(spec, config, dataset, seed, evaluator_of(spec, reward_dir))
+                row = store.find(name, data, seed, run.name)
+                if row is None:
+                    if run.reward_dir is not None and spec.evaluator != ORACLE:
+                        reward()
+                    row = _record_ranker(store, spec, run, seed_dir, dataset, name, data, config, seed, label)
+                else:
+                    print(f"[skip] {label}: recorded in {store.root}")
+                    store.share(row, spec_columns(spec))
+                rows.append({**row, **spec_columns(spec)})
             if "table1" in config.studies:
-                rows += _sanity_rows(folder, seed_dir, dataset, config, name, seed)
-    report = write_report(folder, config, rows, rewards, list_lens, command, time.perf_counter() - start)
-    print(f"report written to {folder.report}; training curves of every run: tensorboard --logdir {folder.runs}")
+                rows += _sanity_rows(store, seed_dir, dataset, data, config, name, seed)
+    report = write_report(folder, config, rows, rewards, store, command, time.perf_counter() - start)
+    print(f"report written to {folder.report}; results recorded in {store.root}; training curves of every run: "
+          f"tensorboard --logdir {folder.runs}")
     return report
 
 
@@ -179,31 +200,51 @@ def ranker_run(spec: RunSpec, config: BenchmarkConfig, dataset: PreparedDataset,
                      reward_dir if uses_reward else None)
 
 
-def _ensure_reward(seed_dir: Path, dataset: PreparedDataset, reward: dict[str, Any], seed: int, where: str) -> Path:
-    """The seed's reward model (the one evaluator every G-E method and GoalRank share), trained if missing."""
-    values = reward_values(reward, seed)
-    run_dir = seed_dir / f"reward-{_digest(to_dict(build_reward_config(dataset, values)))}"
-    stage(RunFolder(run_dir).metrics, partial(train_reward, dataset.root, run_dir, values, resume=True),
+def reward_name(dataset: PreparedDataset, reward: dict[str, Any], seed: int) -> str:
+    """The folder name of the seed's reward run: a digest of its resolved config."""
+    return f"reward-{_digest(to_dict(build_reward_config(dataset, reward_values(reward, seed))))}"
+
+
+def _ensure_reward(store: ResultsStore, run_dir: Path, dataset: PreparedDataset, name: str, data: str,
+                   reward: dict[str, Any], seed: int, where: str) -> dict[str, Any]:
+    """The seed's reward model (the one evaluator every G-E method and GoalRank share), trained if
+    missing and recorded; returns its row of the store's reward table."""
+    run = RunFolder(run_dir)
+    stage(run.metrics, partial(train_reward, dataset.root, run_dir, reward_values(reward, seed), resume=True),
           f"{where} train reward model")
-    return run_dir
+    config = run.read_config()
+    curve = learning_curve(run_dir)
+    metrics = read_recorded_json(run.metrics)
+    best = max(curve, key=lambda point: point.get("valid_auc", -1.0))["eval"]
+    row = {"study": REWARD_STUDY, "dataset": name, "data": data, "seed": seed, "run": run_dir.name,
+           **run_cost(curve, best, config["train"]["batch_size"], len(dataset.split("train"))),
+           **{REWARD_COLUMNS.get(key, key): value for key, value in metrics.items()}}
+    store.record(row, curve)
+    return row
 
 
-def _ensure_ranker(seed_dir: Path, dataset: PreparedDataset, spec: RunSpec, config: BenchmarkConfig,
-                   seed: int, reward_dir: Path, where: str) -> Path:
-    """Train (if missing) and evaluate on test (if missing) one ranker run; returns its folder."""
-    run = ranker_run(spec, config, dataset, seed, reward_dir)
+def _record_ranker(store: ResultsStore, spec: RunSpec, run: RankerRun, seed_dir: Path, dataset: PreparedDataset,
+                   name: str, data: str, config: BenchmarkConfig, seed: int, where: str) -> dict[str, Any]:
+    """Train (if missing) and evaluate on test (if missing) one ranker run, and record it."""
     folder = RunFolder(seed_dir / run.name)
     stage(folder.metrics, partial(train_ranker, run.model, dataset.root, folder.root, run.values, run.reward_dir,
                                   resume=True), f"{where} train")
     stage(folder.evaluation("test"), partial(evaluate_test, folder.root, config.beam_width), f"{where} evaluate")
-    return folder.root
+    curve = learning_curve(folder.root)
+    best = read_recorded_json(folder.metrics)["best_epoch"]
+    row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed,
+           "run": run.name, "parameters": parameter_count(folder.root),
+           **run_cost(curve, best, run.config.train.batch_size, len(dataset.split("train"))),
+           **read_recorded_json(folder.evaluation("test"))}
+    store.record(row, curve, folder.per_list("test"))
+    return row
 
 
-def _sanity_rows(folder: BenchmarkFolder, seed_dir: Path, dataset: PreparedDataset, config: BenchmarkConfig,
-                 name: str, seed: int) -> list[dict[str, Any]]:
+def _sanity_rows(store: ResultsStore, seed_dir: Path, dataset: PreparedDataset, data: str,
+                 config: BenchmarkConfig, name: str, seed: int) -> list[dict[str, Any]]:
     """Table 1's floor and ceiling: the audit's reference rankers, evaluated like every method.
 
-    The list oracle's folder names its beam width, so a run with another ``beam_width`` does not
+    The list oracle's run name holds its beam width, so a run with another ``beam_width`` does not
     reuse it; the panel (training-split statistics) is built only when a row is missing.
     """
     true_reward = true_reward_of(dataset, config.beam_width)
@@ -212,12 +253,18 @@ def _sanity_rows(folder: BenchmarkFolder, seed_dir: Path, dataset: PreparedDatas
     rows = []
     for ranker_name in names:
         suffix = f"-beam{config.beam_width}" if ranker_name == "list_oracle" else ""
-        run = RunFolder(seed_dir / f"{REFERENCE}-{ranker_name}{suffix}")
-        stage(run.evaluation("test"), partial(_record_reference, run, ranker_name, panel, dataset, true_reward),
-              f"[{name} seed {seed}] {ranker_name}")
         spec = RunSpec("table1", ranker_name, "", REFERENCE)
-        rows.append({**_row_identity(folder, spec, name, seed, run.root), "parameters": 0,
-                     **read_recorded_json(run.evaluation("test"))})
+        run = RunFolder(seed_dir / f"{REFERENCE}-{ranker_name}{suffix}")
+        row = store.find(name, data, seed, run.root.name)
+        if row is not None:
+            print(f"[skip] [{name} seed {seed}] {ranker_name}: recorded in {store.root}")
+        else:
+            stage(run.evaluation("test"), partial(_record_reference, run, ranker_name, panel, dataset, true_reward),
+                  f"[{name} seed {seed}] {ranker_name}")
+            row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.root.name,
+                   "parameters": 0, **read_recorded_json(run.evaluation("test"))}
+            store.record(row, [], run.per_list("test"))
+        rows.append({**row, **spec_columns(spec)})
     return rows
 
 
@@ -239,12 +286,8 @@ def parameter_count(run_dir: Path) -> int:
         return count_parameters(build_model(name, model_config, evaluator=None))
 
 
-def _row_identity(folder: BenchmarkFolder, spec: RunSpec, dataset: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    return {"study": spec.study, "dataset": dataset, "method": spec.method, "setting": spec.setting,
-            "label": spec.label, "model": spec.model, "grid_value": spec.grid_value, "seed": seed,
-            "run": str(run_dir.relative_to(folder.root))}
+def spec_columns(spec: RunSpec) -> dict[str, Any]:
+    """The columns a study gives a run's row: the same run is K=20 of one study and Table 1's GoalRank."""
+    return {"study": spec.study, "method": spec.cli_name, "name": spec.method, "setting": spec.setting,
+            "label": spec.label, "model": spec.model, "grid_value": spec.grid_value}
 
-
-def _result_row(folder: BenchmarkFolder, spec: RunSpec, dataset: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    return {**_row_identity(folder, spec, dataset, seed, run_dir), "parameters": parameter_count(run_dir),
-            **read_recorded_json(RunFolder(run_dir).evaluation("test"))}

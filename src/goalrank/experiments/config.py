@@ -68,6 +68,8 @@ class BenchmarkConfig:
     scaling_sizes: ``DxLAYERS`` points (d_model x depth) for GoalRank, DNN and PIER (Fig. 3);
         scaling_generators: MG-E's G at the shared trunk, the paper's way of growing MG-E.
     beam_width: beam of the simulator's oracle search (true-reward ratio).
+    results: the results folder (``experiments.results``) that finished runs are recorded in and
+        read back from instead of trained ("": ``OUT/results``); the repository's is ``results``.
     bootstrap_samples, bootstrap_seed, alpha: the paired bootstrap test and its level.
     """
 
@@ -85,6 +87,7 @@ class BenchmarkConfig:
     scaling_sizes: tuple[str, ...] = ("128x2", "256x4", "512x6", "768x8")
     scaling_generators: tuple[int, ...] = (3, 20, 100, 500)
     beam_width: int = ORACLE_BEAM_WIDTH
+    results: str = ""
     bootstrap_samples: int = 10_000
     bootstrap_seed: int = 0
     alpha: float = 0.05
@@ -128,7 +131,11 @@ class BenchmarkConfig:
 # items), 10 epochs per run: 32 distinct ranker runs per dataset and seed. Not run: projected from
 # per-batch times measured on one H200 (`--estimate`, README), 2.7 h per simulator seed, ~24
 # GPU-hours for the simulator and ML-100K, most of it the 512x6 and 768x8 GoalRank runs; weeks on a
-# 2-core CPU.
+# 2-core CPU. `converged` is Table 1 trained to convergence under one rule for every method (issue
+# #19): a validation pass every 40 batches of 128, early stopping after 3 passes without a better
+# validation NDCG, at most 25 passes (1,000 steps, 8.9 epochs of the default world's training split);
+# it records into the repository's results/ (run it from the repository root) and reads back what
+# is recorded there, so its seeds and methods can be run a few at a time, on any machine.
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "seeds": (0, 1),
@@ -157,6 +164,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "studies": ("table1",),
         "reward": {"train": {"epochs": 3}},
         "ranker": {"train": {"epochs": 2, "max_steps_per_epoch": 40}},
+    },
+    "converged": {
+        "seeds": (0, 1, 2),
+        "studies": ("table1",),
+        "reward": {"train": {"epochs": 6}},
+        "ranker": {"train": {"epochs": 25, "max_steps_per_epoch": 40, "patience": 3}},
+        "results": "results",
     },
     "full": {},
 }

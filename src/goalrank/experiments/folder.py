@@ -3,6 +3,7 @@
     OUT/data/NAME/               prepared dataset (and NAME-world/ for the built-in simulator)
     OUT/runs/NAME/seedS/RUN/     reward and ranker run folders (``RunFolder``), each with its tensorboard/
     OUT/report.md, OUT/STUDY.csv, OUT/*.png, OUT/benchmark-config.json   the report, in SHA256SUMS
+    OUT/results/                 every finished run's recorded row, curve and per-list metrics (default)
     OUT/estimate/                the scratch runs and projection of ``--estimate``
 """
 
@@ -31,6 +32,11 @@ class BenchmarkFolder(Folder):
     def seed(self, dataset: str, seed: int) -> Path:
         """The folder of one dataset and seed's runs."""
         return self.runs / dataset / f"seed{seed}"
+
+    @property
+    def results(self) -> Path:
+        """The default results folder (``experiments.results``) when the benchmark is given none."""
+        return self.root / "results"
 
     @property
     def report(self) -> Path:

@@ -7,9 +7,12 @@ from typing import Any
 
 from goalrank.config import merge_values
 from goalrank.evaluate.protocol import TRUE_REWARD
-from goalrank.experiments.config import BenchmarkConfig, parse_size
+from goalrank.experiments.config import STUDIES, BenchmarkConfig, parse_size
 from goalrank.experiments.paper import GOALRANK
 from goalrank.runs.load import ORACLE
+
+REFERENCE = "reference"  # the model of Table 1's sanity rows: they bound the table, they are no baseline
+SANITY_ROWS = ("random", "popularity", "exposure_rate", "itemwise_oracle", "list_oracle")  # oracles: simulator only
 
 TABLE1_BASELINES = (
     ("DNN", "dnn"), ("DLCM", "dlcm"), ("PRS (SetRank)", "setrank"), ("PRM", "prm"), ("MIR", "mir"),
@@ -52,8 +55,30 @@ class RunSpec:
     evaluator: str = ""
 
     @property
+    def cli_name(self) -> str:
+        """The method as the CLI spells it: the model name, MG-E as ``mge-G``, a reference ranker's own name."""
+        if self.model == "mge":
+            return f"mge-{self.values['model']['n_generators']}"
+        return self.method if self.model == REFERENCE else self.model
+
+    @property
     def label(self) -> str:
         return f"{self.method} {self.setting}".strip()
+
+
+def report_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` in the order a report lists them: by study, then as the default plan lists the
+    labels (Table 1's sanity rows last), other settings by their grid value, then by seed; rows
+    read back from a results folder come in the order they were recorded, over sessions."""
+    labels = [spec.label for spec in plan(BenchmarkConfig())] + list(SANITY_ROWS)
+    rank = {label: index for index, label in enumerate(dict.fromkeys(labels))}
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        known = rank.get(row["label"], len(rank))
+        grid = row.get("grid_value")
+        return (STUDIES.index(row["study"]), known, grid if grid is not None else 0.0, str(row["label"]), row["seed"])
+
+    return sorted(rows, key=key)
 
 
 def plan(config: BenchmarkConfig) -> list[RunSpec]:

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from goalrank.config import to_dict
+from goalrank.config import from_dict, to_dict
+from goalrank.errors import ArtifactError
 from goalrank.evaluate.metrics import metric_names
 from goalrank.evaluate.plots import Curve, plot_panels
 from goalrank.evaluate.protocol import COMPLETE, ORACLE_RATIO, TRUE_REWARD
-from goalrank.experiments.config import BenchmarkConfig
+from goalrank.experiments.config import STUDIES, BenchmarkConfig
 from goalrank.experiments.folder import BenchmarkFolder
 from goalrank.experiments.paper import (
     GOALRANK,
@@ -24,62 +25,96 @@ from goalrank.experiments.paper import (
     TABLE3_GROUP_SIZE,
     TABLE3_REWARD_NOISE,
 )
+from goalrank.experiments.plan import REFERENCE, report_order
+from goalrank.experiments.results import REWARD_STUDY, ResultsStore
 from goalrank.experiments.statistics import best_baseline, mean_std, paired_bootstrap
-from goalrank.io import record_checksum, verify_checksum, write_recorded_json, write_recorded_text
-from goalrank.runs.folder import RunFolder
+from goalrank.io import record_checksum, write_recorded_json, write_recorded_text
 
 TABLE_KEYS = ("H", "NDCG", "MAP", "F1", "AUC", *(f"{COMPLETE}{name}" for name in ("H", "NDCG", "MAP", "F1", "AUC")),
               TRUE_REWARD, ORACLE_RATIO)
-REFERENCE = "reference"  # the model of Table 1's sanity rows: they bound the table, they are no baseline
 
 
-def summary_table(rows: dict[str, list[dict[str, float]]], seeds: tuple[int, ...]) -> str:
-    """Markdown table of mean ± sample std (over seeds) of every metric for every model; the mean alone for one seed."""
+def summary_table(rows: dict[str, list[dict[str, float]]]) -> str:
+    """Markdown table of mean ± sample std (over seeds) of every metric for every model, with the
+    number of seeds behind each row; the mean alone for one seed."""
     first = next(iter(rows.values()))[0]
     keys = sorted((k for k in first if k.split("@")[0] in TABLE_KEYS), key=lambda k: TABLE_KEYS.index(k.split("@")[0]))
-    header = f"| model (seeds {', '.join(map(str, seeds))}) | " + " | ".join(keys) + " |"
-    lines = [header, "|" + "---|" * (len(keys) + 1)]
+    header = "| model | seeds | " + " | ".join(keys) + " |"
+    lines = [header, "|" + "---|" * (len(keys) + 2)]
     for name, results in rows.items():
         cells = []
         for key in keys:
             values = [r[key] for r in results]
             mean = f"{statistics.mean(values):.4f}"
             cells.append(f"{mean} ± {statistics.stdev(values):.4f}" if len(values) > 1 else mean)  # no spread of one
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def list_len_of(rows: list[dict[str, Any]]) -> int:
+    """L of a dataset's rows, read from their metric names (``NDCG@6``)."""
+    for key in rows[0]:
+        if key.startswith("NDCG@"):
+            return int(key.partition("@")[2])
+    raise ArtifactError(f"rows of {rows[0].get('dataset')!r} have no NDCG@L column")
+
+
 def write_report(folder: BenchmarkFolder, config: BenchmarkConfig, rows: list[dict[str, Any]],
-                 rewards: list[dict[str, Any]], list_lens: dict[str, int], command: str, seconds: float) -> str:
+                 rewards: list[dict[str, Any]], store: ResultsStore, command: str, seconds: float) -> str:
     """Write one CSV per study (and one of the reward models, ``rewards``: one row per dataset and
-    seed), the PNG plots and ``report.md`` (returned), atomically and in SHA256SUMS."""
+    seed), the PNG plots and ``report.md`` (returned), atomically and in SHA256SUMS. The rows are
+    results-folder rows (``experiments.results``); ``store`` holds their per-list metrics."""
     folder.root.mkdir(parents=True, exist_ok=True)
     write_recorded_json(folder.config, to_dict(config))
-    sections = [_report_header(config, command, seconds, len({r["run"] for r in rows}))]
+    rows = report_order(rows)
+    sections = [_report_header(config, command, seconds, len({(r["dataset"], r["seed"], r["run"]) for r in rows}))]
     if rewards:
         write_recorded_text(folder.table("reward"), pl.from_dicts(rewards, infer_schema_length=None).write_csv())
         sections.append(_reward_section(rewards))
     renderers = {"table1": _table1_section, "oracle": _oracle_section, "groupsize": _group_size_section,
                  "bias": _bias_section, "scaling": _scaling_section}
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
     for study in config.studies:
         study_rows = [r for r in rows if r["study"] == study]
         if not study_rows:
             continue
         write_recorded_text(folder.table(study), pl.from_dicts(study_rows, infer_schema_length=None).write_csv())
-        for dataset, list_len in list_lens.items():
+        for dataset in datasets:
             dataset_rows = [r for r in study_rows if r["dataset"] == dataset]
-            sections.append(renderers[study](folder, config, dataset, list_len, dataset_rows))
+            if dataset_rows:  # the oracle study has no rows on real data
+                sections.append(renderers[study](folder, config, store, dataset, list_len_of(dataset_rows),
+                                                 dataset_rows))
     report = "\n\n".join(sections) + "\n"
     write_recorded_text(folder.report, report)
     return report
 
 
+def write_results_report(results: Path, out: Path, command: str, values: dict[str, Any]) -> str:
+    """`goalrank report RESULTS --out DIR`: every table, plot and ``DIR/report.md`` from a results
+    folder alone (no data, no checkpoints): every recorded study, dataset and seed. ``values``: the
+    report's BenchmarkConfig fields (``bootstrap_samples``, ``bootstrap_seed``, ``alpha``)."""
+    store = ResultsStore(results)
+    if not results.is_dir():
+        raise ArtifactError(f"{results}: no such results folder")
+    studies = tuple(study for study in STUDIES if study in store.studies())
+    if not studies:
+        raise ArtifactError(f"{results}: holds no study table ({', '.join(STUDIES)}); record runs with "
+                            "`goalrank benchmark --results DIR` first")
+    rows = [row for study in studies for row in store.rows(study)]
+    seeds = tuple(sorted({int(row["seed"]) for row in rows}))
+    config = from_dict(BenchmarkConfig, {**values, "seeds": seeds, "studies": studies, "results": str(results)},
+                       "report")
+    rewards = store.rows(REWARD_STUDY) if REWARD_STUDY in store.studies() else []
+    return write_report(BenchmarkFolder(out), config, rows, rewards, store, command, 0.0)
+
+
 def _report_header(config: BenchmarkConfig, command: str, seconds: float, n_runs: int) -> str:
     lines = [
         "# GoalRank reproduction benchmark",
-        f"Produced by `{command}` ({n_runs} ranker runs; this invocation took {seconds:.0f} s; "
-        "finished runs are reused on re-run).",
-        f"Seeds: {', '.join(map(str, config.seeds))}. Every number is a test-split result of a checkpoint "
+        f"Produced by `{command}` ({n_runs} runs; this invocation took {seconds:.0f} s; "
+        "runs recorded in the results folder are read back, not trained again).",
+        f"Seeds: {', '.join(map(str, config.seeds))} (the `seeds` column says how many each row has). "
+        "Every number is a test-split result of a checkpoint "
         "chosen on the validation split; cells are mean ± sample std over seeds (the mean alone for one "
         "seed), as fractions (the paper prints percentages). `true_reward` is the exact expected list reward "
         "under the simulator and `oracle_ratio` its ratio to a beam-search oracle's (simulator data only). "
@@ -109,11 +144,11 @@ def _metric_keys(list_len: int, rows: list[dict[str, Any]]) -> list[str]:
     return [*metric_names(list_len), *(f"{COMPLETE}{name}" for name in metric_names(list_len)), TRUE_REWARD]
 
 
-def _summary(grouped: dict[str, list[dict[str, Any]]], list_len: int, seeds: tuple[int, ...]) -> str:
+def _summary(grouped: dict[str, list[dict[str, Any]]], list_len: int) -> str:
     """``summary_table`` with the columns in the paper's order (result files store keys sorted)."""
     first = next(iter(grouped.values()))
     keys = [*_metric_keys(list_len, first), *([ORACLE_RATIO] if ORACLE_RATIO in first[0] else [])]
-    return summary_table({label: [{k: r[k] for k in keys} for r in runs] for label, runs in grouped.items()}, seeds)
+    return summary_table({label: [{k: r[k] for k in keys} for r in runs] for label, runs in grouped.items()})
 
 
 def _reference_table(title: str, reference: Mapping[Any, tuple[float, ...]]) -> str:
@@ -125,48 +160,48 @@ def _reference_table(title: str, reference: Mapping[Any, tuple[float, ...]]) -> 
     return "\n".join(lines)
 
 
-def _table1_section(folder: BenchmarkFolder, config: BenchmarkConfig, dataset: str, list_len: int,
-                    rows: list[dict[str, Any]]) -> str:
+def _table1_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
+                    list_len: int, rows: list[dict[str, Any]]) -> str:
     grouped = _by_label(rows)
     keys = _metric_keys(list_len, rows)
     means = {label: {k: mean_std([r[k] for r in runs])[0] for k in keys} for label, runs in grouped.items()
              if runs[0]["model"] != REFERENCE}
     lines = [f"| metric | best baseline | baseline | {GOALRANK} | improv. | Δ per list [95% CI] | p | "
              f"p < {config.alpha} |", "|---|---|---|---|---|---|---|---|"]
-    for key in keys:
+    for key in keys if GOALRANK in means and len(means) > 1 else ():
         baseline, improvement = best_baseline({label: m[key] for label, m in means.items()}, GOALRANK)
-        test = paired_bootstrap(_per_list(folder, grouped[GOALRANK], key), _per_list(folder, grouped[baseline], key),
+        seeds = {r["seed"] for r in grouped[GOALRANK]} & {r["seed"] for r in grouped[baseline]}
+        if not seeds:
+            continue
+        test = paired_bootstrap(_per_list(store, grouped[GOALRANK], key, seeds),
+                                _per_list(store, grouped[baseline], key, seeds),
                                 config.bootstrap_samples, config.bootstrap_seed)
         lines.append(f"| {key} | {baseline} | {means[baseline][key]:.4f} | {means[GOALRANK][key]:.4f} | "
                      f"{improvement:+.2%} | {test.mean_difference:+.4f} [{test.ci_low:+.4f}, {test.ci_high:+.4f}] | "
                      f"{test.p_value:.4f} | {'yes' if test.p_value < config.alpha else 'no'} |")
     return "\n\n".join([
         f"## Table 1 — {dataset} (test split)",
-        _summary(grouped, list_len, config.seeds),
+        _summary(grouped, list_len),
         "Rows `random`, `popularity`, `exposure_rate` (and on simulator data `itemwise_oracle`, `list_oracle`) are "
         "reference rankers without training (`goalrank audit`), evaluated by the same code: the table's floor and "
         "ceiling, not baselines. On simulator data the columns are the logged-label metrics, the same on complete "
         "labels (`complete_`), and the true list reward.",
-        f"GoalRank vs the best baseline per metric ({dataset}; paired bootstrap over test lists):",
+        f"GoalRank vs the best baseline per metric ({dataset}; paired bootstrap over test lists, on the seeds "
+        "both have):",
         "\n".join(lines),
         "Paper reference — **ML-1M**, a different dataset (Table 1 of the paper, ÷ 100):",
         _reference_table("method (paper, ML-1M)", TABLE1_ML1M),
     ])
 
 
-def _per_list(folder: BenchmarkFolder, runs: list[dict[str, Any]], key: str) -> np.ndarray:
-    """(S, n) per-list values of ``key`` over the runs (one per seed) of one method."""
-    return np.stack([_load_per_list(RunFolder(folder.root / run["run"]).per_list("test"))[key] for run in runs])
+def _per_list(store: ResultsStore, runs: list[dict[str, Any]], key: str, seeds: set[int]) -> np.ndarray:
+    """(S, n) per-list values of ``key`` over the runs of one method with a seed in ``seeds`` (the
+    seeds both sides of the paired test have), in seed order."""
+    return np.stack([store.per_list(run)[key] for run in sorted(runs, key=lambda r: r["seed"]) if run["seed"] in seeds])
 
 
-def _load_per_list(path: Path) -> dict[str, np.ndarray]:
-    """A run's per-list metrics, verified against the run's SHA256SUMS."""
-    verify_checksum(path)
-    with np.load(path) as arrays:
-        return dict(arrays)
-
-
-REWARD_KEYS = ("valid_auc", "test_auc", "test_ceiling_auc", "test_ece", "spearman_random", "spearman_group")
+REWARD_KEYS = ("valid_auc", "test_auc", "ceiling_auc", "test_ece", "spearman_random", "spearman_group", "best_step",
+               "steps", "wall_s")
 
 
 def _reward_section(rewards: list[dict[str, Any]]) -> str:
@@ -179,52 +214,52 @@ def _reward_section(rewards: list[dict[str, Any]]) -> str:
     return "\n\n".join([
         "## Reward model (the evaluator of GoalRank and every G-E method)",
         "Per-item AUC and expected calibration error on the logged lists; on simulator data the AUC of the "
-        "simulator's exact click probabilities on the same test items (`test_ceiling_auc`, no model can beat it "
+        "simulator's exact click probabilities on the same test items (`ceiling_auc`, no model can beat it "
         "on average) and the Spearman correlation of the model's list reward with the exact one, on random lists "
         "and within GoalRank's groups for a fresh generator.",
         "\n".join(lines),
     ])
 
 
-def _oracle_section(folder: BenchmarkFolder, config: BenchmarkConfig, dataset: str, list_len: int,
-                    rows: list[dict[str, Any]]) -> str:
+def _oracle_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
+                    list_len: int, rows: list[dict[str, Any]]) -> str:
     return "\n\n".join([
         f"## Exact-reward diagnostic — {dataset}",
         "GoalRank and every generator–evaluator method trained and ranking with the simulator's exact list "
         "reward as the evaluator (`--reward oracle`), checkpoints chosen by validation true reward: what the "
         "generator and the objective can reach when the reward model is not the limit (Theorem 1 assumes an "
         "exact reward). Compare `true_reward` and `oracle_ratio` with Table 1's rows of the same methods.",
-        _summary(_by_label(rows), list_len, config.seeds),
+        _summary(_by_label(rows), list_len),
     ])
 
 
-def _group_size_section(folder: BenchmarkFolder, config: BenchmarkConfig, dataset: str, list_len: int,
-                        rows: list[dict[str, Any]]) -> str:
+def _group_size_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
+                        list_len: int, rows: list[dict[str, Any]]) -> str:
     grouped = _by_label(rows)
     plot = _plot_grid(rows, list_len, "group size K", folder.plot("groupsize", dataset),
                       f"GoalRank vs group size K — {dataset}")
     return "\n\n".join([
         f"## Group size K (Table 3) — {dataset}",
-        _summary(grouped, list_len, config.seeds),
+        _summary(grouped, list_len),
         f"![group size, {dataset}]({plot.name})",
         "Paper reference — the authors' **Industry** data (Table 3, ÷ 100):",
         _reference_table("K (paper, Industry)", TABLE3_GROUP_SIZE),
     ])
 
 
-def _bias_section(folder: BenchmarkFolder, config: BenchmarkConfig, dataset: str, list_len: int,
-                  rows: list[dict[str, Any]]) -> str:
+def _bias_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
+                  list_len: int, rows: list[dict[str, Any]]) -> str:
     grouped = _by_label(rows)
     return "\n\n".join([
         f"## Reward-model bias β (Table 3) — {dataset}",
-        _summary(grouped, list_len, config.seeds),
+        _summary(grouped, list_len),
         "Paper reference — the authors' **Industry** data (Table 3, ÷ 100):",
         _reference_table("β (paper, Industry)", TABLE3_REWARD_NOISE),
     ])
 
 
-def _scaling_section(folder: BenchmarkFolder, config: BenchmarkConfig, dataset: str, list_len: int,
-                     rows: list[dict[str, Any]]) -> str:
+def _scaling_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
+                     list_len: int, rows: list[dict[str, Any]]) -> str:
     grouped = _by_label(rows)
     sized = {f"{label} ({runs[0]['parameters'] / 1e6:.3f}M params)": runs for label, runs in grouped.items()}
     plot = _plot_grid(rows, list_len, "parameters", folder.plot("scaling", dataset),
@@ -233,7 +268,7 @@ def _scaling_section(folder: BenchmarkFolder, config: BenchmarkConfig, dataset: 
         f"## Scaling (Fig. 3) — {dataset}",
         "GoalRank, DNN and PIER grow by width x depth; MG-E by its number of generators G on the shared "
         "trunk (its G generators are heads on one network, so G adds few parameters).",
-        _summary(sized, list_len, config.seeds),
+        _summary(sized, list_len),
         f"![scaling, {dataset}]({plot.name})",
     ])
 
@@ -244,7 +279,7 @@ def _plot_grid(rows: list[dict[str, Any]], list_len: int, x_label: str, path: Pa
     curves: dict[str, Curve] = {}
     for runs in _by_label(rows).values():
         first = runs[0]
-        curve = curves.setdefault(first["method"], Curve(first["method"], [], {k: [] for k in keys},
+        curve = curves.setdefault(first["name"], Curve(first["name"], [], {k: [] for k in keys},
                                                          {k: [] for k in keys}))
         curve.x.append(first["grid_value"] if first["grid_value"] is not None else first["parameters"])
         for key in keys:

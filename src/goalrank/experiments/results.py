@@ -1,0 +1,195 @@
+"""Results kept in the repository: every benchmark run's test row, learning curve and per-list test
+metrics, so that a recorded run is never trained again and the report is rebuilt from them alone.
+
+    RESULTS/STUDY/DATASET.csv            one row per run: identity, size, cost, test metrics
+    RESULTS/STUDY/curves.csv             every validation pass of every run: step, wall time, metrics
+    RESULTS/lists/DATASET/seedS/RUN.npz  per-list test metrics (the report's paired bootstrap)
+    RESULTS/reward/DATASET.csv           each seed's reward model: its quality figures and cost
+
+A run is known by its dataset's name and identity (``dataset_identity``: what the data was made
+from, not where it lies), its seed and its run-folder name (a digest of its whole config,
+``benchmark.ranker_run``), so runs recorded on one machine are reused on another and studies that
+share a run (Table 1's GoalRank is K=20 of the group-size study) share its row. The files are
+plain CSV and NumPy archives meant for version control, so they carry no ``SHA256SUMS``: git is
+their record. Writers take a blocking lock on the folder, so benchmarks of two seeds run side by
+side can record into one store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from goalrank.data.storage import PreparedDataset
+from goalrank.errors import ArtifactError
+from goalrank.experiments.config import STUDIES
+from goalrank.io import Folder, atomic_file, write_text_atomic
+from goalrank.runs.folder import RunFolder
+
+REWARD_STUDY = "reward"
+IDENTITY = ("dataset", "data", "seed", "run")
+# the per-list metrics kept: the report's table columns (bases of "NDCG@6", "complete_NDCG@6", ...)
+LIST_KEYS = ("H", "NDCG", "MAP", "F1", "AUC", "true_reward")
+# read as text whatever they look like: a digest can be all digits
+TEXT_COLUMNS = {"dataset": pl.String, "data": pl.String, "run": pl.String, "setting": pl.String}
+
+
+def dataset_identity(dataset: PreparedDataset) -> str:
+    """A short digest of what a prepared dataset was made from: its prepare config without the input's
+    path, and the content checksums of its source files (for the built-in simulator, the world's logs)."""
+    manifest = dataset.manifest
+    config = {key: value for key, value in manifest.get("config", {}).items() if key != "input"}
+    sources = sorted(manifest.get("source_checksums", {}).values())
+    payload = json.dumps({"config": config, "sources": sources}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def learning_curve(run_dir: Path) -> list[dict[str, Any]]:
+    """One row per validation pass of a run (its ``log.jsonl``): pass number, optimizer steps so far,
+    training wall time so far (summed over the processes of a resumed run) and the validation metrics."""
+    rows: list[dict[str, Any]] = []
+    steps, offset, segment = 0, 0.0, 0.0
+    for line in RunFolder(run_dir).log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("event") == "resumed":
+            offset, segment = offset + segment, 0.0
+            continue
+        if "event" in entry or "epoch" not in entry:
+            continue
+        segment = entry.get("elapsed_s", segment)
+        steps += int(entry.get("steps", 0))
+        rows.append({"eval": entry["epoch"], "step": steps, "wall_s": round(offset + segment, 3),
+                     **{key: value for key, value in entry.items() if key.startswith(("valid_", "train_loss"))}})
+    return rows
+
+
+def run_cost(curve: list[dict[str, Any]], best_eval: int, batch_size: int, train_lists: int) -> dict[str, Any]:
+    """``steps`` and ``wall_s`` of the whole run, ``best_step`` (the chosen checkpoint's) and ``epochs``
+    (passes over the training split), from its learning curve."""
+    if not curve:
+        raise ArtifactError("a finished run without a validation pass in its log.jsonl")
+    best = next((row for row in curve if row["eval"] == best_eval), curve[-1])
+    steps = curve[-1]["step"]
+    return {"steps": steps, "best_step": best["step"], "evals": len(curve), "wall_s": curve[-1]["wall_s"],
+            "epochs": round(steps * batch_size / max(train_lists, 1), 3)}
+
+
+@dataclass(frozen=True)
+class ResultsStore(Folder):
+    def table(self, study: str, dataset: str) -> Path:
+        return self.root / study / f"{dataset}.csv"
+
+    def curves(self, study: str) -> Path:
+        return self.root / study / "curves.csv"
+
+    def lists(self, dataset: str, seed: int, run: str) -> Path:
+        return self.root / "lists" / dataset / f"seed{seed}" / f"{run}.npz"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Wait for, then hold, the store's write lock (two benchmarks recording side by side)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(handle)
+
+    def studies(self) -> list[str]:
+        """The benchmark's studies (and the reward models) with at least one table here."""
+        return [study for study in (*STUDIES, REWARD_STUDY) if any((self.root / study).glob("*.csv"))]
+
+    def rows(self, study: str) -> list[dict[str, Any]]:
+        """Every recorded row of ``study`` over all datasets (curves excluded)."""
+        rows: list[dict[str, Any]] = []
+        for path in sorted((self.root / study).glob("*.csv")):
+            if path.name != "curves.csv":
+                rows += _read_rows(path)
+        return rows
+
+    def find(self, dataset: str, data: str, seed: int, run: str) -> dict[str, Any] | None:
+        """The recorded row of this run in any study (they share runs), or None."""
+        key = (dataset, data, seed, run)
+        for study in self.studies():
+            path = self.table(study, dataset)
+            if path.is_file():
+                for row in _read_rows(path):
+                    if tuple(row.get(name) for name in IDENTITY) == key:
+                        return row
+        return None
+
+    def curve(self, run: str, dataset: str, seed: int) -> list[dict[str, Any]]:
+        """A recorded run's learning curve (from the first study's curves that hold it)."""
+        for study in self.studies():
+            path = self.curves(study)
+            if path.is_file():
+                found = [row for row in _read_rows(path)
+                         if (row["run"], row["dataset"], row["seed"]) == (run, dataset, seed)]
+                if found:
+                    return found
+        return []
+
+    def record(self, row: dict[str, Any], curve: list[dict[str, Any]], per_list: Path | None = None) -> None:
+        """Add (or replace) ``row`` in its study's table, its learning curve in the study's curves and,
+        from a run folder's per-list file ``per_list``, the lists archive."""
+        with self.lock():
+            if per_list is not None:
+                self._record_lists(row, per_list)
+            study, dataset = row["study"], row["dataset"]
+            key = tuple(row[name] for name in IDENTITY)
+            _upsert(self.table(study, dataset), [row], lambda r: tuple(r.get(name) for name in IDENTITY) == key)
+            if curve:
+                ident = {"dataset": dataset, "seed": row["seed"], "run": row["run"]}
+                _upsert(self.curves(study), [{**ident, **point} for point in curve],
+                        lambda r: (r["dataset"], r["seed"], r["run"]) == (dataset, row["seed"], row["run"]))
+
+    def share(self, row: dict[str, Any], columns: dict[str, Any]) -> None:
+        """Record a run found in one study's table in ``columns["study"]``'s too (studies share runs)."""
+        study = columns["study"]
+        path = self.table(study, row["dataset"])
+        key = tuple(row[name] for name in IDENTITY)
+        if path.is_file() and any(tuple(r.get(name) for name in IDENTITY) == key for r in _read_rows(path)):
+            return
+        self.record({**row, **columns}, self.curve(row["run"], row["dataset"], row["seed"]))
+
+    def _record_lists(self, row: dict[str, Any], per_list: Path) -> None:
+        with np.load(per_list) as arrays:
+            kept = {name: arrays[name].astype(np.float32) for name in arrays.files
+                    if name.removeprefix("complete_").split("@")[0] in LIST_KEYS}
+        path = self.lists(row["dataset"], row["seed"], row["run"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            np.savez_compressed(tmp, allow_pickle=False, **kept)
+
+    def per_list(self, row: dict[str, Any]) -> dict[str, np.ndarray]:
+        path = self.lists(row["dataset"], row["seed"], row["run"])
+        if not path.is_file():
+            raise ArtifactError(f"{path}: the per-list test metrics of run {row['run']} are missing from the "
+                                f"results folder {self.root}; record the run again")
+        with np.load(path) as arrays:
+            return dict(arrays)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        return pl.read_csv(path, infer_schema_length=None, schema_overrides=TEXT_COLUMNS).to_dicts()
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        raise ArtifactError(f"{path}: not a readable results table ({str(exc).splitlines()[0]})") from exc
+
+
+def _upsert(path: Path, rows: list[dict[str, Any]], replaced: Any) -> None:
+    """Write ``rows`` into the CSV ``path`` in place of the old rows for which ``replaced`` holds."""
+    kept = [row for row in _read_rows(path) if not replaced(row)] if path.is_file() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, pl.from_dicts([*kept, *rows], infer_schema_length=None).write_csv())

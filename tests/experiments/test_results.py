@@ -1,0 +1,128 @@
+"""The results folder: recorded runs are read back instead of trained, and the report is rebuilt
+from it alone (the shared tiny benchmark's, and the small fixture committed under tests/fixtures)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from builders import run_tiny_benchmark
+from goalrank.cli import main
+from goalrank.data.storage import PreparedDataset
+from goalrank.experiments.folder import BenchmarkFolder
+from goalrank.experiments.results import ResultsStore, dataset_identity, learning_curve, run_cost
+from goalrank.runs.folder import RunFolder
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "results"
+
+
+def _tables(report: str) -> str:
+    """The report without its header (command line, wall time): every section's tables and text."""
+    return report.split("\n## ", 1)[1]
+
+
+def test_every_run_is_recorded_with_cost_curve_and_lists(bench: Path) -> None:
+    store = ResultsStore(BenchmarkFolder(bench).results)
+    table1 = pl.read_csv(store.table("table1", "sim"))
+    trained = table1.filter(pl.col("model") != "reference")
+    assert trained.height == 13 and table1.height == 13 + 5
+    assert sorted(table1["method"]) == sorted(["dnn", "dlcm", "setrank", "prm", "mir", "rankmixer", "egrerank",
+                                               "pier", "nar4rec", "mge-3", "mge-20", "mge-100", "goalrank", "random",
+                                               "popularity", "exposure_rate", "itemwise_oracle", "list_oracle"])
+    assert (trained["best_step"] <= trained["steps"]).all() and (trained["steps"] == 2).all()
+    assert (trained["wall_s"] > 0).all() and (trained["epochs"] > 0).all()
+    curves = pl.read_csv(store.curves("table1"))
+    assert set(curves["run"]) == set(trained["run"])
+    assert {"step", "wall_s", "valid_NDCG@3"} <= set(curves.columns)
+    for row in table1.iter_rows(named=True):
+        lists = store.per_list(row)
+        assert abs(float(np.nanmean(lists["NDCG@3"])) - row["NDCG@3"]) < 1e-5  # the row's mean is its lists'
+    rewards = pl.read_csv(store.table("reward", "sim"))
+    assert rewards.height == 1 and {"test_auc", "ceiling_auc", "spearman_group", "steps"} <= set(rewards.columns)
+
+
+def test_a_recorded_run_is_read_back_not_trained(bench: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(BenchmarkFolder(bench).results, results)
+    out = tmp_path / "elsewhere"  # another benchmark folder: no run folders, only the recorded results
+    capsys.readouterr()
+    assert run_tiny_benchmark(out, "--results", str(results)) == 0
+    printed = capsys.readouterr().out
+    assert not [line for line in printed.splitlines() if line.startswith("[run ]") and "train" in line]
+    assert not list(BenchmarkFolder(out).runs.glob("*/seed*/*/checkpoint.pt"))
+    assert _tables((out / "report.md").read_text()) == _tables((bench / "report.md").read_text())
+
+
+def test_a_changed_run_is_trained_and_recorded_beside_the_old(bench: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(BenchmarkFolder(bench).results, results)
+    out = tmp_path / "out"
+    shutil.copytree(bench / "data", out / "data")
+    assert run_tiny_benchmark(out, "--results", str(results), "--only", "table1", "--set", "methods=dnn",
+                              "--set", "ranker.train.lr=0.002") == 0
+    dnn = pl.read_csv(ResultsStore(results).table("table1", "sim")).filter(pl.col("method") == "dnn")
+    assert dnn.height == 2 and dnn["run"].n_unique() == 2
+
+
+def test_report_command_rebuilds_the_report_from_the_results_folder_alone(bench: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"  # no data, no run folders, no checkpoints beside it
+    shutil.copytree(BenchmarkFolder(bench).results, results)
+    assert main(["report", str(results), "--out", str(tmp_path / "report"), "--set", "bootstrap_samples=200"]) == 0
+    rebuilt = (tmp_path / "report" / "report.md").read_text()
+    assert _tables(rebuilt) == _tables((bench / "report.md").read_text())
+    assert (tmp_path / "report" / "groupsize-sim.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_of_the_committed_fixture_matches_its_tables(tmp_path: Path) -> None:
+    assert main(["report", str(FIXTURE), "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    table1 = pl.read_csv(FIXTURE / "table1" / "sim.csv")
+    for method in ("GoalRank", "DNN", "random"):
+        rows = table1.filter(pl.col("label") == method)
+        line = next(line for line in report.splitlines() if line.startswith(f"| {method} |"))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[1] == str(rows.height)
+        assert float(cells[3].split(" ± ")[0]) == pytest.approx(rows["NDCG@3"].mean(), abs=5e-5)
+    assert re.search(r"\| NDCG@3 \| \S.* \| 0\.\d{4} \| 0\.\d{4} \|", report)  # the paired test's row
+
+
+def test_report_of_a_folder_without_studies_is_one_error_line(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "results").mkdir()
+    assert main(["report", str(tmp_path / "results"), "--out", str(tmp_path / "out")]) == 2
+    assert "holds no study table" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such results folder" in capsys.readouterr().err
+
+
+def test_dataset_identity_ignores_where_the_data_lies_not_what_it_is(bench: Path, tmp_path: Path) -> None:
+    data = BenchmarkFolder(bench).dataset("sim")
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    assert dataset_identity(PreparedDataset(moved)) == dataset_identity(PreparedDataset(data))
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["config"]["n_candidates"] += 1  # what the data is made from: another identity
+    other = SimpleNamespace(manifest=manifest)  # all that dataset_identity reads
+    assert dataset_identity(other) != dataset_identity(PreparedDataset(data))
+
+
+def test_learning_curve_adds_steps_and_wall_time_across_a_resume(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path)
+    lines = [{"event": "resumed", "epoch": 1, "elapsed_s": 0.0},
+             {"epoch": 1, "steps": 10, "elapsed_s": 5.0, "valid_NDCG@6": 0.2, "train_loss": 1.0},
+             {"event": "resumed", "epoch": 2, "elapsed_s": 0.0},
+             {"epoch": 2, "steps": 10, "elapsed_s": 4.0, "valid_NDCG@6": 0.3},
+             {"epoch": 3, "steps": 5, "elapsed_s": 6.5, "valid_NDCG@6": 0.25}]
+    run.log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    curve = learning_curve(tmp_path)
+    assert [(p["eval"], p["step"], p["wall_s"]) for p in curve] == [(1, 10, 5.0), (2, 20, 9.0), (3, 25, 11.5)]
+    assert run_cost(curve, best_eval=2, batch_size=4, train_lists=50) == {
+        "steps": 25, "best_step": 20, "evals": 3, "wall_s": 11.5, "epochs": 2.0}
