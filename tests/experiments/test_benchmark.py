@@ -109,6 +109,13 @@ def test_oracle_study_trains_every_ge_method_and_goalrank_against_the_exact_rewa
     table1 = pl.read_csv(bench / "table1.csv")
     assert not set(oracle["run"]) & set(table1["run"])  # not the learned-reward runs
     assert oracle["oracle_ratio"].is_between(0, 1.0001).all()
+    # 8 candidates, L = 3: the 336 lists are enumerated, and π* with them (evaluate.policy_kl)
+    with_policy = oracle.filter(pl.col("model").is_in(["goalrank", "mge"]))
+    assert (with_policy["kl_oracle_t1"] > 0).all() and (with_policy["kl_oracle_t0.25"] > 0).all()
+    mge = oracle.filter(pl.col("model") == "mge")
+    assert (mge["kl_mixture_t1"] <= mge["kl_oracle_t1"] + 1e-4).all()
+    assert oracle.filter(pl.col("model") == "pier")["kl_oracle_t1"].is_null().all()
+    assert "KL(π* ‖ the method's policy)" in (bench / "report.md").read_text()
     reward = pl.read_csv(bench / "reward.csv")
     assert reward.height == 1 and reward["test_auc"].is_between(0, 1).all()
     assert {"ceiling_auc", "spearman_random", "spearman_group", "test_ece"} <= set(reward.columns)

@@ -20,6 +20,7 @@ from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch, SplitName
 from goalrank.errors import ConfigError
 from goalrank.evaluate.metrics import per_list_metrics
+from goalrank.evaluate.policy_kl import enumerable, policy_kl
 from goalrank.evaluate.protocol import COMPLETE, TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
 from goalrank.io import atomic_file, record_checksum, sha256_file, write_recorded_json
 from goalrank.models.base import ListRanker, Ranker, RankOutput
@@ -87,23 +88,28 @@ def record_test(run: RunFolder, ranker: ListRanker, dataset: PreparedDataset, ba
     """Evaluate ``ranker`` on the test split and write the means (as `goalrank evaluate` does) and
     every test list's metrics (complete-label metrics and true reward on simulator data, too) into
     ``run`` for the significance test. Trained runs and the reference rankers go through here alike."""
-    recorder = PerListRecorder(ranker, true_reward)
+    recorder = PerListRecorder(ranker, true_reward, enumerable(dataset.n_candidates, dataset.list_len))
     metrics = evaluate_ranker(recorder, dataset.split("test"), batch_size, device, true_reward, progress=False)
+    per_list = recorder.values()
+    metrics.update({name: float(np.nanmean(values)) for name, values in per_list.items() if name.startswith("kl_")})
     run.root.mkdir(parents=True, exist_ok=True)
     with atomic_file(run.per_list("test")) as tmp:
-        np.savez(tmp, allow_pickle=False, **recorder.values())  # float arrays only: nothing to pickle
+        np.savez(tmp, allow_pickle=False, **per_list)  # float arrays only: nothing to pickle
     record_checksum(run.per_list("test"))
     write_recorded_json(run.evaluation("test"), metrics)
     return metrics
 
 
 class PerListRecorder(Ranker):
-    """Wraps a ranker so that one evaluation pass also keeps every list's metrics and true reward."""
+    """Wraps a ranker so that one evaluation pass also keeps every list's metrics and true reward
+    and, with ``policy_kl`` on a world whose lists can all be enumerated, each request's KL to the
+    oracle Boltzmann policy (``evaluate.policy_kl``)."""
 
-    def __init__(self, ranker: ListRanker, true_reward: TrueReward | None) -> None:
+    def __init__(self, ranker: ListRanker, true_reward: TrueReward | None, with_kl: bool = False) -> None:
         super().__init__(ranker.list_len)
         self.ranker = ranker
         self.true_reward = true_reward
+        self.with_kl = with_kl and true_reward is not None
         self.batches: list[dict[str, torch.Tensor]] = []
 
     def rank(self, batch: RankingBatch) -> RankOutput:
@@ -113,6 +119,8 @@ class PerListRecorder(Ranker):
             complete = per_list_metrics(output.lists, output.scores, self.true_reward.complete_labels(batch))
             values.update({f"{COMPLETE}{name}": value for name, value in complete.items()})
             values[TRUE_REWARD] = self.true_reward.of_lists(batch, output.lists[:, None])[:, 0]
+            if self.with_kl:
+                values.update(policy_kl(self.ranker, batch, self.true_reward, output.lists))
         self.batches.append({name: value.detach().float().cpu() for name, value in values.items()})
         return output
 

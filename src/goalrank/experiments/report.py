@@ -34,17 +34,22 @@ TABLE_KEYS = ("H", "NDCG", "MAP", "F1", "AUC", *(f"{COMPLETE}{name}" for name in
               TRUE_REWARD, ORACLE_RATIO)
 
 
-def summary_table(rows: dict[str, list[dict[str, float]]]) -> str:
-    """Markdown table of mean ± sample std (over seeds) of every metric for every model, with the
-    number of seeds behind each row; the mean alone for one seed."""
+def summary_table(rows: dict[str, list[dict[str, Any]]], keys: list[str] | None = None) -> str:
+    """Markdown table of mean ± sample std (over seeds) of every metric (or of ``keys``) for every
+    model, with the number of seeds behind each row; the mean alone for one seed, — for none."""
     first = next(iter(rows.values()))[0]
-    keys = sorted((k for k in first if k.split("@")[0] in TABLE_KEYS), key=lambda k: TABLE_KEYS.index(k.split("@")[0]))
+    if keys is None:
+        keys = sorted((k for k in first if k.split("@")[0] in TABLE_KEYS),
+                      key=lambda k: TABLE_KEYS.index(k.split("@")[0]))
     header = "| model | seeds | " + " | ".join(keys) + " |"
     lines = [header, "|" + "---|" * (len(keys) + 2)]
     for name, results in rows.items():
         cells = []
         for key in keys:
-            values = [r[key] for r in results]
+            values = [r[key] for r in results if r[key] is not None]
+            if not values:
+                cells.append("—")
+                continue
             mean = f"{statistics.mean(values):.4f}"
             cells.append(f"{mean} ± {statistics.stdev(values):.4f}" if len(values) > 1 else mean)  # no spread of one
         lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
@@ -230,7 +235,25 @@ def _oracle_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Res
         "generator and the objective can reach when the reward model is not the limit (Theorem 1 assumes an "
         "exact reward). Compare `true_reward` and `oracle_ratio` with Table 1's rows of the same methods.",
         _summary(_by_label(rows), list_len),
+        *_kl_section(rows),
     ])
+
+
+def _kl_section(rows: list[dict[str, Any]]) -> list[str]:
+    """On a world whose lists can all be enumerated, each method's KL(π* ‖ its policy) (``evaluate.policy_kl``)."""
+    keys = sorted({key for row in rows for key, value in row.items() if key.startswith("kl_") and value is not None})
+    if not keys:
+        return []
+    kl_rows = {label: [{key: run.get(key) for key in keys} for run in runs] for label, runs in _by_label(rows).items()
+               if any(run.get(key) is not None for run in runs for key in keys)}
+    return [
+        "Every list of this world can be enumerated, so the oracle Boltzmann policy π* of Eq. 2 is exact: "
+        "`kl_oracle_tT` is KL(π* ‖ the method's policy) at temperature T (rewards standardised over all lists, "
+        "as the reference policy standardises a group); for MG-E the policy of the generator whose list was "
+        "served, and `kl_mixture_tT` the best mixture of its G generators (Definition 2), fitted on π* itself. "
+        "Methods without a policy density (item-wise scorers, PIER's permutation search) have none.",
+        summary_table(kl_rows, keys),
+    ]
 
 
 def _group_size_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
