@@ -183,3 +183,15 @@ def test_many_lists_per_request_cross_each_candidate_once_with_the_same_logits()
     assert 5 * LIST_LEN > CANDIDATES  # the crossed-candidates path
     one_at_a_time = torch.cat([model.item_logits(batch, many[:, k : k + 1]) for k in range(5)], dim=1)
     torch.testing.assert_close(model.item_logits(batch, many), one_at_a_time)
+
+
+@pytest.mark.parametrize("history_attention", [True, False])
+def test_a_model_bound_to_a_batch_scores_every_list_as_the_model_does(history_attention):
+    model = make_model(history_attention=history_attention)
+    batch = make_batch(3, **REQUESTS)
+    bound = model.bind(batch)
+    for length, count in ((1, CANDIDATES), (2, 7), (LIST_LEN, 1), (LIST_LEN, 5)):  # both crossing paths
+        lists = torch.stack([torch.randperm(CANDIDATES)[:length] for _ in range(3 * count)]).view(3, count, length)
+        torch.testing.assert_close(bound.list_reward(batch, lists), model.list_reward(batch, lists))
+    with pytest.raises(ValueError, match="bound to one batch"):
+        bound.list_reward(make_batch(3, **REQUESTS, seed=1), LISTS)

@@ -126,6 +126,19 @@ class ListEvaluator(Protocol):
         """(B, K) estimated reward of lists (B, K, T) of candidate positions, any T ≤ L."""
 
 
+@runtime_checkable
+class BindableEvaluator(Protocol):
+    """An evaluator that can be bound to one batch, sharing its per-request work across calls."""
+
+    def bind(self, batch: RankingBatch) -> ListEvaluator:
+        """This evaluator for ``batch`` alone (``reward.model.BoundRewardModel``)."""
+
+
+def bound_evaluator(evaluator: ListEvaluator, batch: RankingBatch) -> ListEvaluator:
+    """``evaluator`` bound to ``batch`` where it can be (the reward model), else itself (the oracle)."""
+    return evaluator.bind(batch) if isinstance(evaluator, BindableEvaluator) else evaluator
+
+
 def attach_evaluator(ranker: nn.Module, evaluator: ListEvaluator) -> None:
     """Give a generator–evaluator ranker its frozen evaluator without making it a submodule.
 

@@ -15,7 +15,7 @@ import torch
 from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig, GroupContext, build_group
-from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer
+from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer, bound_evaluator
 from goalrank.objectives.base import ObjectiveFactory, ObjectiveInputs
 from goalrank.objectives.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
 from goalrank.objectives.reference import ReferenceConfig
@@ -51,11 +51,21 @@ class GroupRelativeObjective:
     scorer: PointwiseScorer | None = None
     popularity: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        self._bound: ListEvaluator | None = None
+
+    def evaluator_for(self, batch: RankingBatch) -> ListEvaluator:
+        """The evaluator bound to ``batch`` (``models.base.bound_evaluator``), shared by the group's
+        construction and its scoring: a batch's user side is encoded once per step, not per call."""
+        if self._bound is None or getattr(self._bound, "batch", None) is not batch:
+            self._bound = bound_evaluator(self.evaluator, batch)
+        return self._bound
+
     @torch.no_grad()
     def build_group(self, batch: RankingBatch, encoding: object) -> torch.Tensor:
         """(B, K, L) distinct lists per request from the auxiliary policies (App. C)."""
         context = GroupContext(
-            batch=batch, generator=self.generator, encoding=encoding, evaluator=self.evaluator,
+            batch=batch, generator=self.generator, encoding=encoding, evaluator=self.evaluator_for(batch),
             list_len=self.generator.list_len, rng=self.rng,
             existing=batch.exposed.new_zeros(len(batch), 0, self.generator.list_len),
             scorer=self.scorer, popularity=self.popularity,
@@ -65,7 +75,7 @@ class GroupRelativeObjective:
     @torch.no_grad()
     def reference_policy(self, batch: RankingBatch, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rewards (B, K) of the group's lists and the reference policy π_ref (B, K) of Eq. 4."""
-        rewards = self.evaluator.list_reward(batch, group)
+        rewards = self.evaluator_for(batch).list_reward(batch, group)
         if self.reference.reward_noise > 0:
             rewards = perturb_rewards(rewards, self.reference.reward_noise, self.rng)
         return rewards, reference_policy(rewards, self.reference.temperature)

@@ -16,6 +16,7 @@ fitted with the matching likelihood, binary cross-entropy on per-item logits.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -29,6 +30,7 @@ from goalrank.errors import ConfigError, DataError
 from goalrank.models.blocks import (
     DecoderLayer,
     FeatureCross,
+    KeyValues,
     RerankerConfig,
     UserContextEncoder,
     UserIdEmbedding,
@@ -132,8 +134,22 @@ class RewardModel(nn.Module):
             persistent=False,
         )
 
-    def item_logits(self, batch: RankingBatch, lists: torch.Tensor) -> torch.Tensor:
-        """(B, K, T) feedback logit of each item of lists (B, K, T) of candidate positions, T ≤ L."""
+    def user_side(self, batch: RankingBatch) -> UserSide:
+        """What ``batch`` gives every list scored for it: the user, every candidate crossed with
+        the user, and each layer's history keys and values (``UserSide``)."""
+        context = self.user_encoder(batch.history, batch.history_labels)
+        user = context.user if self.user_ids is None else context.user + self.user_ids(batch.users)  # (B, D)
+        # Without history attention (the ablation) the cross-attention reads only the context
+        # token, the history encoder's summary of the user, the same for every list token.
+        padding = context.padding_mask if self.config.history_attention else _only_context(context.padding_mask)
+        memories = [cast(DecoderLayer, layer).cross_attention.project_kv(context.tokens)  # (B, h, 1+H, dh)
+                    for layer in self.layers]
+        return UserSide(user, lambda: self.cross(self.items(batch.candidates), user), memories, padding)
+
+    def item_logits(self, batch: RankingBatch, lists: torch.Tensor, side: UserSide | None = None) -> torch.Tensor:
+        """(B, K, T) feedback logit of each item of lists (B, K, T) of candidate positions, T ≤ L.
+
+        ``side``: ``batch``'s user side when several calls score lists for one batch (``bind``)."""
         batch_size, lists_per_request, length = lists.shape
         if length > self.config.list_len:
             raise DataError(
@@ -141,35 +157,67 @@ class RewardModel(nn.Module):
                 f" list_len={self.config.list_len}"
             )
         width = self.config.d_model
-        context = self.user_encoder(batch.history, batch.history_labels)
-        user = context.user if self.user_ids is None else context.user + self.user_ids(batch.users)  # (B, D)
+        bound = side is not None
+        side = self.user_side(batch) if side is None else side
         positions = lists.reshape(batch_size, -1)  # (B, K*T)
-        if lists_per_request * length > batch.candidates.shape[1]:
+        if bound or lists_per_request * length > batch.candidates.shape[1]:
             # Many lists per request (PIER's L! orders, GoalRank's groups): cross each of the N candidates
             # with the user once and gather, instead of crossing K*T list items (720 * 6 rows for PIER).
-            tokens = gather_rows(self.cross(self.items(batch.candidates), user), positions)  # (B, K*T, D)
+            tokens = gather_rows(side.candidates(), positions)  # (B, K*T, D)
         else:
-            tokens = self.cross(self.items(batch.candidates.gather(1, positions)), user)  # (B, K*T, D)
+            tokens = self.cross(self.items(batch.candidates.gather(1, positions)), side.user)  # (B, K*T, D)
         tokens = tokens.view(batch_size, lists_per_request, length, width)  # (B, K, T, D)
         tokens = tokens + self.positions(torch.arange(length, device=lists.device))
         x = tokens.view(batch_size * lists_per_request, length, width)  # (B*K, T, D)
-        # Without history attention (the ablation) the cross-attention reads only the context
-        # token, the history encoder's summary of the user, the same for every list token.
-        padding = context.padding_mask if self.config.history_attention else _only_context(context.padding_mask)
-        for layer in self.layers:
-            memory = cast(DecoderLayer, layer).cross_attention.project_kv(context.tokens)  # (B, h, 1+H, dh)
-            x = layer(x, memory, causal=self.config.causal, memory_padding=padding)
+        for layer, memory in zip(self.layers, side.memories, strict=True):
+            x = layer(x, memory, causal=self.config.causal, memory_padding=side.padding)
         return self.head(self.norm(x)).view(batch_size, lists_per_request, length)  # (B, K, T)
 
-    def list_reward(self, batch: RankingBatch, lists: torch.Tensor) -> torch.Tensor:
+    def list_reward(self, batch: RankingBatch, lists: torch.Tensor, side: UserSide | None = None) -> torch.Tensor:
         """(B, K) r(u, l) = Σ_t w_t σ(logit_t) of lists (B, K, T), T ≤ L."""
-        probabilities = torch.sigmoid(self.item_logits(batch, lists))  # (B, K, T)
+        probabilities = torch.sigmoid(self.item_logits(batch, lists, side))  # (B, K, T)
         return (probabilities * self.weights[: lists.shape[2]]).sum(dim=-1)
+
+    def bind(self, batch: RankingBatch) -> BoundRewardModel:
+        """This model as the evaluator of ``batch`` alone, its user side computed once for every call."""
+        return BoundRewardModel(self, batch)
 
     def loss(self, batch: RankingBatch) -> torch.Tensor:
         """BCE of the logged (exposed) list's item logits against their observed labels."""
         logits = self.item_logits(batch, batch.exposed[:, None])[:, 0]  # (B, L)
         return F.binary_cross_entropy_with_logits(logits, batch.labels.gather(1, batch.exposed))
+
+
+class UserSide:
+    """A batch's share of scoring any of its lists: the (B, D) user vector, the (B, N, D) candidates
+    crossed with it (computed on first use and kept), each layer's history keys/values and the
+    (B, 1+H) history padding. Group construction scores lists of one batch in a dozen calls
+    (beam steps, Markov pairs, the group itself); this is what they would each recompute."""
+
+    def __init__(self, user: torch.Tensor, cross: Callable[[], torch.Tensor], memories: list[KeyValues],
+                 padding: torch.Tensor) -> None:
+        self.user, self.memories, self.padding = user, memories, padding
+        self._cross: Callable[[], torch.Tensor] | None = cross
+        self._candidates: torch.Tensor | None = None
+
+    def candidates(self) -> torch.Tensor:
+        if self._candidates is None:
+            assert self._cross is not None
+            self._candidates, self._cross = self._cross(), None
+        return self._candidates
+
+
+class BoundRewardModel:
+    """A ``ListEvaluator`` for one batch (``RewardModel.bind``): the user side is encoded once and
+    every ``list_reward`` call for that batch reuses it. Scoring another batch with it is a bug."""
+
+    def __init__(self, model: RewardModel, batch: RankingBatch) -> None:
+        self.model, self.batch, self.side = model, batch, model.user_side(batch)
+
+    def list_reward(self, batch: RankingBatch, lists: torch.Tensor) -> torch.Tensor:
+        if batch is not self.batch:
+            raise ValueError("a reward model bound to one batch was asked to score another")
+        return self.model.list_reward(batch, lists, self.side)
 
 
 def _only_context(padding: torch.Tensor) -> torch.Tensor:
