@@ -22,9 +22,9 @@ from builders import BENCHMARK_TINY as TINY
 from builders import run_tiny_benchmark as _benchmark
 from goalrank.cli import main
 from goalrank.errors import ConfigError
-from goalrank.experiments.config import STUDIES, merge_values, parse_size
+from goalrank.experiments.config import PROFILES, STUDIES, load_benchmark_config, merge_values, parse_size
 from goalrank.experiments.folder import BenchmarkFolder
-from goalrank.experiments.plan import SANITY_ROWS, TABLE1_BASELINES
+from goalrank.experiments.plan import SANITY_ROWS, TABLE1_BASELINES, plan
 from goalrank.experiments.statistics import best_baseline, paired_bootstrap
 from goalrank.io import SUMS
 from goalrank.models.blocks import count_parameters
@@ -240,6 +240,15 @@ def test_best_baseline_and_relative_improvement_hand_computed() -> None:
     assert label == "PIER" and improvement == pytest.approx(0.25)
     label, improvement = best_baseline({"DNN": 0.80, "GoalRank": 0.60}, "GoalRank")
     assert label == "DNN" and improvement == pytest.approx(-0.25)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_profile_is_a_valid_config_and_gives_every_method_one_budget(profile: str) -> None:
+    config = load_benchmark_config(profile, None, [], {})
+    runs = {spec.label: merge_values(config.ranker, spec.values) for spec in plan(config) if spec.study == "table1"}
+    budgets = {(values.get("train", {}).get("epochs"), values.get("train", {}).get("max_steps_per_epoch"),
+                values.get("train", {}).get("patience")) for values in runs.values()}
+    assert len(budgets) <= 1  # one maximum budget and stopping rule shared by every Table 1 method
 
 
 def test_merge_values_and_parse_size() -> None:
