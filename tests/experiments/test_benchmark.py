@@ -22,6 +22,7 @@ from builders import BENCHMARK_TINY as TINY
 from builders import run_tiny_benchmark as _benchmark
 from goalrank.cli import main
 from goalrank.errors import ConfigError
+from goalrank.experiments import evaluation
 from goalrank.experiments.config import PROFILES, STUDIES, load_benchmark_config, merge_values, parse_size
 from goalrank.experiments.folder import BenchmarkFolder
 from goalrank.experiments.plan import SANITY_ROWS, TABLE1_BASELINES, plan
@@ -29,6 +30,7 @@ from goalrank.experiments.statistics import best_baseline, paired_bootstrap
 from goalrank.io import SUMS
 from goalrank.models.blocks import count_parameters
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
+from goalrank.runs.folder import RunFolder
 
 LIST_LEN = 3
 METRICS = (f"H@{LIST_LEN}", f"NDCG@{LIST_LEN}", f"MAP@{LIST_LEN}", f"F1@{LIST_LEN}", "AUC")
@@ -273,3 +275,16 @@ def test_a_finished_stage_made_with_another_config_is_refused_not_reused(bench: 
            "now 'popularity')" in err
     assert main([*argv, "--set", "prepare.candidates=matched"]) == 2
     assert "candidates: saved 'retrieved', now 'matched'" in capsys.readouterr().err
+
+
+def test_the_kl_to_the_oracle_policy_covers_the_first_kl_requests_of_the_test_split(
+        bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = pl.read_csv(bench / "oracle.csv").filter(pl.col("model") == "goalrank")["run"][0]
+    copy = tmp_path / run
+    shutil.copytree(_run_dir(bench, run), copy)
+    monkeypatch.setattr(evaluation, "KL_REQUESTS", 3)
+    metrics = evaluation.evaluate_test(copy, beam_width=2)
+    with np.load(RunFolder(copy).per_list("test")) as lists:
+        kl = lists["kl_oracle_t1"]
+    assert np.isfinite(kl[:3]).all() and np.isnan(kl[3:]).all() and len(kl) > 3
+    assert metrics["kl_oracle_t1"] == pytest.approx(float(kl[:3].mean()))
