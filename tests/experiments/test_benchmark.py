@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from builders import BENCHMARK_TINY as TINY
@@ -31,6 +32,7 @@ from goalrank.io import SUMS
 from goalrank.models.blocks import count_parameters
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.runs.folder import RunFolder
+from goalrank.runs.load import load_ranker, run_dataset
 
 LIST_LEN = 3
 METRICS = (f"H@{LIST_LEN}", f"NDCG@{LIST_LEN}", f"MAP@{LIST_LEN}", f"F1@{LIST_LEN}", "AUC")
@@ -280,11 +282,13 @@ def test_a_finished_stage_made_with_another_config_is_refused_not_reused(bench: 
 def test_the_kl_to_the_oracle_policy_covers_the_first_kl_requests_of_the_test_split(
         bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = pl.read_csv(bench / "oracle.csv").filter(pl.col("model") == "goalrank")["run"][0]
-    copy = tmp_path / run
-    shutil.copytree(_run_dir(bench, run), copy)
+    ranker, config = load_ranker(_run_dir(bench, run), "cpu")
+    dataset = run_dataset(config)
     monkeypatch.setattr(evaluation, "KL_REQUESTS", 3)
-    metrics = evaluation.evaluate_test(copy, beam_width=2)
-    with np.load(RunFolder(copy).per_list("test")) as lists:
+    copy = RunFolder(tmp_path / run)
+    metrics = evaluation.record_test(copy, ranker, dataset, 2, torch.device("cpu"),  # batches of 2: the third
+                                     evaluation.true_reward_of(dataset, 2))    # request's batch is cut
+    with np.load(copy.per_list("test")) as lists:
         kl = lists["kl_oracle_t1"]
     assert np.isfinite(kl[:3]).all() and np.isnan(kl[3:]).all() and len(kl) > 3
     assert metrics["kl_oracle_t1"] == pytest.approx(float(kl[:3].mean()))

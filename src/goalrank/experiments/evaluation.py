@@ -113,6 +113,7 @@ class PerListRecorder(Ranker):
         self.ranker = ranker
         self.true_reward = true_reward
         self.with_kl = with_kl and true_reward is not None
+        self.kl_keys: list[str] = []
         self.batches: list[dict[str, torch.Tensor]] = []
 
     def rank(self, batch: RankingBatch) -> RankOutput:
@@ -133,11 +134,12 @@ class PerListRecorder(Ranker):
         whole test split, and the mean over KL_REQUESTS requests is already a close estimate."""
         seen = sum(len(next(iter(b.values()))) for b in self.batches)
         keep = max(0, min(len(batch), KL_REQUESTS - seen))
-        if keep == 0 or self.true_reward is None:
-            return {}
-        values = policy_kl(self.ranker, batch.select(slice(0, keep)), self.true_reward, lists[:keep])
-        return {name: torch.cat([value, value.new_full((len(batch) - keep,), torch.nan)])
-                for name, value in values.items()}
+        values = {} if keep == 0 or self.true_reward is None else \
+            policy_kl(self.ranker, batch.select(slice(0, keep)), self.true_reward, lists[:keep])
+        self.kl_keys = self.kl_keys or list(values)  # the first batch's: every later batch has the same
+        missing = torch.full((len(batch) - keep,), torch.nan)
+        return {name: torch.cat([values[name].cpu(), missing]) if name in values else
+                torch.cat([torch.full((keep,), torch.nan), missing]) for name in self.kl_keys}
 
     def values(self) -> dict[str, np.ndarray]:
         """``{name: (n_lists,)}`` over every batch ranked so far, in split order."""
