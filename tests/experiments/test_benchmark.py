@@ -119,6 +119,7 @@ def test_oracle_study_trains_every_ge_method_and_goalrank_against_the_exact_rewa
     mge = oracle.filter(pl.col("model") == "mge")
     assert (mge["kl_mixture_t1"] <= mge["kl_oracle_t1"] + 1e-4).all()
     assert oracle.filter(pl.col("model") == "pier")["kl_oracle_t1"].is_null().all()
+    assert oracle["kl_uniform_t1"].n_unique() == 1  # the uniform policy's KL depends on the data alone
     assert "KL(π* ‖ the method's policy)" in (bench / "report.md").read_text()
     reward = pl.read_csv(bench / "reward.csv")
     assert reward.height == 1 and reward["test_auc"].is_between(0, 1).all()

@@ -95,16 +95,23 @@ def best_mixture_kl(log_target: torch.Tensor, log_components: torch.Tensor,
 @torch.no_grad()
 def policy_kl(ranker: object, batch: RankingBatch, true_reward: TrueReward,
               served: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per request (B,), KL(π* ‖ the ranker's policy) at each of KL_TEMPERATURES; {} for a ranker
-    without a policy density (item-wise scorers, PIER's evaluator-picked permutation, ...).
+    """Per request (B,), KL(π* ‖ the ranker's policy) at each of KL_TEMPERATURES; only the uniform
+    policy's for a ranker without a policy density (item-wise scorers, PIER's evaluator-picked
+    permutation, ...).
 
     ``served`` (B, L): the lists the ranker served, which name MG-E's hard-selected generator.
     Keys: ``kl_oracle_tT`` (the ranker's own policy; MG-E's hard selection), ``kl_mixture_tT``
-    (MG-E's best mixture of its G generators).
+    (MG-E's best mixture of its G generators) and, for every ranker, ``kl_uniform_tT``: the
+    uniform policy's, the scale of the others (log M − H(π*)).
     """
     size, n_candidates = batch.candidates.shape
     list_len = served.shape[1]
     lists = all_lists(n_candidates, list_len).to(served.device)  # (M, L)
+    rewards = true_reward.of_lists(batch, lists[None].expand(size, -1, -1)).to(served.device)  # (B, M)
+    uniform = torch.full(rewards.shape, -math.log(lists.shape[0]), device=served.device)
+    values: dict[str, torch.Tensor] = {}
+    for temperature in KL_TEMPERATURES:
+        values[f"kl_uniform_t{temperature:g}"] = kl_divergence(oracle_log_policy(rewards, temperature), uniform)
     if isinstance(ranker, MGE):
         head_logits = ranker.head_logits(batch)  # (B, N, G)
         components = torch.stack([plackett_luce_log_probs(head_logits[..., g], lists)
@@ -116,9 +123,7 @@ def policy_kl(ranker: object, batch: RankingBatch, true_reward: TrueReward,
         own = ranker.log_prob(ranker.encode(batch), lists[None].expand(size, -1, -1))
         components = None
     else:
-        return {}
-    rewards = true_reward.of_lists(batch, lists[None].expand(size, -1, -1)).to(own.device)  # (B, M)
-    values: dict[str, torch.Tensor] = {}
+        return values
     for temperature in KL_TEMPERATURES:
         log_target = oracle_log_policy(rewards.to(own.dtype), temperature)
         values[f"kl_oracle_t{temperature:g}"] = kl_divergence(log_target, own)

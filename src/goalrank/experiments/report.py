@@ -244,8 +244,15 @@ def _kl_section(rows: list[dict[str, Any]]) -> list[str]:
     keys = sorted({key for row in rows for key, value in row.items() if key.startswith("kl_") and value is not None})
     if not keys:
         return []
+    uniform = sorted({key for row in rows for key in row if key.startswith("kl_uniform_") and row[key] is not None})
+    keys = [key for key in keys if key not in uniform]
     kl_rows = {label: [{key: run.get(key) for key in keys} for run in runs] for label, runs in _by_label(rows).items()
                if any(run.get(key) is not None for run in runs for key in keys)}
+    if uniform:  # the same for every method of a seed (it depends on the data alone): one run per seed
+        per_seed = {row["seed"]: row for row in rows if row.get(uniform[0]) is not None}
+        kl_rows["uniform policy (scale)"] = [
+            {key: row.get(key.replace("oracle", "uniform")) if key.startswith("kl_oracle_") else None for key in keys}
+            for row in per_seed.values()]
     return [
         "Every list of this world can be enumerated, so the oracle Boltzmann policy π* of Eq. 2 is exact: "
         "`kl_oracle_tT` is KL(π* ‖ the method's policy) at temperature T (rewards standardised over all lists, "
