@@ -193,7 +193,7 @@ def _table1_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Res
         "labels (`complete_`), and the true list reward.",
         f"GoalRank vs the best baseline per metric ({dataset}; paired bootstrap over test lists, on the seeds "
         "both have):",
-        "\n".join(lines),
+        "\n".join(lines) if len(lines) > 2 else "(no test: GoalRank or every baseline has no run recorded yet)",
         "Paper reference — **ML-1M**, a different dataset (Table 1 of the paper, ÷ 100):",
         _reference_table("method (paper, ML-1M)", TABLE1_ML1M),
     ])
@@ -214,8 +214,8 @@ def _reward_section(rewards: list[dict[str, Any]]) -> str:
     and its agreement with the exact reward (``evaluate.fidelity``)."""
     keys = [key for key in REWARD_KEYS if any(key in row for row in rewards)]  # real logs lack the simulator's
     lines = ["| dataset | seed | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
-    lines += [f"| {r['dataset']} | {r['seed']} | " + " | ".join(f"{r.get(k, float('nan')):.4f}" for k in keys) + " |"
-              for r in rewards]
+    lines += [f"| {r['dataset']} | {r['seed']} | " + " | ".join(_reward_cell(k, r.get(k)) for k in keys) + " |"
+              for r in sorted(rewards, key=lambda r: (str(r["dataset"]), r["seed"]))]
     return "\n\n".join([
         "## Reward model (the evaluator of GoalRank and every G-E method)",
         "Per-item AUC and expected calibration error on the logged lists; on simulator data the AUC of the "
@@ -224,6 +224,12 @@ def _reward_section(rewards: list[dict[str, Any]]) -> str:
         "and within GoalRank's groups for a fresh generator.",
         "\n".join(lines),
     ])
+
+
+def _reward_cell(key: str, value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f}" if key in ("best_step", "steps", "wall_s") else f"{value:.4f}"
 
 
 def _oracle_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
