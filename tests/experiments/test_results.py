@@ -92,6 +92,9 @@ def test_report_of_the_committed_fixture_matches_its_tables(tmp_path: Path) -> N
         assert cells[1] == str(rows.height)
         assert float(cells[3].split(" ± ")[0]) == pytest.approx(rows["NDCG@3"].mean(), abs=5e-5)
     assert re.search(r"\| NDCG@3 \| \S.* \| 0\.\d{4} \| 0\.\d{4} \|", report)  # the paired test's row
+    trained = table1.filter(pl.col("model") != "reference")
+    stopped = trained.filter(pl.col("best_step") < pl.col("steps")).height
+    assert f"Early stopping: in {stopped} of {trained.height} runs" in report
 
 
 def test_report_of_a_folder_without_studies_is_one_error_line(tmp_path: Path,

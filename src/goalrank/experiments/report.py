@@ -184,9 +184,14 @@ def _table1_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Res
         lines.append(f"| {key} | {baseline} | {means[baseline][key]:.4f} | {means[GOALRANK][key]:.4f} | "
                      f"{improvement:+.2%} | {test.mean_difference:+.4f} [{test.ci_low:+.4f}, {test.ci_high:+.4f}] | "
                      f"{test.p_value:.4f} | {'yes' if test.p_value < config.alpha else 'no'} |")
+    trained = [r for r in rows if r["model"] != REFERENCE and r.get("steps") is not None]
+    stopped = sum(r["best_step"] < r["steps"] for r in trained)
     return "\n\n".join([
         f"## Table 1 — {dataset} (test split)",
         _summary(grouped, list_len),
+        f"Early stopping: in {stopped} of {len(trained)} runs the chosen checkpoint came before the last "
+        "validation pass (the others may have stopped at the budget, still improving); the steps and wall "
+        "time of every run are in the study's CSV.",
         "Rows `random`, `popularity`, `exposure_rate` (and on simulator data `itemwise_oracle`, `list_oracle`) are "
         "reference rankers without training (`goalrank audit`), evaluated by the same code: the table's floor and "
         "ceiling, not baselines. On simulator data the columns are the logged-label metrics, the same on complete "
