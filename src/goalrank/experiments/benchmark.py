@@ -13,6 +13,10 @@ curves under its folder, so ``OUT/runs`` (``BenchmarkFolder.runs``) is one Tenso
   group-size ablation and the β = 0 row of the bias ablation) train once, and re-running the same
   command finds every finished run and only regenerates the report. An interrupted run continues
   from its last checkpoint (``last.pt``): its folder name pins its config, so resuming it is safe.
+- Every finished run is recorded in a results folder (``experiments.results``: its row with cost,
+  its learning curve and its per-list test metrics); a recorded run is read back instead of
+  trained, so studies and seeds accumulate there across sessions and machines, and the report is
+  written from those rows alone.
 - Checkpoints are chosen on the validation split by the training loop; the test split is only
   evaluated, once per run.
 """
