@@ -115,6 +115,9 @@ def test_dataset_identity_ignores_where_the_data_lies_not_what_it_is(bench: Path
     manifest["config"]["n_candidates"] += 1  # what the data is made from: another identity
     other = SimpleNamespace(manifest=manifest)  # all that dataset_identity reads
     assert dataset_identity(other) != dataset_identity(PreparedDataset(data))
+    same_logs = json.loads((moved / "manifest.json").read_text())
+    same_logs["simulator_sha256"] = "0" * 64  # another world config that wrote the same logs
+    assert dataset_identity(SimpleNamespace(manifest=same_logs)) != dataset_identity(PreparedDataset(data))
 
 
 def test_learning_curve_adds_steps_and_wall_time_across_a_resume(tmp_path: Path) -> None:
@@ -129,3 +132,23 @@ def test_learning_curve_adds_steps_and_wall_time_across_a_resume(tmp_path: Path)
     assert [(p["eval"], p["step"], p["wall_s"]) for p in curve] == [(1, 10, 5.0), (2, 20, 9.0), (3, 25, 11.5)]
     assert run_cost(curve, best_eval=2, batch_size=4, train_lists=50) == {
         "steps": 25, "best_step": 20, "evals": 3, "wall_s": 11.5, "epochs": 2.0}
+
+
+def test_a_run_recorded_again_under_another_config_supersedes_the_old_row(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    table = results / "table1" / "sim.csv"
+    rows = pl.read_csv(table, infer_schema_length=None, schema_overrides={"data": pl.String, "run": pl.String})
+    old = rows.filter((pl.col("label") == "DNN") & (pl.col("seed") == 0))
+    store = ResultsStore(results)
+    newer = {**old.to_dicts()[0], "run": "dnn-0000000000", "NDCG@3": 0.999}
+    shutil.copy(store.lists(old.to_dicts()[0]), tmp_path / "lists.npz")
+    store.record(newer, [], tmp_path / "lists.npz")
+    assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
+    assert f"DNN seed 0: run {old['run'][0]} (data {old['data'][0]}) superseded by dnn-0000000000" \
+        in capsys.readouterr().err
+    line = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines() if line.startswith("| DNN |"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    seed1 = rows.filter((pl.col("label") == "DNN") & (pl.col("seed") == 1))["NDCG@3"][0]
+    assert cells[1] == "2" and float(cells[3].split(" ± ")[0]) == pytest.approx((0.999 + seed1) / 2, abs=5e-5)

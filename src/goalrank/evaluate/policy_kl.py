@@ -33,6 +33,7 @@ from goalrank.models.mge import MGE
 MAX_LISTS = 5040  # 10 candidates and L = 4, or 8 and L = 4 (1,680): enumerating more is no diagnostic
 KL_TEMPERATURES = (1.0, 0.25)  # the reference policy's default temperature and the exact-reward study's
 EM_ITERATIONS = 200
+LISTS_PER_PASS = 1 << 15  # lists (requests × lists) teacher-forced in one pass of a list generator
 
 
 def n_lists(n_candidates: int, list_len: int) -> int:
@@ -120,7 +121,10 @@ def policy_kl(ranker: object, batch: RankingBatch, true_reward: TrueReward,
         chosen = (proposals == served[:, None]).all(dim=-1).float().argmax(dim=1)  # first generator serving it
         own = components[torch.arange(size, device=served.device), chosen]  # (B, M)
     elif isinstance(ranker, ListGenerator):
-        own = ranker.log_prob(ranker.encode(batch), lists[None].expand(size, -1, -1))
+        encoding = ranker.encode(batch)
+        chunk = max(1, LISTS_PER_PASS // size)  # a teacher-forced pass over B·M lists would not fit memory
+        own = torch.cat([ranker.log_prob(encoding, lists[None, lo : lo + chunk].expand(size, -1, -1))
+                         for lo in range(0, lists.shape[0], chunk)], dim=1)  # (B, M)
         components = None
     else:
         return values

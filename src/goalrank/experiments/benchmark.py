@@ -95,14 +95,14 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
             reward_dir = seed_dir / reward_name(dataset, config.reward, seed)
             reward = functools.cache(partial(_ensure_reward, store, reward_dir, dataset, name, data, config.reward,
                                              seed, where))
-            recorded = store.find(name, data, seed, reward_dir.name)
+            recorded = store.find(name, data, seed, reward_dir.name, None)
             if recorded is not None:
                 print(f"[skip] {where} reward model: recorded in {store.root}")
             rewards.append(recorded or reward())
             for index, spec in enumerate(dataset_specs, 1):
                 label = f"[{name} seed {seed} {index}/{len(dataset_specs)}] {spec.study}: {spec.label}"
                 run = ranker_run(spec, config, dataset, seed, evaluator_of(spec, reward_dir))
-                row = store.find(name, data, seed, run.name)
+                row = store.find(name, data, seed, run.name, config.beam_width)
                 if row is None:
                     if run.reward_dir is not None and spec.evaluator != ORACLE:
                         reward()
@@ -220,7 +220,7 @@ def _ensure_reward(store: ResultsStore, run_dir: Path, dataset: PreparedDataset,
     curve = learning_curve(run_dir)
     metrics = read_recorded_json(run.metrics)
     best = max(curve, key=lambda point: point.get("valid_auc", -1.0))["eval"]
-    row = {"study": REWARD_STUDY, "dataset": name, "data": data, "seed": seed, "run": run_dir.name,
+    row = {"study": REWARD_STUDY, "dataset": name, "data": data, "seed": seed, "run": run_dir.name, "beam_width": None,
            **run_cost(curve, best, config["train"]["batch_size"], len(dataset.split("train"))),
            **{REWARD_COLUMNS.get(key, key): value for key, value in metrics.items()}}
     store.record(row, curve)
@@ -236,8 +236,8 @@ def _record_ranker(store: ResultsStore, spec: RunSpec, run: RankerRun, seed_dir:
     stage(folder.evaluation("test"), partial(evaluate_test, folder.root, config.beam_width), f"{where} evaluate")
     curve = learning_curve(folder.root)
     best = read_recorded_json(folder.metrics)["best_epoch"]
-    row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed,
-           "run": run.name, "parameters": parameter_count(folder.root),
+    row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.name,
+           "beam_width": config.beam_width, "parameters": parameter_count(folder.root),
            **run_cost(curve, best, run.config.train.batch_size, len(dataset.split("train"))),
            **read_recorded_json(folder.evaluation("test"))}
     store.record(row, curve, folder.per_list("test"))
@@ -259,14 +259,14 @@ def _sanity_rows(store: ResultsStore, seed_dir: Path, dataset: PreparedDataset, 
         suffix = f"-beam{config.beam_width}" if ranker_name == "list_oracle" else ""
         spec = RunSpec("table1", ranker_name, "", REFERENCE)
         run = RunFolder(seed_dir / f"{REFERENCE}-{ranker_name}{suffix}")
-        row = store.find(name, data, seed, run.root.name)
+        row = store.find(name, data, seed, run.root.name, config.beam_width)
         if row is not None:
             print(f"[skip] [{name} seed {seed}] {ranker_name}: recorded in {store.root}")
         else:
             stage(run.evaluation("test"), partial(_record_reference, run, ranker_name, panel, dataset, true_reward),
                   f"[{name} seed {seed}] {ranker_name}")
             row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.root.name,
-                   "parameters": 0, **read_recorded_json(run.evaluation("test"))}
+                   "beam_width": config.beam_width, "parameters": 0, **read_recorded_json(run.evaluation("test"))}
             store.record(row, [], run.per_list("test"))
         rows.append({**row, **spec_columns(spec)})
     return rows

@@ -4,6 +4,7 @@ bootstrap of GoalRank against the best baseline), PNG plots, and the paper's num
 from __future__ import annotations
 
 import statistics
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,20 @@ def write_report(folder: BenchmarkFolder, config: BenchmarkConfig, rows: list[di
     return report
 
 
+def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per study, dataset, label and seed: the one recorded last (a run made again with
+    another config, or on remade data, supersedes the old row); each superseded run is named."""
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:  # in recording order
+        key = (row["study"], row["dataset"], row["label"], row["seed"])
+        if key in latest:
+            print(f"warning: {row['study']}/{row['dataset']}: {row['label']} seed {row['seed']}: run "
+                  f"{latest[key]['run']} (data {latest[key]['data']}) superseded by {row['run']} (data {row['data']})",
+                  file=sys.stderr)
+        latest[key] = row
+    return list(latest.values())
+
+
 def write_results_report(results: Path, out: Path, command: str, values: dict[str, Any]) -> str:
     """`goalrank report RESULTS --out DIR`: every table, plot and ``DIR/report.md`` from a results
     folder alone (no data, no checkpoints): every recorded study, dataset and seed. ``values``: the
@@ -105,7 +120,7 @@ def write_results_report(results: Path, out: Path, command: str, values: dict[st
     if not studies:
         raise ArtifactError(f"{results}: holds no study table ({', '.join(STUDIES)}); record runs with "
                             "`goalrank benchmark --results DIR` first")
-    rows = [row for study in studies for row in store.rows(study)]
+    rows = latest_rows([row for study in studies for row in store.rows(study)])
     seeds = tuple(sorted({int(row["seed"]) for row in rows}))
     config = from_dict(BenchmarkConfig, {**values, "seeds": seeds, "studies": studies, "results": str(results)},
                        "report")

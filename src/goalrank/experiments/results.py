@@ -3,16 +3,18 @@ metrics, so that a recorded run is never trained again and the report is rebuilt
 
     RESULTS/STUDY/DATASET.csv            one row per run: identity, size, cost, test metrics
     RESULTS/STUDY/curves.csv             every validation pass of every run: step, wall time, metrics
-    RESULTS/lists/DATASET/seedS/RUN.npz  per-list test metrics (the report's paired bootstrap)
+    RESULTS/lists/DATASET/DATA/seedS/RUN.npz  per-list test metrics (the report's paired bootstrap)
     RESULTS/reward/DATASET.csv           each seed's reward model: its quality figures and cost
 
 A run is known by its dataset's name and identity (``dataset_identity``: what the data was made
-from, not where it lies), its seed and its run-folder name (a digest of its whole config,
-``benchmark.ranker_run``), so runs recorded on one machine are reused on another and studies that
-share a run (Table 1's GoalRank is K=20 of the group-size study) share its row. The files are
-plain CSV and NumPy archives meant for version control, so they carry no ``SHA256SUMS``: git is
-their record. Writers take a blocking lock on the folder, so benchmarks of two seeds run side by
-side can record into one store.
+from, not where it lies), its seed, its run-folder name (a digest of its whole config,
+``benchmark.ranker_run``) and the beam width of the oracle its ratio is taken to, so runs
+recorded on one machine are reused on another and studies that share a run (Table 1's GoalRank
+is K=20 of the group-size study) share its row. A run of another config is another row; the
+report keeps, per study, dataset, method and seed, the one recorded last. The files are plain
+CSV and NumPy archives meant for version control, so they carry no ``SHA256SUMS``: git is their
+record. Writers take a blocking lock on the folder, so benchmarks of two seeds run side by side
+can record into one store.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from goalrank.io import Folder, atomic_file, write_text_atomic
 from goalrank.runs.folder import RunFolder
 
 REWARD_STUDY = "reward"
-IDENTITY = ("dataset", "data", "seed", "run")
+IDENTITY = ("dataset", "data", "seed", "run", "beam_width")  # the oracle ratio depends on the oracle's beam
+CURVE_IDENTITY = ("dataset", "data", "seed", "run")
 # the per-list metrics kept: the report's table columns (bases of "NDCG@6", "complete_NDCG@6", ...)
 LIST_KEYS = ("H", "NDCG", "MAP", "F1", "AUC", "true_reward")
 # read as text whatever they look like: a digest can be all digits
@@ -46,11 +49,13 @@ TEXT_COLUMNS = {"dataset": pl.String, "data": pl.String, "run": pl.String, "sett
 
 def dataset_identity(dataset: PreparedDataset) -> str:
     """A short digest of what a prepared dataset was made from: its prepare config without the input's
-    path, and the content checksums of its source files (for the built-in simulator, the world's logs)."""
+    path, the content checksums of its source files and, for simulator data, the checksum of the
+    world's manifest (its config: what the true reward is, beyond the logs it wrote)."""
     manifest = dataset.manifest
     config = {key: value for key, value in manifest.get("config", {}).items() if key != "input"}
     sources = sorted(manifest.get("source_checksums", {}).values())
-    payload = json.dumps({"config": config, "sources": sources}, sort_keys=True, default=str)
+    payload = json.dumps({"config": config, "sources": sources, "world": manifest.get("simulator_sha256")},
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
@@ -92,8 +97,8 @@ class ResultsStore(Folder):
     def curves(self, study: str) -> Path:
         return self.root / study / "curves.csv"
 
-    def lists(self, dataset: str, seed: int, run: str) -> Path:
-        return self.root / "lists" / dataset / f"seed{seed}" / f"{run}.npz"
+    def lists(self, row: dict[str, Any]) -> Path:
+        return self.root / "lists" / row["dataset"] / row["data"] / f"seed{row['seed']}" / f"{row['run']}.npz"
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -118,9 +123,10 @@ class ResultsStore(Folder):
                 rows += _read_rows(path)
         return rows
 
-    def find(self, dataset: str, data: str, seed: int, run: str) -> dict[str, Any] | None:
-        """The recorded row of this run in any study (they share runs), or None."""
-        key = (dataset, data, seed, run)
+    def find(self, dataset: str, data: str, seed: int, run: str, beam_width: int | None) -> dict[str, Any] | None:
+        """The recorded row of this run in any study (they share runs), or None; ``beam_width``:
+        the oracle's of the row's ratio (None for a reward model)."""
+        key = (dataset, data, seed, run, beam_width)
         for study in self.studies():
             path = self.table(study, dataset)
             if path.is_file():
@@ -129,13 +135,13 @@ class ResultsStore(Folder):
                         return row
         return None
 
-    def curve(self, run: str, dataset: str, seed: int) -> list[dict[str, Any]]:
+    def curve(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         """A recorded run's learning curve (from the first study's curves that hold it)."""
+        key = tuple(row[name] for name in CURVE_IDENTITY)
         for study in self.studies():
             path = self.curves(study)
             if path.is_file():
-                found = [row for row in _read_rows(path)
-                         if (row["run"], row["dataset"], row["seed"]) == (run, dataset, seed)]
+                found = [point for point in _read_rows(path) if tuple(point[name] for name in CURVE_IDENTITY) == key]
                 if found:
                     return found
         return []
@@ -150,9 +156,9 @@ class ResultsStore(Folder):
             key = tuple(row[name] for name in IDENTITY)
             _upsert(self.table(study, dataset), [row], lambda r: tuple(r.get(name) for name in IDENTITY) == key)
             if curve:
-                ident = {"dataset": dataset, "seed": row["seed"], "run": row["run"]}
-                _upsert(self.curves(study), [{**ident, **point} for point in curve],
-                        lambda r: (r["dataset"], r["seed"], r["run"]) == (dataset, row["seed"], row["run"]))
+                ident = {name: row[name] for name in CURVE_IDENTITY}
+                _upsert(self.curves(study), [{**point, **ident} for point in curve],
+                        lambda r: tuple(r.get(name) for name in CURVE_IDENTITY) == tuple(ident.values()))
 
     def share(self, row: dict[str, Any], columns: dict[str, Any]) -> None:
         """Record a run found in one study's table in ``columns["study"]``'s too (studies share runs)."""
@@ -161,19 +167,19 @@ class ResultsStore(Folder):
         key = tuple(row[name] for name in IDENTITY)
         if path.is_file() and any(tuple(r.get(name) for name in IDENTITY) == key for r in _read_rows(path)):
             return
-        self.record({**row, **columns}, self.curve(row["run"], row["dataset"], row["seed"]))
+        self.record({**row, **columns}, self.curve(row))
 
     def _record_lists(self, row: dict[str, Any], per_list: Path) -> None:
         with np.load(per_list) as arrays:
             kept = {name: arrays[name].astype(np.float32) for name in arrays.files
                     if name.removeprefix("complete_").split("@")[0] in LIST_KEYS}
-        path = self.lists(row["dataset"], row["seed"], row["run"])
+        path = self.lists(row)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as tmp:
             np.savez_compressed(tmp, allow_pickle=False, **kept)
 
     def per_list(self, row: dict[str, Any]) -> dict[str, np.ndarray]:
-        path = self.lists(row["dataset"], row["seed"], row["run"])
+        path = self.lists(row)
         if not path.is_file():
             raise ArtifactError(f"{path}: the per-list test metrics of run {row['run']} are missing from the "
                                 f"results folder {self.root}; record the run again")
