@@ -148,7 +148,8 @@ def test_a_run_recorded_again_under_another_config_supersedes_the_old_row(tmp_pa
     assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
     assert f"DNN seed 0: run {old['run'][0]} (data {old['data'][0]}) superseded by dnn-0000000000" \
         in capsys.readouterr().err
-    line = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines() if line.startswith("| DNN |"))
+    report = (tmp_path / "out" / "report.md").read_text()
+    line = next(line for line in report.splitlines() if line.startswith("| DNN |"))
     cells = [cell.strip() for cell in line.strip("|").split("|")]
     seed1 = rows.filter((pl.col("label") == "DNN") & (pl.col("seed") == 1))["NDCG@3"][0]
     assert cells[1] == "2" and float(cells[3].split(" ± ")[0]) == pytest.approx((0.999 + seed1) / 2, abs=5e-5)
