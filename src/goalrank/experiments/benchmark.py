@@ -24,8 +24,6 @@ curves under its folder, so ``OUT/runs`` (``BenchmarkFolder.runs``) is one Tenso
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -47,7 +45,14 @@ from goalrank.experiments.evaluation import evaluate_test, record_test, true_rew
 from goalrank.experiments.folder import BenchmarkFolder
 from goalrank.experiments.plan import REFERENCE, SANITY_ROWS, RunSpec, plan
 from goalrank.experiments.report import write_report
-from goalrank.experiments.results import REWARD_STUDY, ResultsStore, dataset_identity, learning_curve, run_cost
+from goalrank.experiments.results import (
+    REWARD_STUDY,
+    ResultsStore,
+    dataset_identity,
+    digest,
+    learning_curve,
+    run_cost,
+)
 from goalrank.io import read_json, read_recorded_json
 from goalrank.models.base import Ranker
 from goalrank.models.blocks import count_parameters
@@ -103,14 +108,15 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
                 label = f"[{name} seed {seed} {index}/{len(dataset_specs)}] {spec.study}: {spec.label}"
                 run = ranker_run(spec, config, dataset, seed, evaluator_of(spec, reward_dir))
                 row = store.find(name, data, seed, run.name, config.beam_width)
+                columns = spec_columns(spec)
                 if row is None:
                     if run.reward_dir is not None and spec.evaluator != ORACLE:
                         reward()
                     row = _record_ranker(store, spec, run, seed_dir, dataset, name, data, config, seed, label)
                 else:
                     print(f"[skip] {label}: recorded in {store.root}")
-                    store.share(row, spec_columns(spec))
-                rows.append({**row, **spec_columns(spec)})
+                    store.share(row, columns)
+                rows.append({**row, **columns})
             if "table1" in config.studies:
                 rows += _sanity_rows(store, seed_dir, dataset, data, config, name, seed)
     report = write_report(folder, config, rows, rewards, store, command, time.perf_counter() - start)
@@ -200,13 +206,13 @@ def ranker_run(spec: RunSpec, config: BenchmarkConfig, dataset: PreparedDataset,
     run_config, _ = build_ranker_config(spec.model, dataset, values)
     uses_reward = MODELS[spec.model].uses_reward_model
     identity = {"model_name": spec.model, "reward": reward_dir.name if uses_reward else None, **to_dict(run_config)}
-    return RankerRun(f"{spec.model}-{_digest(identity)}", spec.model, values, run_config,
+    return RankerRun(f"{spec.model}-{digest(identity)}", spec.model, values, run_config,
                      reward_dir if uses_reward else None)
 
 
 def reward_name(dataset: PreparedDataset, reward: dict[str, Any], seed: int) -> str:
     """The folder name of the seed's reward run: a digest of its resolved config."""
-    return f"reward-{_digest(to_dict(build_reward_config(dataset, reward_values(reward, seed))))}"
+    return f"reward-{digest(to_dict(build_reward_config(dataset, reward_values(reward, seed))))}"
 
 
 def _ensure_reward(store: ResultsStore, run_dir: Path, dataset: PreparedDataset, name: str, data: str,
@@ -275,10 +281,6 @@ def _sanity_rows(store: ResultsStore, seed_dir: Path, dataset: PreparedDataset, 
 def _record_reference(run: RunFolder, name: str, panel: Callable[[], dict[str, Ranker]], dataset: PreparedDataset,
                       true_reward: TrueReward | None) -> None:
     record_test(run, panel()[name], dataset, AuditConfig.batch_size, torch.device("cpu"), true_reward)
-
-
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def parameter_count(run_dir: Path) -> int:

@@ -54,9 +54,13 @@ def dataset_identity(dataset: PreparedDataset) -> str:
     manifest = dataset.manifest
     config = {key: value for key, value in manifest.get("config", {}).items() if key != "input"}
     sources = sorted(manifest.get("source_checksums", {}).values())
-    payload = json.dumps({"config": config, "sources": sources, "world": manifest.get("simulator_sha256")},
-                         sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+    return digest({"config": config, "sources": sources, "world": manifest.get("simulator_sha256")})
+
+
+def digest(payload: Any) -> str:
+    """Ten hex digits of the SHA-256 of ``payload`` as canonical JSON: the names of run folders
+    (``benchmark.ranker_run``) and of datasets (``dataset_identity``)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def learning_curve(run_dir: Path) -> list[dict[str, Any]]:
