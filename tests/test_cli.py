@@ -29,7 +29,7 @@ def _commands(parser: argparse.ArgumentParser,
 def test_every_command_takes_config_and_set() -> None:
     commands = _commands(cli.build_parser())
     assert {" ".join(words) for words in commands} == {
-        "demo", "simulate", "prepare", "stats", "audit", "train", "evaluate", "serve", "benchmark",
+        "demo", "simulate", "prepare", "stats", "audit", "feedback-curve", "train", "evaluate", "serve", "benchmark",
         "ensemble", "report", "bench prepare", "bench serve", "bench train"}
     for words, parser in commands.items():
         options = {option for action in parser._actions for option in action.option_strings}

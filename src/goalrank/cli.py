@@ -120,6 +120,15 @@ def _cmd_audit(args: argparse.Namespace) -> None:
         print(f"audit written to {config.json}")
 
 
+def _cmd_feedback_curve(args: argparse.Namespace) -> None:
+    from goalrank.evaluate.feedback_curve import FeedbackCurveConfig, feedback_curve, format_feedback_curve
+
+    config = _load(FeedbackCurveConfig, args, data=str(args.data))
+    print(format_feedback_curve(feedback_curve(config)))
+    if config.json:
+        print(f"feedback curve written to {config.json}")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from goalrank import api
     from goalrank.config import load_values
@@ -279,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_audit)
 
     p = sub.add_parser(
+        "feedback-curve", help="how well a well-specified factorisation learns the feedback from a share of the data",
+        description="Fit logistic matrix factorisation with item and position biases (the item-wise terms of the "
+        "simulator's click model) to growing shares of the training lists, each chosen on validation, and print "
+        "its per-item test AUC (and on simulator data the exact click probabilities' ceiling): whether a reward "
+        "model's distance to the ceiling is the model's or the data's.",
+    )
+    p.add_argument("data", type=Path, help="prepared-dataset folder")
+    curve_config = ("goalrank.evaluate.feedback_curve", "FeedbackCurveConfig")
+    _flag(p, "shares", curve_config, "comma-separated shares of the training lists, in (0, 1]")
+    _flag(p, "json", curve_config, "also write the rows as a JSON list of objects to this file (empty: no)")
+    _add_config_flags(p)
+    p.set_defaults(handler=_cmd_feedback_curve)
+
+    p = sub.add_parser(
         "train", help="train the reward model, GoalRank or a baseline on a prepared dataset",
         description="Train one model. `--model reward` fits the list-wise reward model; "
         "`--model goalrank` fits the generator against the group-relative reference policy "
@@ -354,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPU thread; full: everything, GPU-sized)")
     _add_dataset_flag(p)
     p.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
-    p.add_argument("--only", help="comma-separated studies: table1, oracle, groupsize, bias, scaling (default: all)")
+    p.add_argument("--only",
+                   help="comma-separated studies: table1, tune, oracle, groupsize, bias, scaling (default: all)")
     p.add_argument("--results", help="results folder to record finished runs in and read recorded runs back from "
                    "instead of training them (default: OUT/results; the repository keeps its own in results/)")
     p.add_argument("--estimate", type=int, metavar="STEPS", help="do not run the profile: time each distinct "

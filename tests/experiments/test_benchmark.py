@@ -26,7 +26,7 @@ from goalrank.errors import ConfigError
 from goalrank.experiments import evaluation
 from goalrank.experiments.config import PROFILES, STUDIES, load_benchmark_config, merge_values, parse_size
 from goalrank.experiments.folder import BenchmarkFolder
-from goalrank.experiments.plan import SANITY_ROWS, TABLE1_BASELINES, plan
+from goalrank.experiments.plan import SANITY_ROWS, TABLE1_BASELINES, TUNE_SETTINGS, plan
 from goalrank.experiments.statistics import best_baseline, paired_bootstrap
 from goalrank.io import SUMS
 from goalrank.models.blocks import count_parameters
@@ -88,8 +88,9 @@ def test_significance_row_per_metric_names_the_best_baseline(bench: Path) -> Non
 
 
 def test_studies_share_runs_and_count_parameters(bench: Path) -> None:
-    table1, _, groups, bias, scaling = (pl.read_csv(bench / f"{study}.csv") for study in STUDIES)
+    table1, tune, _, groups, bias, scaling = (pl.read_csv(bench / f"{study}.csv") for study in STUDIES)
     goalrank_run = table1.filter(pl.col("label") == "GoalRank")["run"][0]
+    assert tune.filter(pl.col("label") == "GoalRank default")["run"][0] == goalrank_run
     assert groups.filter(pl.col("setting") == "K=4")["run"][0] == goalrank_run  # K=4 is the default group size
     assert bias.filter(pl.col("grid_value") == 0.0)["run"][0] == goalrank_run
     assert scaling.filter(pl.col("label") == "GoalRank 8x2")["run"][0] == goalrank_run  # d_model 8, 2 layers
@@ -101,6 +102,22 @@ def test_studies_share_runs_and_count_parameters(bench: Path) -> None:
     assert scaling.filter(pl.col("label") == "GoalRank 4x1")["parameters"][0] == count_parameters(small)
     assert (bench / "scaling-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (bench / "groupsize-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tuning_study_picks_each_methods_best_validation_setting(bench: Path) -> None:
+    tune = pl.read_csv(bench / "tune.csv")
+    for model, settings in TUNE_SETTINGS.items():
+        rows = tune.filter(pl.col("model") == model)
+        assert sorted(rows["setting"].to_list()) == sorted(setting for setting, _ in settings)
+        assert rows["run"].n_unique() == len(settings)  # every knob changes the run
+    curves = pl.concat([pl.read_csv(path, infer_schema_length=None) for path in bench.glob("results/*/curves.csv")],
+                       how="diagonal_relaxed")
+    at_best = tune.join(curves, on=["run", "seed"]).filter(pl.col("step") == pl.col("best_step"))
+    report = (bench / "report.md").read_text()
+    assert "## Tuning study — sim (validation split only)" in report
+    for name in ("GoalRank", "EGRerank"):
+        rows = at_best.filter(pl.col("name") == name).sort("valid_NDCG@3", descending=True)
+        assert f"- {name}: **{rows['setting'][0]}** (valid_NDCG@3 {rows['valid_NDCG@3'][0]:.4f}" in report
 
 
 def test_oracle_study_trains_every_ge_method_and_goalrank_against_the_exact_reward(bench: Path) -> None:

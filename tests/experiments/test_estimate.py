@@ -36,7 +36,11 @@ def test_each_distinct_run_is_timed_once_with_the_studies_that_share_it(estimate
     rows = pl.read_csv(estimate / "estimate" / "estimate.csv")
     assert rows["runs"][0] == "reward model"
     assert rows.height == 1 + len(distinct) < 1 + len(plan(config))
-    assert "GoalRank = GoalRank K=4 = GoalRank β=0.0 = GoalRank 8x2" in rows["runs"].to_list()
+    assert "GoalRank = GoalRank default = GoalRank K=4 = GoalRank β=0.0 = GoalRank 8x2" in rows["runs"].to_list()
+    # a run of the tuning study alone trains on its seed (0), every other run on both seeds
+    tune_only = {spec.label for spec in plan(config) if spec.study == "tune"} - {"GoalRank default", "EGRerank default"}
+    for row in rows.iter_rows(named=True):
+        assert row["seeds"] == (1 if row["runs"] in tune_only else 2), row["runs"]
     assert not (estimate / "runs").exists()  # timing runs live in the scratch folder only
 
 
@@ -49,8 +53,8 @@ def test_projection_is_setup_plus_epochs_of_batches_and_validation_plus_test(est
         expected = row["setup_s"] + row["epochs"] * (row["batches"] * row["batch_s"] + row["valid_s"]) + row["test_s"]
         assert row["projected_s"] == pytest.approx(expected)
     report = (estimate / "estimate" / "estimate.md").read_text()
-    one_seed = rows["projected_s"].sum()
-    assert f"| sim | {one_seed / 60:.1f} min | {2 * one_seed / 60:.1f} min |" in report
+    one_seed, every_seed = rows["projected_s"].sum(), (rows["projected_s"] * rows["seeds"]).sum()
+    assert f"| sim | {one_seed / 60:.1f} min | {every_seed / 60:.1f} min |" in report
 
 
 def test_estimate_needs_a_positive_number_of_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -104,8 +104,9 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
             if recorded is not None:
                 print(f"[skip] {where} reward model: recorded in {store.root}")
             rewards.append(recorded or reward())
-            for index, spec in enumerate(dataset_specs, 1):
-                label = f"[{name} seed {seed} {index}/{len(dataset_specs)}] {spec.study}: {spec.label}"
+            seed_specs = [spec for spec in dataset_specs if spec.study != "tune" or seed in config.tune_seeds]
+            for index, spec in enumerate(seed_specs, 1):
+                label = f"[{name} seed {seed} {index}/{len(seed_specs)}] {spec.study}: {spec.label}"
                 run = ranker_run(spec, config, dataset, seed, evaluator_of(spec, reward_dir))
                 row = store.find(name, data, seed, run.name, config.beam_width)
                 columns = spec_columns(spec)

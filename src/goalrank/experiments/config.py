@@ -19,7 +19,7 @@ from goalrank.errors import ConfigError
 from goalrank.runs.registry import MODELS
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 
-STUDIES = ("table1", "oracle", "groupsize", "bias", "scaling")
+STUDIES = ("table1", "tune", "oracle", "groupsize", "bias", "scaling")
 SIMULATOR = "simulator"
 BUILT_IN_DATASET = f"sim={SIMULATOR}"
 
@@ -59,8 +59,10 @@ class BenchmarkConfig:
     studies: which of STUDIES to run (``--only``). ``oracle`` trains GoalRank and every
         generator–evaluator method against the simulator's exact reward instead of the reward
         model (simulator datasets only; skipped on others).
-    methods: Table 1's and the oracle study's methods as model names (``goalrank``, ``dnn``, ...,
-        ``mge``); empty: all.
+    methods: Table 1's, the tuning study's and the oracle study's methods as model names
+        (``goalrank``, ``dnn``, ..., ``mge``); empty: all.
+    tune_seeds: the seeds the tuning study (``tune``, ``experiments.plan.TUNE_SETTINGS``) runs on:
+        its settings are compared on the validation split of these seeds only.
     simulate, prepare, reward, ranker: values for SimConfig, PrepareConfig (every dataset), the
         reward run and every ranker run, nested as the `train` command's ``--set`` keys.
     mge_generators: G of Table 1's MG-E rows (paper: 3, 20, 100).
@@ -77,6 +79,7 @@ class BenchmarkConfig:
     datasets: tuple[str, ...] = (BUILT_IN_DATASET,)
     studies: tuple[str, ...] = STUDIES
     methods: tuple[str, ...] = ()
+    tune_seeds: tuple[int, ...] = (0,)
     simulate: dict[str, Any] = field(default_factory=dict)
     prepare: dict[str, Any] = field(default_factory=dict)
     reward: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +105,8 @@ class BenchmarkConfig:
         check(len(self.studies) >= 1 and set(self.studies) <= set(STUDIES), "studies (--only)",
               f"a comma-separated subset of {','.join(STUDIES)}", ",".join(self.studies))
         check(set(self.methods) <= set(MODELS), "methods", f"model names among {sorted(MODELS)}", self.methods)
+        check(len(self.tune_seeds) >= 1 and min(self.tune_seeds) >= 0, "tune_seeds", "integers >= 0, at least one",
+              self.tune_seeds)
         for name in ("simulate", "prepare", "reward", "ranker"):
             check(isinstance(getattr(self, name), dict), name, "a table of config values", getattr(self, name))
         check(min(self.mge_generators, default=0) >= 1, "mge_generators", "integers >= 1", self.mge_generators)

@@ -60,6 +60,7 @@ class RunCost:
     valid_s: float
     setup_s: float
     test_s: float = 0.0
+    seeds: int = 1  # how many of the profile's seeds train this run (the tuning study's only its own)
 
     @property
     def projected_s(self) -> float:
@@ -80,7 +81,7 @@ def estimate_benchmark(out: Path, config: BenchmarkConfig, steps: int) -> str:
     folder.estimate_report.write_text(report)
     pl.DataFrame([{"dataset": c.dataset, "runs": " = ".join(c.labels), "epochs": c.epochs,
                    "batches": c.batches, "batch_s": c.batch_s, "valid_s": c.valid_s, "setup_s": c.setup_s,
-                   "test_s": c.test_s, "projected_s": c.projected_s}
+                   "test_s": c.test_s, "projected_s": c.projected_s, "seeds": c.seeds}
                   for c in costs]).write_csv(folder.estimate_table)
     print(f"estimate written to {folder.estimate_report}")
     return report
@@ -96,12 +97,15 @@ def _dataset_costs(scratch: Path, dataset: PreparedDataset, name: str, config: B
     print(f"[time] {name}: reward model", flush=True)
     costs = [_measure(reward_dir, name, ["reward model"], build_reward_config(dataset, values).train, train_lists,
                       partial(train_reward, dataset.root, reward_dir, merge_values(values, cap)))]
+    costs[0].seeds = len(config.seeds)
     runs: dict[str, RankerRun] = {}
     labels: dict[str, list[str]] = {}
+    tune_only: dict[str, bool] = {}
     for spec in specs_for(dataset, plan(config), name):
         run = ranker_run(spec, config, dataset, seed, evaluator_of(spec, reward_dir))
         runs.setdefault(run.name, run)
         labels.setdefault(run.name, []).append(spec.label)
+        tune_only[run.name] = tune_only.get(run.name, True) and spec.study == "tune"
     for index, run in enumerate(runs.values(), 1):
         print(f"[time] {name} {index}/{len(runs)}: {' = '.join(labels[run.name])}", flush=True)
         run_dir = scratch / run.name
@@ -109,6 +113,7 @@ def _dataset_costs(scratch: Path, dataset: PreparedDataset, name: str, config: B
                         partial(train_ranker, run.model, dataset.root, run_dir, merge_values(run.values, cap),
                                 run.reward_dir))
         cost.test_s = _seconds(partial(evaluate_test, run_dir, config.beam_width))
+        cost.seeds = len(set(config.tune_seeds) & set(config.seeds)) if tune_only[run.name] else len(config.seeds)
         costs.append(cost)
     return costs
 
@@ -143,12 +148,13 @@ def _report(costs: list[RunCost], config: BenchmarkConfig, steps: int) -> str:
     lines += [f"| {c.dataset} | {' = '.join(c.labels)} | {c.epochs} × {c.batches} | {c.batch_s:.4f} | "
               f"{c.valid_s:.2f} | {c.setup_s + c.test_s:.1f} | {c.projected_s:,.0f} |" for c in costs]
     lines += ["", f"| dataset | one seed | {len(config.seeds)} seeds |", "|---|---:|---:|"]
-    totals = {name: sum(c.projected_s for c in costs if c.dataset == name)
-              for name in dict.fromkeys(c.dataset for c in costs)}
-    lines += [f"| {name} | {_hours(total)} | {_hours(total * len(config.seeds))} |" for name, total in totals.items()]
-    all_seeds = sum(totals.values()) * len(config.seeds)
-    lines += ["", f"Profile total: {_hours(all_seeds)} (every run projected to all its epochs: early stopping "
-              "can end runs sooner; load on the machine moves it either way).", ""]
+    names = list(dict.fromkeys(c.dataset for c in costs))
+    one_seed = {name: sum(c.projected_s for c in costs if c.dataset == name) for name in names}
+    every_seed = {name: sum(c.projected_s * c.seeds for c in costs if c.dataset == name) for name in names}
+    lines += [f"| {name} | {_hours(one_seed[name])} | {_hours(every_seed[name])} |" for name in names]
+    lines += ["", f"Profile total: {_hours(sum(every_seed.values()))} (every run projected to all its epochs: early "
+              f"stopping can end runs sooner; load on the machine moves it either way; the tuning study runs on "
+              f"seeds {', '.join(map(str, config.tune_seeds))} only).", ""]
     return "\n".join(lines)
 
 

@@ -32,6 +32,34 @@ EXACT_MODEL: dict[str, dict[str, Any]] = {
     "goalrank": {"reference": {"supervised_weight": 0.0, "temperature": 0.25}, "model": {"user_embedding": True}},
     "egrerank": {"model": {"supervised_weight": 0.0}},
 }
+# The tuning study: the defaults chosen by one written procedure (docs/results.md, "How the
+# defaults are chosen"). Each setting changes one knob of the current defaults (one factor at a
+# time), every setting trains under the profile's budget and stopping rule, and the setting with the
+# best validation value of the checkpoint-selection metric at its chosen checkpoint wins; the test
+# split plays no part. GoalRank's knobs: the supervised term (none, or the logged positives at the
+# weight that won the old testbed's sweep), the reference temperature, the group size, the group
+# mix (App. C's seven policies alone, without the frozen auxiliary ones) and the user-id embedding;
+# EGRerank's: the weight of its supervised term.
+TUNE_METRIC = "NDCG"  # the tuning rule's validation metric at L, as the checkpoints are chosen by (train.select_metric)
+APP_C_POLICIES = ("autoregressive", "tree", "gumbel", "markov", "random", "substitution", "diversity")
+TUNE_SETTINGS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
+    "goalrank": (
+        ("default", {}),
+        ("supervised_weight=0", {"reference": {"supervised_weight": 0.0}}),
+        ("positives, weight 10", {"reference": {"supervised_target": "positives", "supervised_weight": 10.0}}),
+        ("temperature=0.25", {"reference": {"temperature": 0.25}}),
+        ("K=10", {"group": {"group_size": 10}}),
+        ("App. C mix", {"group": {"mix": dict.fromkeys(APP_C_POLICIES, 1.0)}}),
+        ("user-id embedding", {"model": {"user_embedding": True}}),
+    ),
+    "egrerank": (
+        ("default", {}),
+        ("supervised_weight=0", {"model": {"supervised_weight": 0.0}}),
+        ("supervised_weight=0.3", {"model": {"supervised_weight": 0.3}}),
+        ("supervised_weight=3", {"model": {"supervised_weight": 3.0}}),
+    ),
+}
+TUNE_NAMES = {"goalrank": GOALRANK, "egrerank": "EGRerank"}
 SCALED_DEPTH_FIELDS = {"goalrank": ("encoder_layers", "decoder_layers"), "dnn": ("hidden_layers",),
                        "pier": ("hidden_layers",)}
 METHOD_NAMES = {"goalrank": GOALRANK, "dnn": "DNN", "pier": "PIER"}
@@ -90,6 +118,10 @@ def plan(config: BenchmarkConfig) -> list[RunSpec]:
                    for g in config.mge_generators]
         table1.append(RunSpec("table1", GOALRANK, "", "goalrank"))
         specs += [spec for spec in table1 if not config.methods or spec.model in config.methods]
+    if "tune" in config.studies:
+        specs += [RunSpec("tune", TUNE_NAMES[name], setting, name, values)
+                  for name, settings in TUNE_SETTINGS.items() if not config.methods or name in config.methods
+                  for setting, values in settings]
     if "oracle" in config.studies:
         oracle = [RunSpec("oracle", label, "exact reward", name, merge_values(EXACT, EXACT_MODEL.get(name, {})),
                           evaluator=ORACLE) for label, name in ORACLE_METHODS]

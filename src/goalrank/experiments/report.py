@@ -26,7 +26,7 @@ from goalrank.experiments.paper import (
     TABLE3_GROUP_SIZE,
     TABLE3_REWARD_NOISE,
 )
-from goalrank.experiments.plan import REFERENCE, report_order
+from goalrank.experiments.plan import REFERENCE, TUNE_METRIC, report_order
 from goalrank.experiments.results import REWARD_STUDY, ResultsStore
 from goalrank.experiments.statistics import best_baseline, mean_std, paired_bootstrap
 from goalrank.io import record_checksum, write_recorded_json, write_recorded_text
@@ -77,8 +77,8 @@ def write_report(folder: BenchmarkFolder, config: BenchmarkConfig, rows: list[di
     if rewards:
         write_recorded_text(folder.table("reward"), pl.from_dicts(rewards, infer_schema_length=None).write_csv())
         sections.append(_reward_section(rewards))
-    renderers = {"table1": _table1_section, "oracle": _oracle_section, "groupsize": _group_size_section,
-                 "bias": _bias_section, "scaling": _scaling_section}
+    renderers = {"table1": _table1_section, "tune": _tune_section, "oracle": _oracle_section,
+                 "groupsize": _group_size_section, "bias": _bias_section, "scaling": _scaling_section}
     datasets = list(dict.fromkeys(row["dataset"] for row in rows))
     for study in config.studies:
         study_rows = [r for r in rows if r["study"] == study]
@@ -287,6 +287,39 @@ def _kl_section(rows: list[dict[str, Any]]) -> list[str]:
         "Methods without a policy density (item-wise scorers, PIER's permutation search) have none.",
         summary_table(kl_rows, keys),
     ]
+
+
+def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
+                  list_len: int, rows: list[dict[str, Any]]) -> str:
+    """The tuning study on validation only: each setting's validation metrics at its chosen checkpoint
+    (from its learning curve; mean over the tuning seeds) and, per method, the setting the rule picks."""
+    names = [f"valid_{name}" for name in metric_names(list_len)]
+    rule = f"valid_{TUNE_METRIC}@{list_len}"
+    table = ["| method | setting | seeds | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
+    scores: dict[str, dict[str, float]] = {}
+    for runs in _by_label(rows).values():
+        points = [point for run in runs for point in store.curve(run) if point["step"] == run["best_step"]]
+        if not points:
+            continue
+        means = {key: statistics.mean(point[key] for point in points) for key in names}
+        scores.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = means[rule]
+        table.append(f"| {runs[0]['name']} | {runs[0]['setting']} | {len(points)} | "
+                     + " | ".join(f"{means[key]:.4f}" for key in names) + " |")
+    choices = []
+    for method, by_setting in scores.items():
+        best = max(by_setting, key=by_setting.__getitem__)
+        default = by_setting.get("default")
+        against = f", the default's {default:.4f}" if default is not None and best != "default" else ""
+        choices.append(f"- {method}: **{best}** ({rule} {by_setting[best]:.4f}{against})")
+    return "\n\n".join([
+        f"## Tuning study — {dataset} (validation split only)",
+        "Each setting changes one knob of the defaults (`experiments.plan.TUNE_SETTINGS`) and trains under "
+        f"the same budget and stopping rule as Table 1; the rule picks, per method, the setting with the highest "
+        f"validation {TUNE_METRIC}@{list_len} at its chosen checkpoint (mean over the tuning seeds). The test split "
+        "plays no part; each setting's test figures are in the study's CSV for reference only.",
+        "\n".join(table),
+        "Chosen by the rule:\n" + "\n".join(choices) if choices else "(no learning curve recorded yet)",
+    ])
 
 
 def _group_size_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
