@@ -22,7 +22,9 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from builders import BENCHMARK_TINY as TINY
 from builders import run_tiny_benchmark as _benchmark
 from goalrank.cli import main
+from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ConfigError
+from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
 from goalrank.experiments import evaluation
 from goalrank.experiments.config import PROFILES, STUDIES, load_benchmark_config, merge_values, parse_size
 from goalrank.experiments.folder import BenchmarkFolder
@@ -102,6 +104,20 @@ def test_studies_share_runs_and_count_parameters(bench: Path) -> None:
     assert scaling.filter(pl.col("label") == "GoalRank 4x1")["parameters"][0] == count_parameters(small)
     assert (bench / "scaling-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (bench / "groupsize-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validation_passes_on_simulator_data_measure_the_true_reward_of_the_chosen_checkpoint(bench: Path) -> None:
+    table1 = pl.read_csv(bench / "table1.csv")
+    row = table1.filter(pl.col("label") == "GoalRank").row(0, named=True)
+    curves = pl.read_csv(bench / "results" / "table1" / "curves.csv", infer_schema_length=None)
+    chosen = curves.filter((pl.col("run") == row["run"]) & (pl.col("step") == row["best_step"])).row(0, named=True)
+    model, _ = load_ranker(_run_dir(bench, row["run"]))  # the chosen checkpoint
+    dataset = PreparedDataset(bench / "data" / "sim")
+    simulator = simulator_for(dataset)
+    assert simulator is not None
+    again = evaluate_ranker(model, dataset.split("valid"), 512, torch.device("cpu"), TrueReward(simulator, dataset, 1))
+    for key in ("true_reward", "complete_NDCG@3", "NDCG@3"):
+        assert chosen[f"valid_{key}"] == pytest.approx(again[key], rel=1e-6), key
 
 
 def test_tuning_study_picks_each_methods_best_validation_setting(bench: Path) -> None:

@@ -7,7 +7,7 @@ import statistics
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -293,7 +293,8 @@ def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
                   list_len: int, rows: list[dict[str, Any]]) -> str:
     """The tuning study on validation only: each setting's validation metrics at its chosen checkpoint
     (from its learning curve; mean over the tuning seeds) and, per method, the setting the rule picks."""
-    names = [f"valid_{name}" for name in metric_names(list_len)]
+    # on simulator data runs since the validation passes measure it also show the true reward (not the rule)
+    names = [f"valid_{name}" for name in (*metric_names(list_len), TRUE_REWARD)]
     rule = f"valid_{TUNE_METRIC}@{list_len}"
     table = ["| method | setting | seeds | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
     scores: dict[str, dict[str, float]] = {}
@@ -301,10 +302,11 @@ def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
         points = [point for run in runs for point in store.curve(run) if point["step"] == run["best_step"]]
         if not points:
             continue
-        means = {key: statistics.mean(point[key] for point in points) for key in names}
-        scores.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = means[rule]
+        means = {key: statistics.mean(values) if (values := [p[key] for p in points if p.get(key) is not None])
+                 else None for key in names}
+        scores.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = cast(float, means[rule])
         table.append(f"| {runs[0]['name']} | {runs[0]['setting']} | {len(points)} | "
-                     + " | ".join(f"{means[key]:.4f}" for key in names) + " |")
+                     + " | ".join("—" if means[key] is None else f"{means[key]:.4f}" for key in names) + " |")
     choices = []
     for method, by_setting in scores.items():
         best = max(by_setting, key=by_setting.__getitem__)
