@@ -33,14 +33,19 @@ def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
     return out, time.perf_counter() - start
 
 
-def count_flops(step: Callable[[], object]) -> int:
-    """FLOPs of one call of ``step`` (matmuls and attention, forward and backward), via FlopCounterMode.
+def counted(fn: Callable[[], T]) -> tuple[T, int]:
+    """``fn()`` and its FLOPs (matmuls and attention, forward and backward), via FlopCounterMode.
 
     Counting slows the call down, so benchmarks count once, outside their timed calls.
     """
     with FlopCounterMode(display=False) as counter:
-        step()
-    return counter.get_total_flops()
+        out = fn()
+    return out, counter.get_total_flops()
+
+
+def count_flops(step: Callable[[], object]) -> int:
+    """FLOPs of one call of ``step`` (``counted``)."""
+    return counted(step)[1]
 
 
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 1024,

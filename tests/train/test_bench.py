@@ -37,10 +37,17 @@ def test_bench_train_reports_every_k_with_flops_and_mfu(tmp_path: Path, capsys) 
     rows = [line.split("|")[1:-1] for line in out.splitlines() if re.match(r"\| \d+ \|", line)]
     assert [int(row[0]) for row in rows] == [2, 6]
     gflops = [float(row[6]) for row in rows]
-    mfu = [float(row[7].rstrip(" %")) for row in rows]
+    mfu = [float(row[9].rstrip(" %")) for row in rows]
     assert 0 < gflops[0] < gflops[1] and all(value > 0 for value in mfu)
     written = json.loads((tmp_path / "rows.json").read_text())
     assert [row["K"] for row in written] == [0, 2, 6] and written[0]["ratio"] == 1.0
     for row, table_row in zip(written[1:], rows):
         assert f"{row['step_ms']:.1f}" == table_row[4].strip() and f"{row['ratio']:.2f}×" == table_row[5].strip()
-        assert f"{100 * row['mfu']:.2f} %" == table_row[7].strip()
+        assert f"{100 * row['mfu']:.2f} %" == table_row[9].strip()
+        # the stages' FLOPs add up to the step's; without group construction the rest over the supervised step's
+        assert row["group_flops"] + row["reward_flops"] + row["loss_flops"] == row["flops"]
+        assert row["group_flops"] > 0 and row["reward_flops"] > 0 and row["loss_flops"] > 0
+        assert table_row[7].strip() == " / ".join(f"{row[key] / 1e9:.1f}" for key in
+                                                  ("group_flops", "reward_flops", "loss_flops"))
+        floor = (row["reward_flops"] + row["loss_flops"]) / written[0]["flops"]
+        assert table_row[8].strip() == f"{floor:.2f}×" and 1 < floor < row["flops"] / written[0]["flops"]

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,7 +29,7 @@ from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.objectives.group_relative import GroupRelativeObjective
 from goalrank.objectives.losses import supervised_loss
 from goalrank.objectives.reference import ReferenceConfig
-from goalrank.perf import count_flops, matmul_peak_flops, timed
+from goalrank.perf import count_flops, counted, matmul_peak_flops, timed
 from goalrank.runs.load import data_fields, load_reward_model
 from goalrank.train.run import training_popularity
 from goalrank.train.runtime import Precision, autocast, autocast_dtype, resolve_device, seed_everything
@@ -112,30 +114,39 @@ def bench_train(config: BenchTrainConfig) -> str:
     base_times = [timed(partial(supervised_step, batch), device)[1] for batch in batches][warmup:]
     base = StepCost(statistics.median(base_times), count_flops(lambda: supervised_step(batches[0])))
     json_rows = [{"K": 0, "step_ms": 1000 * base.seconds, "ratio": 1.0, "mfu": base.mfu(peak), "flops": base.flops}]
+    # "without groups": the step's FLOPs other than group construction's over the supervised step's, the ratio
+    # a free group construction would leave at equal MFU (what no speed-up of the loss alone can beat)
     rows = ["| K | group construction ms | reward scoring ms | loss+backward ms | step ms | step / supervised "
-            "| GFLOP / step | MFU |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| GFLOP / step | GFLOP: group / reward / loss+backward | FLOPs without groups / supervised | MFU |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in config.group_sizes:
         group_config = from_dict(GroupConfig, {"group_size": k, **({"mix": mix} if mix else {})})
         objective = GroupRelativeObjective(generator, evaluator, group_config, ReferenceConfig(), rng,
                                            popularity=training_popularity(dataset, device))
 
-        def stages(batch: RankingBatch, objective: GroupRelativeObjective = objective) -> tuple[float, float, float]:
+        def stages(batch: RankingBatch, measure: Callable[[Callable[[], Any]], tuple[Any, float]],
+                   objective: GroupRelativeObjective = objective) -> tuple[float, float, float]:
+            """What ``measure`` (seconds or FLOPs) gives group construction, reward scoring and the rest."""
             with autocast(device, precision):
-                encoding, t_encode = timed(lambda: generator.encode(batch), device)
-                group, t_group = timed(lambda: objective.build_group(batch, encoding), device)
-                (_, reference), t_reward = timed(lambda: objective.reference_policy(batch, group), device)
-                loss, t_loss = timed(lambda: objective.loss(batch, encoding, group, reference)[0], device)
-            _, t_backward = timed(lambda: optimise(loss), device)
-            return t_group, t_reward, t_encode + t_loss + t_backward
+                encoding, encode = measure(lambda: generator.encode(batch))
+                group, building = measure(lambda: objective.build_group(batch, encoding))
+                (_, reference), scoring = measure(lambda: objective.reference_policy(batch, group))
+                loss, forward = measure(lambda: objective.loss(batch, encoding, group, reference)[0])
+            _, backward = measure(lambda: optimise(loss))
+            return building, scoring, encode + forward + backward
 
-        times = [stages(batch) for batch in batches][warmup:]
+        times = [stages(batch, partial(timed, device=device)) for batch in batches][warmup:]
         group_ms, reward_ms, loss_ms = (1000 * statistics.median(t[i] for t in times) for i in range(3))
-        cost = StepCost(statistics.median(sum(t) for t in times), count_flops(lambda: stages(batches[0])))
+        flops = stages(batches[0], counted)
+        cost = StepCost(statistics.median(sum(t) for t in times), int(sum(flops)))
         json_rows.append({"K": k, "step_ms": 1000 * cost.seconds, "ratio": cost.seconds / base.seconds,
                           "mfu": cost.mfu(peak), "flops": cost.flops, "group_ms": group_ms, "reward_ms": reward_ms,
-                          "loss_ms": loss_ms})
+                          "loss_ms": loss_ms, "group_flops": flops[0], "reward_flops": flops[1],
+                          "loss_flops": flops[2]})
         rows.append(f"| {k} | {group_ms:.1f} | {reward_ms:.1f} | {loss_ms:.1f} | {1000 * cost.seconds:.1f} | "
-                    f"{cost.seconds / base.seconds:.2f}× | {cost.flops / 1e9:.1f} | {100 * cost.mfu(peak):.2f} % |")
+                    f"{cost.seconds / base.seconds:.2f}× | {cost.flops / 1e9:.1f} | "
+                    + " / ".join(f"{f / 1e9:.1f}" for f in flops) + f" | {(flops[1] + flops[2]) / base.flops:.2f}× | "
+                    f"{100 * cost.mfu(peak):.2f} % |")
     if config.json:
         with atomic_file(Path(config.json)) as tmp:
             tmp.write_text(json.dumps(json_rows, indent=2, allow_nan=False) + "\n")
