@@ -122,10 +122,11 @@ def fit_factorisation(train: LoggedFeedback, valid: LoggedFeedback, sizes: tuple
                       weight_decay: float, config: FeedbackCurveConfig) -> tuple[LogisticFactorisation, float, int]:
     """The model at its best validation AUC, that AUC and its epoch (1-based); ``sizes`` = (users, items, L)."""
     generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    model = LogisticFactorisation(*sizes, dim)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's global RNG untouched
+        torch.manual_seed(config.seed)
+        model = LogisticFactorisation(*sizes, dim)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    best_auc, best_epoch, best_state = -1.0, 0, model.state_dict()
+    best_auc, best_epoch, best_state = -1.0, 0, {}
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(order), config.batch_size):
