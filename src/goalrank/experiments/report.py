@@ -26,7 +26,7 @@ from goalrank.experiments.paper import (
     TABLE3_GROUP_SIZE,
     TABLE3_REWARD_NOISE,
 )
-from goalrank.experiments.plan import REFERENCE, TUNE_METRIC, report_order
+from goalrank.experiments.plan import REFERENCE, TUNE_METRIC, TUNE_NAMES, TUNE_SETTINGS, report_order
 from goalrank.experiments.results import REWARD_STUDY, ResultsStore
 from goalrank.experiments.statistics import best_baseline, mean_std, paired_bootstrap
 from goalrank.io import record_checksum, write_recorded_json, write_recorded_text
@@ -307,12 +307,15 @@ def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
         scores.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = cast(float, means[rule])
         table.append(f"| {runs[0]['name']} | {runs[0]['setting']} | {len(points)} | "
                      + " | ".join("—" if means[key] is None else f"{means[key]:.4f}" for key in names) + " |")
+    planned = {TUNE_NAMES[model]: len(settings) for model, settings in TUNE_SETTINGS.items()}
     choices = []
     for method, by_setting in scores.items():
         best = max(by_setting, key=by_setting.__getitem__)
         default = by_setting.get("default")
         against = f", the default's {default:.4f}" if default is not None and best != "default" else ""
-        choices.append(f"- {method}: **{best}** ({rule} {by_setting[best]:.4f}{against})")
+        unfinished = (f"; only {len(by_setting)} of its {planned[method]} settings recorded so far"
+                   if len(by_setting) < planned.get(method, 0) else "")
+        choices.append(f"- {method}: **{best}** ({rule} {by_setting[best]:.4f}{against}{unfinished})")
     return "\n\n".join([
         f"## Tuning study — {dataset} (validation split only)",
         "Each setting changes one knob of the defaults (`experiments.plan.TUNE_SETTINGS`) and trains under "
