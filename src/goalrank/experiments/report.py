@@ -314,7 +314,7 @@ def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
         default = by_setting.get("default")
         against = f", the default's {default:.4f}" if default is not None and best != "default" else ""
         unfinished = (f"; only {len(by_setting)} of its {planned[method]} settings recorded so far"
-                   if len(by_setting) < planned.get(method, 0) else "")
+                      if len(by_setting) < planned.get(method, 0) else "")
         choices.append(f"- {method}: **{best}** ({rule} {by_setting[best]:.4f}{against}{unfinished})")
     return "\n\n".join([
         f"## Tuning study — {dataset} (validation split only)",
