@@ -240,10 +240,10 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
     # On simulator data every validation pass also measures the exact list reward and the complete-label
     # metrics (cheap next to a training step), so learning curves show what the method optimises, not only
     # the logged labels it is selected on; selecting on the true reward needs simulator data.
-    simulator = simulator_for(dataset)
     if config.select_metric == TRUE_REWARD:
         true_reward: TrueReward | None = exact_reward(dataset, f"select_metric={TRUE_REWARD}")
     else:
+        simulator = simulator_for(dataset)
         true_reward = None if simulator is None else TrueReward(simulator, dataset, beam_width=1)
     model = build_model(name, model_config, evaluator).to(device)
     restrict_user_ids(getattr(model, "user_ids", None), dataset)
