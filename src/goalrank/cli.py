@@ -336,10 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", help="H@L, NDCG@L, MAP@L, F1@L and AUC of a trained ranker on a split",
         description="Evaluate a run on a split. On simulator data also prints the true expected list "
-        "reward and its ratio to the best list found by beam search.",
+        "reward and its ratio to the best list found by beam search. A reward-model run is evaluated as "
+        "the list its own beam search prefers (the benchmark's reward_beam row).",
     )
     evaluate_config = ("goalrank.experiments.evaluation", "EvaluateConfig")
-    _flag(p, "run", evaluate_config, "run folder of a trained ranker")
+    _flag(p, "run", evaluate_config, "run folder of a trained ranker (or reward model)")
     _flag(p, "data", evaluate_config, "prepared-dataset folder (empty: the run's own)")
     _flag(p, "split", evaluate_config, "train, valid or test")
     _flag(p, "beam_width", evaluate_config, "beam width of the oracle search")

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from builders import PairwiseReward, all_lists, make_batch
 from goalrank.cli import main
 from goalrank.data.storage import SPLITS, PreparedDataset, SplitSource, write_prepared
-from goalrank.evaluate.audit import AuditConfig, audit
-from goalrank.evaluate.protocol import TrueReward
+from goalrank.evaluate.audit import AuditConfig, RewardBeam, audit
+from goalrank.evaluate.protocol import TrueReward, evaluate_ranker
 from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run, format_metrics
+from goalrank.groups.auxiliary import RewardBeamPolicy
+from goalrank.runs.load import load_reward_model
 from goalrank.simulate import SimConfig, Simulator, simulate
 
 
@@ -127,6 +130,14 @@ def test_evaluate_reports_complete_label_metrics_on_simulator_data(simulated: Pa
     shutil.copytree(simulated, tmp_path / "copy")
     other, _ = evaluate_run(EvaluateConfig(run=str(tmp_path / "dnn"), data=str(tmp_path / "copy"), beam_width=4))
     assert "(not written)" in other and written.read_bytes() == before  # another dataset: the run's file stays
+    title, metrics = evaluate_run(EvaluateConfig(run=str(tmp_path / "r"), split="valid", beam_width=4))
+    reward_model = load_reward_model(tmp_path / "r", "cpu")
+    dataset = PreparedDataset(simulated)
+    true_reward = TrueReward(Simulator.load(Path(dataset.manifest["simulator"])), dataset, 4)
+    beam = RewardBeam(dataset.list_len, reward_model, RewardBeamPolicy())
+    expected = evaluate_ranker(beam, dataset.split("valid"), 64, torch.device("cpu"), true_reward, progress=False)
+    assert title == "reward_beam of the reward model on valid"
+    assert metrics == pytest.approx(expected)
 
 
 ISSUE_PANEL = ("random", "popularity", "exposure_rate", "not_in_history", "exposed_first", "itemwise_oracle",
@@ -166,3 +177,18 @@ def test_the_default_world_tells_a_good_ranker_from_a_bad_one(default_like: Path
     ndcg = [float(rows[name]["NDCG@6"]) for name in ISSUE_PANEL]
     true = [float(rows[name]["true_reward"]) for name in ISSUE_PANEL]
     assert kendall_tau(ndcg, true) >= 0.6
+
+
+def test_reward_beam_ranks_the_best_list_of_the_reward_models_search_and_the_rest_by_one_item_reward() -> None:
+    evaluator = PairwiseReward(40, seed=3)
+    batch = make_batch(2, 5, 3, n_items=40, history_len=2, seed=3, logged=False)
+    output = RewardBeam(3, evaluator, RewardBeamPolicy(beam_width=20, top=5)).rank(batch)  # 20: every prefix
+    everything = all_lists(n_candidates=5, list_len=3, size=2)
+    best = everything[torch.arange(2), evaluator.list_reward(batch, everything).argmax(dim=1)]
+    assert torch.equal(output.lists, best)
+    singles = evaluator.list_reward(batch, torch.arange(5).view(1, -1, 1).expand(2, -1, -1))
+    for request in range(2):
+        rest = [c for c in range(5) if c not in best[request].tolist()]
+        assert output.scores[request, best[request]].min() > output.scores[request, rest].max()
+        assert sorted(rest, key=lambda c: -float(output.scores[request, c])) == \
+            sorted(rest, key=lambda c: -float(singles[request, c]))

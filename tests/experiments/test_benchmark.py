@@ -28,7 +28,7 @@ from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_fo
 from goalrank.experiments import evaluation
 from goalrank.experiments.config import PROFILES, STUDIES, load_benchmark_config, merge_values, parse_size
 from goalrank.experiments.folder import BenchmarkFolder
-from goalrank.experiments.plan import SANITY_ROWS, TABLE1_BASELINES, TUNE_SETTINGS, plan
+from goalrank.experiments.plan import REWARD_BEAM, SANITY_ROWS, TABLE1_BASELINES, TUNE_SETTINGS, plan
 from goalrank.experiments.statistics import best_baseline, paired_bootstrap
 from goalrank.io import SUMS
 from goalrank.models.blocks import count_parameters
@@ -39,6 +39,7 @@ from goalrank.runs.load import load_ranker, run_dataset
 LIST_LEN = 3
 METRICS = (f"H@{LIST_LEN}", f"NDCG@{LIST_LEN}", f"MAP@{LIST_LEN}", f"F1@{LIST_LEN}", "AUC")
 TABLE1_LABELS = [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "MG-E G-20", "MG-E G-100", "GoalRank"]
+REFERENCE_ROWS = [REWARD_BEAM, *SANITY_ROWS]
 ARTEFACTS = ("checkpoint.pt", "metrics.json", "eval-test.json", "per-list-test.npz")
 REFERENCE_ARTEFACTS = ("eval-test.json", "per-list-test.npz")
 
@@ -60,19 +61,21 @@ def _table_rows(section: str) -> dict[str, list[str]]:
 def test_report_has_all_table1_rows_with_numeric_cells(bench: Path) -> None:
     report = (bench / "report.md").read_text()
     rows = _table_rows(_section(report, "Table 1 — sim"))
-    assert list(rows) == TABLE1_LABELS + list(SANITY_ROWS)
+    assert list(rows) == TABLE1_LABELS + REFERENCE_ROWS
     for seeds, *cells in rows.values():
         assert seeds == "1"
         assert len(cells) == 12  # five metrics on logged labels, five on complete labels, true reward, oracle ratio
         assert all(re.fullmatch(r"-?\d+\.\d{4}", cell) for cell in cells)  # one seed: the mean alone
     table1 = pl.read_csv(bench / "table1.csv")
-    assert table1.height == len(TABLE1_LABELS) + len(SANITY_ROWS)
+    assert table1.height == len(TABLE1_LABELS) + len(REFERENCE_ROWS)
     for column in (*METRICS, *(f"complete_{name}" for name in METRICS), "true_reward"):
         assert table1[column].is_between(0, 10).all()
     by_label = {row["label"]: row for row in table1.iter_rows(named=True)}
     assert by_label["list_oracle"]["oracle_ratio"] == pytest.approx(1.0)  # the oracle ratio's own oracle
     assert max(row["true_reward"] for row in by_label.values()) == by_label["list_oracle"]["true_reward"]
     assert (table1.filter(pl.col("model") == "reference")["parameters"] == 0).all()
+    reward_run = pl.read_csv(bench / "reward.csv")["run"][0]
+    assert by_label[REWARD_BEAM]["run"].endswith(reward_run)  # the seed's reward model's own beam search
     assert "goalrank benchmark --out" in report and "ML-1M" in report
 
 
@@ -85,8 +88,8 @@ def test_significance_row_per_metric_names_the_best_baseline(bench: Path) -> Non
         cells = [c.strip() for c in line.strip("|").split("|")]
         baselines = table1.filter((pl.col("label") != "GoalRank") & (pl.col("model") != "reference"))
         best = baselines.filter(pl.col(metric) == baselines[metric].max())["label"].to_list()
-        assert cells[0] == metric and cells[1] in best
-        assert 0 < float(cells[6]) <= 1
+        assert cells[0] == metric and cells[1] in best and cells[2] == "1"  # one seed in common
+        assert 0 < float(cells[7]) <= 1
 
 
 def test_studies_share_runs_and_count_parameters(bench: Path) -> None:
@@ -237,8 +240,8 @@ def test_table1_runs_on_a_generic_log_named_on_the_command_line(tmp_path: Path) 
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     rows_by_label = _table_rows(_section(report, "Table 1 — mine"))
-    assert list(rows_by_label) == [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "GoalRank", "random",
-                                                                              "popularity", "exposure_rate"]
+    assert list(rows_by_label) == [label for label, _ in TABLE1_BASELINES] + ["MG-E G-3", "GoalRank", REWARD_BEAM,
+                                                                              "random", "popularity", "exposure_rate"]
     assert all(len(cells) == 6 for cells in rows_by_label.values())  # seeds and no true reward off the simulator
     table1 = pl.read_csv(out / "table1.csv")
     assert set(table1["dataset"]) == {"mine"} and table1["NDCG@3"].is_between(0, 1).all()

@@ -3,7 +3,7 @@ import re
 import polars as pl
 
 from goalrank.cli import main
-from goalrank.experiments.plan import SANITY_ROWS
+from goalrank.experiments.plan import REWARD_BEAM, SANITY_ROWS
 from goalrank.experiments.report import summary_table
 
 TINY = [
@@ -24,15 +24,16 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping_finished_stages(tmp_path, 
     rows = pl.read_csv(out / "table1.csv")
     trained = rows.filter(pl.col("model") != "reference")
     assert sorted(trained["model"].to_list()) == ["dnn", "dnn", "goalrank", "goalrank"]
-    assert sorted(set(rows.filter(pl.col("model") == "reference")["label"])) == sorted(SANITY_ROWS)
+    assert sorted(set(rows.filter(pl.col("model") == "reference")["label"])) == sorted([REWARD_BEAM, *SANITY_ROWS])
     assert rows["NDCG@6"].is_between(0, 1).all() and (rows["oracle_ratio"] <= 1 + 1e-6).all()
     capsys.readouterr()
     checkpoints = {path: path.stat().st_mtime_ns for path in out.glob("runs/sim/seed*/*/checkpoint.pt")}
     assert len(checkpoints) == 2 * 3  # reward model, GoalRank and DNN per seed
     assert main(["demo", "--out", str(out), "--seeds", "0,1", *TINY]) == 0
     printed = capsys.readouterr().out
-    # simulate, prepare; per seed the reward model, two rankers and the sanity rows, read back from OUT/results
-    assert printed.count("[skip]") == 2 + 2 * (1 + 2 + len(SANITY_ROWS)) and "[run ]" not in printed
+    # simulate, prepare; per seed the reward model, two rankers, the reward model's beam row and the
+    # sanity rows, read back from OUT/results
+    assert printed.count("[skip]") == 2 + 2 * (1 + 2 + 1 + len(SANITY_ROWS)) and "[run ]" not in printed
     assert {path: path.stat().st_mtime_ns for path in checkpoints} == checkpoints
     strip_time = lambda text: re.sub(r"took \d+ s", "", text)  # noqa: E731
     assert strip_time((out / "report.md").read_text()) == strip_time(report)

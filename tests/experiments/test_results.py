@@ -32,10 +32,11 @@ def test_every_run_is_recorded_with_cost_curve_and_lists(bench: Path) -> None:
     store = ResultsStore(BenchmarkFolder(bench).results)
     table1 = pl.read_csv(store.table("table1", "sim"))
     trained = table1.filter(pl.col("model") != "reference")
-    assert trained.height == 13 and table1.height == 13 + 5
-    assert sorted(table1["method"]) == sorted(["dnn", "dlcm", "setrank", "prm", "mir", "rankmixer", "egrerank",
-                                               "pier", "nar4rec", "mge-3", "mge-20", "mge-100", "goalrank", "random",
-                                               "popularity", "exposure_rate", "itemwise_oracle", "list_oracle"])
+    assert trained.height == 13 and table1.height == 13 + 6
+    assert sorted(table1["method"]) == sorted([
+        "dnn", "dlcm", "setrank", "prm", "mir", "rankmixer", "egrerank", "pier", "nar4rec", "mge-3", "mge-20",
+        "mge-100", "goalrank", "reward_beam", "random", "popularity", "exposure_rate", "itemwise_oracle",
+        "list_oracle"])
     assert (trained["best_step"] <= trained["steps"]).all() and (trained["steps"] == 2).all()
     assert (trained["wall_s"] > 0).all() and (trained["epochs"] > 0).all()
     curves = pl.read_csv(store.curves("table1"))
@@ -95,6 +96,23 @@ def test_report_of_the_committed_fixture_matches_its_tables(tmp_path: Path) -> N
     trained = table1.filter(pl.col("model") != "reference")
     stopped = trained.filter(pl.col("best_step") < pl.col("steps")).height
     assert f"Early stopping: in {stopped} of {trained.height} runs" in report
+
+
+def test_the_paired_row_compares_means_on_the_seeds_both_methods_have(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    table1 = pl.read_csv(results / "table1" / "sim.csv")
+    table1.filter((pl.col("label") != "GoalRank") | (pl.col("seed") == 0)).write_csv(results / "table1" / "sim.csv")
+    assert main(["report", str(results), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    line = next(line for line in report.splitlines() if line.startswith("| NDCG@3 |"))
+    _, baseline, seeds, baseline_mean, goalrank_mean, improvement, *_ = (c.strip() for c in line.strip("|").split("|"))
+    seed0 = table1.filter(pl.col("seed") == 0)
+    assert seeds == "1"
+    assert float(goalrank_mean) == pytest.approx(seed0.filter(pl.col("label") == "GoalRank")["NDCG@3"][0], abs=5e-5)
+    assert float(baseline_mean) == pytest.approx(seed0.filter(pl.col("label") == baseline)["NDCG@3"][0], abs=5e-5)
+    assert float(improvement.rstrip("%")) / 100 == pytest.approx(
+        float(goalrank_mean) / float(baseline_mean) - 1, abs=2e-3)
 
 
 def test_report_of_a_folder_without_studies_is_one_error_line(tmp_path: Path,

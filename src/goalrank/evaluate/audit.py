@@ -15,6 +15,11 @@ the user's taste can reach the top:
 - on simulator data, ``itemwise_oracle`` (the true affinity a(u, i) of each candidate) and
   ``list_oracle`` (the beam-search best list under the exact list reward).
 
+Beside the panel, ``RewardBeam`` ranks by a trained reward model's own beam search (the
+benchmark's ``reward_beam`` row): not an audit ranker, as it needs a trained model, but a bound of
+the same kind — the lists GoalRank's reference policy is built to prefer, so a generator that
+imitates the reward model perfectly ranks about as well as it.
+
 Each is a ``Ranker`` evaluated by ``evaluate_ranker``, the code every trained method goes
 through, so the figures are directly comparable with Table 1. A ranker's list is its top L
 candidates by score, ties broken by candidate slot (candidates are shuffled per sample at
@@ -36,8 +41,9 @@ from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch, Split, SplitName
 from goalrank.evaluate.metrics import AUC
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
+from goalrank.groups.auxiliary import RewardBeamPolicy, reward_beam_search
 from goalrank.io import atomic_file
-from goalrank.models.base import Ranker, RankOutput, scores_from_lists
+from goalrank.models.base import ListEvaluator, Ranker, RankOutput, scores_from_lists
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 
 SHORTCUTS = ("exposure_rate", "not_in_history")  # non-personalised rankers that must not rank well
@@ -97,6 +103,24 @@ class ListOracle(Ranker):
                                                               beam_width=self.true_reward.beam_width)
         affinity = self.true_reward.simulator.affinity(users, candidates)
         return RankOutput(lists=positions, scores=scores_from_lists(positions, affinity))
+
+
+class RewardBeam(Ranker):
+    """The best list of the reward model's own beam search (``RewardBeamPolicy``'s, the group's
+    ``reward_beam`` policy); the other candidates ordered by their one-item reward (for AUC)."""
+
+    def __init__(self, list_len: int, evaluator: ListEvaluator, beam: RewardBeamPolicy) -> None:
+        super().__init__(list_len)
+        self.evaluator = evaluator
+        self.beam = beam
+
+    @torch.no_grad()
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        size, n_candidates = batch.candidates.shape
+        singles = torch.arange(n_candidates, device=batch.candidates.device).view(1, -1, 1).expand(size, -1, -1)
+        lists = reward_beam_search(self.evaluator, batch, self.list_len, self.beam.beam_width, self.beam.top, 1)[:, 0]
+        one_item = self.evaluator.list_reward(batch, singles).float()  # (B, N)
+        return RankOutput(lists=lists, scores=scores_from_lists(lists, one_item))
 
 
 @dataclass(frozen=True)

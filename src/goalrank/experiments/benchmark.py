@@ -38,12 +38,12 @@ from goalrank.config import config_differences, from_dict, merge_values, to_dict
 from goalrank.data.prepare import PrepareConfig, prepare
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError, DataError
-from goalrank.evaluate.audit import AuditConfig, reference_rankers, shortcut_warning
+from goalrank.evaluate.audit import AuditConfig, RewardBeam, reference_rankers, shortcut_warning
 from goalrank.evaluate.protocol import TrueReward
 from goalrank.experiments.config import BenchmarkConfig, DatasetSpec
 from goalrank.experiments.evaluation import evaluate_test, record_test, true_reward_of
 from goalrank.experiments.folder import BenchmarkFolder
-from goalrank.experiments.plan import REFERENCE, SANITY_ROWS, RunSpec, plan
+from goalrank.experiments.plan import REFERENCE, REWARD_BEAM, SANITY_ROWS, RunSpec, plan
 from goalrank.experiments.report import write_report
 from goalrank.experiments.results import (
     REWARD_STUDY,
@@ -53,11 +53,12 @@ from goalrank.experiments.results import (
     learning_curve,
     run_cost,
 )
+from goalrank.groups.auxiliary import RewardBeamPolicy
 from goalrank.io import read_json, read_recorded_json
 from goalrank.models.base import Ranker
 from goalrank.models.blocks import count_parameters
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import ORACLE, build_model
+from goalrank.runs.load import ORACLE, build_model, load_reward_model
 from goalrank.runs.registry import MODELS
 from goalrank.simulate import SimConfig, simulate
 from goalrank.simulate.folder import SimulatorFolder
@@ -119,6 +120,7 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
                     store.share(row, columns)
                 rows.append({**row, **columns})
             if "table1" in config.studies:
+                rows.append(_reward_beam_row(store, seed_dir, reward_dir, reward, dataset, data, config, name, seed))
                 rows += _sanity_rows(store, seed_dir, dataset, data, config, name, seed)
     report = write_report(folder, config, rows, rewards, store, command, time.perf_counter() - start)
     print(f"report written to {folder.report}; results recorded in {store.root}; training curves of every run: "
@@ -277,6 +279,38 @@ def _sanity_rows(store: ResultsStore, seed_dir: Path, dataset: PreparedDataset, 
             store.record(row, [], run.per_list("test"))
         rows.append({**row, **spec_columns(spec)})
     return rows
+
+
+def _reward_beam_row(store: ResultsStore, seed_dir: Path, reward_dir: Path, reward: Callable[[], Any],
+                     dataset: PreparedDataset, data: str, config: BenchmarkConfig, name: str,
+                     seed: int) -> dict[str, Any]:
+    """Table 1's ``reward_beam`` row: the seed's reward model ranking by the beam search of the
+    group's ``reward_beam`` policy (with the rankers' settings of it), evaluated like every method.
+
+    Its run name holds the search's settings and the reward run, so another reward model or search
+    is another row; the reward model is trained only when the row is missing and so is its run.
+    """
+    beam = from_dict(RewardBeamPolicy, config.ranker.get("group", {}).get("reward_beam", {}),
+                     "ranker.group.reward_beam")
+    spec = RunSpec("table1", REWARD_BEAM, "", REFERENCE)
+    run = RunFolder(seed_dir / f"{REFERENCE}-{REWARD_BEAM}-w{beam.beam_width}t{beam.top}-{reward_dir.name}")
+    where = f"[{name} seed {seed}] {REWARD_BEAM}"
+    row = store.find(name, data, seed, run.root.name, config.beam_width)
+    if row is not None:
+        print(f"[skip] {where}: recorded in {store.root}")
+        return {**row, **spec_columns(spec)}
+
+    def evaluate() -> None:
+        reward()
+        ranker = RewardBeam(dataset.list_len, load_reward_model(reward_dir, "cpu"), beam)
+        record_test(run, ranker, dataset, AuditConfig.batch_size, torch.device("cpu"),
+                    true_reward_of(dataset, config.beam_width))
+
+    stage(run.evaluation("test"), evaluate, where)
+    row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.root.name,
+           "beam_width": config.beam_width, "parameters": 0, **read_recorded_json(run.evaluation("test"))}
+    store.record(row, [], run.per_list("test"))
+    return {**row, **spec_columns(spec)}
 
 
 def _record_reference(run: RunFolder, name: str, panel: Callable[[], dict[str, Ranker]], dataset: PreparedDataset,

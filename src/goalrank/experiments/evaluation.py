@@ -12,6 +12,7 @@ import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,13 +20,17 @@ import torch
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch, SplitName
 from goalrank.errors import ConfigError
+from goalrank.evaluate.audit import RewardBeam
 from goalrank.evaluate.metrics import per_list_metrics
 from goalrank.evaluate.policy_kl import enumerable, policy_kl
 from goalrank.evaluate.protocol import COMPLETE, TRUE_REWARD, TrueReward, evaluate_ranker, simulator_for
+from goalrank.experiments.plan import REWARD_BEAM
+from goalrank.groups.auxiliary import RewardBeamPolicy
 from goalrank.io import atomic_file, record_checksum, sha256_file, write_recorded_json
 from goalrank.models.base import ListRanker, Ranker, RankOutput
+from goalrank.reward.model import RewardModel
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import data_fields, load_ranker, run_dataset
+from goalrank.runs.load import REWARD, data_fields, load_ranker, load_run, run_dataset
 from goalrank.simulate.folder import SimulatorFolder
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 from goalrank.train.runtime import resolve_device
@@ -35,6 +40,7 @@ from goalrank.train.runtime import resolve_device
 class EvaluateConfig:
     """`goalrank evaluate`: which run, on which data and split.
 
+    run: a ranker run, or a reward-model run (evaluated as its own beam-search list, ``ranker_of_run``).
     data: a prepared-dataset folder ("": the run's own). beam_width: of the simulator's oracle
     search (true-reward ratio; simulator data only).
     """
@@ -55,7 +61,7 @@ def evaluate_run(evaluation: EvaluateConfig) -> tuple[str, dict[str, float]]:
     run folder's evaluation files are what the benchmark reads back for the run, on its own data.
     """
     device = resolve_device("auto")
-    model, config = load_ranker(Path(evaluation.run), device)
+    model, config = ranker_of_run(Path(evaluation.run), device)
     if not RunFolder(Path(evaluation.run)).is_complete:
         print(f"warning: {evaluation.run}: training has not finished (no metrics.json); evaluating the best "
               "checkpoint so far", file=sys.stderr)
@@ -68,10 +74,21 @@ def evaluate_run(evaluation: EvaluateConfig) -> tuple[str, dict[str, float]]:
     true_reward = true_reward_of(dataset, evaluation.beam_width)
     split = evaluation.split
     metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
+    name = config["model_name"] if config["model_name"] != REWARD else f"{REWARD_BEAM} of the reward model"
     if not own:  # the run folder's files are its own data's
-        return f"{config['model_name']} on {split} of {dataset.root} (not written)", metrics
+        return f"{name} on {split} of {dataset.root} (not written)", metrics
     write_recorded_json(RunFolder(Path(evaluation.run)).evaluation(split), metrics)
-    return f"{config['model_name']} on {split}", metrics
+    return f"{name} on {split}", metrics
+
+
+def ranker_of_run(run_dir: Path, device: torch.device) -> tuple[Ranker, dict[str, Any]]:
+    """The ranker a run folder evaluates as: its trained ranker, or for a reward-model run the
+    reward model's own beam-search list (``RewardBeam``, the benchmark's ``reward_beam`` row), so a
+    reward model can be judged by the lists it prefers, on the split its settings are chosen on."""
+    model, config = load_run(run_dir, device)
+    if isinstance(model, RewardModel):
+        return RewardBeam(config["model"]["list_len"], model, RewardBeamPolicy()), config
+    return model, config
 
 
 def evaluate_test(run_dir: Path, beam_width: int) -> dict[str, float]:

@@ -13,6 +13,10 @@ from goalrank.runs.load import ORACLE
 
 REFERENCE = "reference"  # the model of Table 1's sanity rows: they bound the table, they are no baseline
 SANITY_ROWS = ("random", "popularity", "exposure_rate", "itemwise_oracle", "list_oracle")  # oracles: simulator only
+# The seed's reward model ranking by its own beam search (the group's reward_beam policy): what a
+# generator that imitated the reward model perfectly would reach, so the gap between it and
+# GoalRank is the generator's and the gap between it and the ceiling the reward model's.
+REWARD_BEAM = "reward_beam"
 
 TABLE1_BASELINES = (
     ("DNN", "dnn"), ("DLCM", "dlcm"), ("PRS (SetRank)", "setrank"), ("PRM", "prm"), ("MIR", "mir"),
@@ -98,7 +102,7 @@ def report_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` in the order a report lists them: by study, then as the default plan lists the
     labels (Table 1's sanity rows last), other settings by their grid value, then by seed; rows
     read back from a results folder come in the order they were recorded, over sessions."""
-    labels = [spec.label for spec in plan(BenchmarkConfig())] + list(SANITY_ROWS)
+    labels = [spec.label for spec in plan(BenchmarkConfig())] + [REWARD_BEAM, *SANITY_ROWS]
     rank = {label: index for index, label in enumerate(dict.fromkeys(labels))}
 
     def key(row: dict[str, Any]) -> tuple[Any, ...]:

@@ -23,8 +23,10 @@ from typing import ClassVar
 import torch
 
 from goalrank.config import check
+from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError
 from goalrank.groups.context import GroupContext, check_temperature, gumbel, uniform
+from goalrank.models.base import ListEvaluator
 
 
 def top_then_samples(ctx: GroupContext, scores: torch.Tensor, num_lists: int, temperature: float) -> torch.Tensor:
@@ -110,26 +112,37 @@ class RewardBeamPolicy:
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
-        size, n_candidates = ctx.size, ctx.num_candidates
-        singles = torch.arange(n_candidates, device=ctx.device).view(1, -1, 1).expand(size, -1, -1)  # (B, N, 1)
-        width = min(max(self.top, ctx.list_len), n_candidates)
-        top = ctx.evaluator.list_reward(ctx.batch, singles).topk(width, dim=1).indices  # (B, M)
-        keep = max(self.beam_width, num_lists)
-        beams = top.new_zeros(size, 1, 0)  # (B, P, t)
-        for step in range(ctx.list_len):
-            prefixes = beams.shape[1]
-            used = (beams[:, :, None, :] == top[:, None, :, None]).any(dim=3)  # (B, P, M)
-            # A beam holds `step` of the M top candidates, so each has exactly M − step extensions:
-            # only those are scored (a stable sort puts the unused first, in their order in `top`).
-            unused = used.to(torch.uint8).argsort(dim=2, stable=True)[:, :, : width - step]  # (B, P, M−t)
-            nexts = top[:, None].expand(-1, prefixes, -1).gather(2, unused)  # (B, P, M−t)
-            extended = torch.cat([beams[:, :, None].expand(-1, -1, width - step, -1), nexts[..., None]],
-                                 dim=3)  # (B, P, M−t, t+1)
-            flat = extended.flatten(1, 2)  # (B, P*(M−t), t+1)
-            rewards = ctx.evaluator.list_reward(ctx.batch, flat).float()
-            chosen = rewards.topk(min(keep, flat.shape[1]), dim=1).indices  # (B, P')
-            beams = flat.gather(1, chosen[..., None].expand(-1, -1, step + 1))
+        beams = reward_beam_search(ctx.evaluator, ctx.batch, ctx.list_len, self.beam_width, self.top, num_lists)
         return beams[:, torch.arange(num_lists, device=ctx.device) % beams.shape[1]]
+
+
+@torch.no_grad()
+def reward_beam_search(evaluator: ListEvaluator, batch: RankingBatch, list_len: int, beam_width: int, top: int,
+                       keep: int) -> torch.Tensor:
+    """(B, P, L) the beams of ``RewardBeamPolicy``'s search, best first, P ≤ max(``keep``,
+    ``beam_width``) of them kept per step; shared with the benchmark's ``reward_beam`` row (what
+    the reward model itself would rank: the lists GoalRank's reference policy is built to prefer)."""
+    size, n_candidates = batch.candidates.shape
+    device = batch.candidates.device
+    singles = torch.arange(n_candidates, device=device).view(1, -1, 1).expand(size, -1, -1)  # (B, N, 1)
+    width = min(max(top, list_len), n_candidates)
+    best = evaluator.list_reward(batch, singles).topk(width, dim=1).indices  # (B, M)
+    keep = max(beam_width, keep)
+    beams = best.new_zeros(size, 1, 0)  # (B, P, t)
+    for step in range(list_len):
+        prefixes = beams.shape[1]
+        used = (beams[:, :, None, :] == best[:, None, :, None]).any(dim=3)  # (B, P, M)
+        # A beam holds `step` of the M top candidates, so each has exactly M − step extensions:
+        # only those are scored (a stable sort puts the unused first, in their order in `best`).
+        unused = used.to(torch.uint8).argsort(dim=2, stable=True)[:, :, : width - step]  # (B, P, M−t)
+        nexts = best[:, None].expand(-1, prefixes, -1).gather(2, unused)  # (B, P, M−t)
+        extended = torch.cat([beams[:, :, None].expand(-1, -1, width - step, -1), nexts[..., None]],
+                             dim=3)  # (B, P, M−t, t+1)
+        flat = extended.flatten(1, 2)  # (B, P*(M−t), t+1)
+        rewards = evaluator.list_reward(batch, flat).float()
+        chosen = rewards.topk(min(keep, flat.shape[1]), dim=1).indices  # (B, P')
+        beams = flat.gather(1, chosen[..., None].expand(-1, -1, step + 1))
+    return beams
 
 
 @dataclass
