@@ -16,9 +16,9 @@ the user's taste can reach the top:
   ``list_oracle`` (the beam-search best list under the exact list reward).
 
 Beside the panel, ``RewardBeam`` ranks by a trained reward model's own beam search (the
-benchmark's ``reward_beam`` row): not an audit ranker, as it needs a trained model, but a bound of
-the same kind — the lists GoalRank's reference policy is built to prefer, so a generator that
-imitates the reward model perfectly ranks about as well as it.
+benchmark's ``reward_beam`` row): not an audit ranker, as it needs a trained model, but a
+reference of the same kind — the best of the lists the reward model puts into GoalRank's groups,
+i.e. how good the reward model's own preferences are.
 
 Each is a ``Ranker`` evaluated by ``evaluate_ranker``, the code every trained method goes
 through, so the figures are directly comparable with Table 1. A ranker's list is its top L

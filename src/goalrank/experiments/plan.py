@@ -13,9 +13,9 @@ from goalrank.runs.load import ORACLE
 
 REFERENCE = "reference"  # the model of Table 1's sanity rows: they bound the table, they are no baseline
 SANITY_ROWS = ("random", "popularity", "exposure_rate", "itemwise_oracle", "list_oracle")  # oracles: simulator only
-# The seed's reward model ranking by its own beam search (the group's reward_beam policy): what a
-# generator that imitated the reward model perfectly would reach, so the gap between it and
-# GoalRank is the generator's and the gap between it and the ceiling the reward model's.
+# The seed's reward model ranking by its own beam search (the group's reward_beam policy): how good
+# the lists are that the reward model itself prefers, beside what GoalRank learned from its scores
+# (a narrow search, so a bound of the reward model's preferences, not of GoalRank).
 REWARD_BEAM = "reward_beam"
 
 TABLE1_BASELINES = (

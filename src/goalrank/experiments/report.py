@@ -215,8 +215,8 @@ def _table1_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Res
         "Rows `random`, `popularity`, `exposure_rate` (and on simulator data `itemwise_oracle`, `list_oracle`) are "
         "reference rankers without training (`goalrank audit`), evaluated by the same code: the table's floor and "
         "ceiling, not baselines. Row `reward_beam` is the seed's reward model ranking by its own beam search (the "
-        "group's `reward_beam` policy): what a generator that imitated the reward model perfectly would reach, "
-        "so the gap between it and GoalRank is the generator's. On simulator data the columns are the "
+        "group's `reward_beam` policy): how good the lists are that the reward model itself prefers, beside "
+        "what GoalRank learned from its scores. On simulator data the columns are the "
         "logged-label metrics, the same on complete labels (`complete_`), and the true list reward.",
         f"GoalRank vs the best baseline per metric ({dataset}; best baseline by its mean over all its seeds; "
         "means, improvement and paired bootstrap over test lists on the seeds both have):",
