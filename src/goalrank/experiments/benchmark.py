@@ -39,7 +39,6 @@ from goalrank.data.prepare import PrepareConfig, prepare
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ArtifactError, DataError
 from goalrank.evaluate.audit import AuditConfig, RewardBeam, reference_rankers, shortcut_warning
-from goalrank.evaluate.protocol import TrueReward
 from goalrank.experiments.config import BenchmarkConfig, DatasetSpec
 from goalrank.experiments.evaluation import evaluate_test, record_test, true_reward_of
 from goalrank.experiments.folder import BenchmarkFolder
@@ -263,21 +262,16 @@ def _sanity_rows(store: ResultsStore, seed_dir: Path, dataset: PreparedDataset, 
     true_reward = true_reward_of(dataset, config.beam_width)
     names = [ranker for ranker in SANITY_ROWS if true_reward is not None or not ranker.endswith("_oracle")]
     panel = functools.cache(partial(reference_rankers, dataset, true_reward, seed))
+
+    def from_panel(key: str) -> Ranker:
+        return panel()[key]
+
     rows = []
     for ranker_name in names:
         suffix = f"-beam{config.beam_width}" if ranker_name == "list_oracle" else ""
-        spec = RunSpec("table1", ranker_name, "", REFERENCE)
         run = RunFolder(seed_dir / f"{REFERENCE}-{ranker_name}{suffix}")
-        row = store.find(name, data, seed, run.root.name, config.beam_width)
-        if row is not None:
-            print(f"[skip] [{name} seed {seed}] {ranker_name}: recorded in {store.root}")
-        else:
-            stage(run.evaluation("test"), partial(_record_reference, run, ranker_name, panel, dataset, true_reward),
-                  f"[{name} seed {seed}] {ranker_name}")
-            row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.root.name,
-                   "beam_width": config.beam_width, "parameters": 0, **read_recorded_json(run.evaluation("test"))}
-            store.record(row, [], run.per_list("test"))
-        rows.append({**row, **spec_columns(spec)})
+        rows.append(_reference_row(store, run, ranker_name, partial(from_panel, ranker_name), dataset, data,
+                                   config, name, seed))
     return rows
 
 
@@ -292,30 +286,33 @@ def _reward_beam_row(store: ResultsStore, seed_dir: Path, reward_dir: Path, rewa
     """
     beam = from_dict(RewardBeamPolicy, config.ranker.get("group", {}).get("reward_beam", {}),
                      "ranker.group.reward_beam")
-    spec = RunSpec("table1", REWARD_BEAM, "", REFERENCE)
     run = RunFolder(seed_dir / f"{REFERENCE}-{REWARD_BEAM}-w{beam.beam_width}t{beam.top}-{reward_dir.name}")
-    where = f"[{name} seed {seed}] {REWARD_BEAM}"
+
+    def ranker() -> Ranker:
+        reward()
+        return RewardBeam(dataset.list_len, load_reward_model(reward_dir, "cpu"), beam)
+
+    return _reference_row(store, run, REWARD_BEAM, ranker, dataset, data, config, name, seed)
+
+
+def _reference_row(store: ResultsStore, run: RunFolder, ranker_name: str, ranker: Callable[[], Ranker],
+                   dataset: PreparedDataset, data: str, config: BenchmarkConfig, name: str,
+                   seed: int) -> dict[str, Any]:
+    """One reference row of Table 1 (no training): read back from the store, or ``ranker()``
+    evaluated on test into ``run`` (if not already there) and recorded."""
+    spec = RunSpec("table1", ranker_name, "", REFERENCE)
+    where = f"[{name} seed {seed}] {ranker_name}"
     row = store.find(name, data, seed, run.root.name, config.beam_width)
     if row is not None:
         print(f"[skip] {where}: recorded in {store.root}")
-        return {**row, **spec_columns(spec)}
-
-    def evaluate() -> None:
-        reward()
-        ranker = RewardBeam(dataset.list_len, load_reward_model(reward_dir, "cpu"), beam)
-        record_test(run, ranker, dataset, AuditConfig.batch_size, torch.device("cpu"),
-                    true_reward_of(dataset, config.beam_width))
-
-    stage(run.evaluation("test"), evaluate, where)
-    row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.root.name,
-           "beam_width": config.beam_width, "parameters": 0, **read_recorded_json(run.evaluation("test"))}
-    store.record(row, [], run.per_list("test"))
+    else:
+        stage(run.evaluation("test"), lambda: record_test(run, ranker(), dataset, AuditConfig.batch_size,
+                                                          torch.device("cpu"),
+                                                          true_reward_of(dataset, config.beam_width)), where)
+        row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.root.name,
+               "beam_width": config.beam_width, "parameters": 0, **read_recorded_json(run.evaluation("test"))}
+        store.record(row, [], run.per_list("test"))
     return {**row, **spec_columns(spec)}
-
-
-def _record_reference(run: RunFolder, name: str, panel: Callable[[], dict[str, Ranker]], dataset: PreparedDataset,
-                      true_reward: TrueReward | None) -> None:
-    record_test(run, panel()[name], dataset, AuditConfig.batch_size, torch.device("cpu"), true_reward)
 
 
 def parameter_count(run_dir: Path) -> int:
