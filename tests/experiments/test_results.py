@@ -49,6 +49,34 @@ def test_every_run_is_recorded_with_cost_curve_and_lists(bench: Path) -> None:
     assert rewards.height == 1 and {"test_auc", "ceiling_auc", "spearman_group", "steps"} <= set(rewards.columns)
 
 
+def test_each_row_names_the_reward_run_it_was_trained_against(bench: Path) -> None:
+    store = ResultsStore(BenchmarkFolder(bench).results)
+    reward_run = pl.read_csv(store.table("reward", "sim"))["run"][0]
+    table1 = pl.read_csv(store.table("table1", "sim"), schema_overrides={"reward_run": pl.String})
+    by_method = dict(zip(table1["method"], table1["reward_run"], strict=True))
+    assert {method: by_method[method] for method in ("goalrank", "egrerank", "pier", "mge-20", "reward_beam")} \
+        == dict.fromkeys(("goalrank", "egrerank", "pier", "mge-20", "reward_beam"), reward_run)
+    assert not by_method["dnn"] and not by_method["random"]  # no evaluator
+    oracle = pl.read_csv(store.table("oracle", "sim"), schema_overrides={"reward_run": pl.String})
+    assert set(oracle["reward_run"]) == {"oracle"}
+
+
+def test_the_report_names_each_rows_reward_model_and_flags_a_seed_that_mixes_them(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    table1 = pl.read_csv(results / "table1" / "sim.csv")
+    reward_run = {("GoalRank", 0): "reward-new", ("EGRerank", 0): "reward-old",
+                  ("GoalRank", 1): "reward-one", ("EGRerank", 1): "reward-one"}
+    table1.with_columns(pl.Series("reward_run", [reward_run.get((label, seed)) for label, seed in
+                                                 zip(table1["label"], table1["seed"], strict=True)])) \
+        .write_csv(results / "table1" / "sim.csv")
+    assert main(["report", str(results), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert ("seed 0: `reward-new` (GoalRank); `reward-old` (EGRerank) · seed 1: `reward-one` (EGRerank, GoalRank)."
+            in report)
+    assert "**Seed 0 mix reward models**" in report
+
+
 def test_a_recorded_run_is_read_back_not_trained(bench: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "results"

@@ -237,7 +237,12 @@ def _ensure_reward(store: ResultsStore, run_dir: Path, dataset: PreparedDataset,
 
 def _record_ranker(store: ResultsStore, spec: RunSpec, run: RankerRun, seed_dir: Path, dataset: PreparedDataset,
                    name: str, data: str, config: BenchmarkConfig, seed: int, where: str) -> dict[str, Any]:
-    """Train (if missing) and evaluate on test (if missing) one ranker run, and record it."""
+    """Train (if missing) and evaluate on test (if missing) one ranker run, and record it.
+
+    ``reward_run`` names what the run was trained against (the seed's reward run, ``oracle``, or
+    empty for a model without an evaluator): a changed reward-model default re-makes only the
+    methods run again, and the report must be able to say which rows still rest on the old one.
+    """
     folder = RunFolder(seed_dir / run.name)
     stage(folder.metrics, partial(train_ranker, run.model, dataset.root, folder.root, run.values, run.reward_dir,
                                   resume=True), f"{where} train")
@@ -245,6 +250,7 @@ def _record_ranker(store: ResultsStore, spec: RunSpec, run: RankerRun, seed_dir:
     curve = learning_curve(folder.root)
     best = read_recorded_json(folder.metrics)["best_epoch"]
     row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.name,
+           "reward_run": run.reward_dir.name if run.reward_dir is not None else "",
            "beam_width": config.beam_width, "parameters": parameter_count(folder.root),
            **run_cost(curve, best, run.config.train.batch_size, len(dataset.split("train"))),
            **read_recorded_json(folder.evaluation("test"))}
@@ -292,14 +298,15 @@ def _reward_beam_row(store: ResultsStore, seed_dir: Path, reward_dir: Path, rewa
         reward()
         return RewardBeam(dataset.list_len, load_reward_model(reward_dir, "cpu"), beam)
 
-    return _reference_row(store, run, REWARD_BEAM, ranker, dataset, data, config, name, seed)
+    return _reference_row(store, run, REWARD_BEAM, ranker, dataset, data, config, name, seed, reward_dir.name)
 
 
 def _reference_row(store: ResultsStore, run: RunFolder, ranker_name: str, ranker: Callable[[], Ranker],
                    dataset: PreparedDataset, data: str, config: BenchmarkConfig, name: str,
-                   seed: int) -> dict[str, Any]:
+                   seed: int, reward_run: str = "") -> dict[str, Any]:
     """One reference row of Table 1 (no training): read back from the store, or ``ranker()``
-    evaluated on test into ``run`` (if not already there) and recorded."""
+    evaluated on test into ``run`` (if not already there) and recorded; ``reward_run`` as for a
+    ranker (``reward_beam`` ranks by one)."""
     spec = RunSpec("table1", ranker_name, "", REFERENCE)
     where = f"[{name} seed {seed}] {ranker_name}"
     row = store.find(name, data, seed, run.root.name, config.beam_width)
@@ -310,7 +317,8 @@ def _reference_row(store: ResultsStore, run: RunFolder, ranker_name: str, ranker
                                                           torch.device("cpu"),
                                                           true_reward_of(dataset, config.beam_width)), where)
         row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.root.name,
-               "beam_width": config.beam_width, "parameters": 0, **read_recorded_json(run.evaluation("test"))}
+               "reward_run": reward_run, "beam_width": config.beam_width, "parameters": 0,
+               **read_recorded_json(run.evaluation("test"))}
         store.record(row, [], run.per_list("test"))
     return {**row, **spec_columns(spec)}
 

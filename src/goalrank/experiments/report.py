@@ -221,9 +221,30 @@ def _table1_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Res
         f"GoalRank vs the best baseline per metric ({dataset}; best baseline by its mean over all its seeds; "
         "means, improvement and paired bootstrap over test lists on the seeds both have):",
         "\n".join(lines) if len(lines) > 2 else "(no test: GoalRank or every baseline has no run recorded yet)",
+        *_evaluators_note(rows),
         "Paper reference — **ML-1M**, a different dataset (Table 1 of the paper, ÷ 100):",
         _reference_table("method (paper, ML-1M)", TABLE1_ML1M),
     ])
+
+
+def _evaluators_note(rows: list[dict[str, Any]]) -> list[str]:
+    """Which reward run each row was trained against (``reward_run``), per seed. A seed whose rows
+    rest on more than one is not one comparison: a reward-model default changed and not every
+    method has been trained again yet."""
+    by_seed: dict[int, dict[str, list[str]]] = {}
+    for row in rows:
+        if row.get("reward_run"):
+            by_seed.setdefault(row["seed"], {}).setdefault(row["reward_run"], []).append(row["label"])
+    if not by_seed:
+        return []
+    seeds = [f"seed {seed}: " + "; ".join(f"`{run}` ({', '.join(sorted(labels))})"
+                                          for run, labels in sorted(by_seed[seed].items()))
+             for seed in sorted(by_seed)]
+    mixed = [str(seed) for seed in sorted(by_seed) if len(by_seed[seed]) > 1]
+    warning = (f" **Seed{'s' if len(mixed) > 1 else ''} {', '.join(mixed)} mix reward models**: compare "
+               "only rows trained against the same one." if mixed else "")
+    return ["Reward model each row was trained against or ranks by (`reward_run`; the reward models' "
+            "figures are in the reward-model section): " + " · ".join(seeds) + "." + warning]
 
 
 def _per_list(store: ResultsStore, runs: list[dict[str, Any]], key: str, seeds: set[int]) -> np.ndarray:
@@ -232,8 +253,8 @@ def _per_list(store: ResultsStore, runs: list[dict[str, Any]], key: str, seeds: 
     return np.stack([store.per_list(run)[key] for run in sorted(runs, key=lambda r: r["seed"]) if run["seed"] in seeds])
 
 
-REWARD_KEYS = ("valid_auc", "test_auc", "ceiling_auc", "test_ece", "spearman_random", "spearman_group", "best_step",
-               "steps", "wall_s")
+REWARD_KEYS = ("run", "valid_auc", "test_auc", "ceiling_auc", "test_ece", "spearman_random", "spearman_group",
+               "best_step", "steps", "wall_s")
 
 
 def _reward_section(rewards: list[dict[str, Any]]) -> str:
@@ -256,6 +277,8 @@ def _reward_section(rewards: list[dict[str, Any]]) -> str:
 def _reward_cell(key: str, value: Any) -> str:
     if value is None:
         return "—"
+    if key == "run":
+        return f"`{value}`"
     return f"{value:.0f}" if key in ("best_step", "steps", "wall_s") else f"{value:.4f}"
 
 

@@ -1,7 +1,8 @@
 """Results kept in the repository: every benchmark run's test row, learning curve and per-list test
 metrics, so that a recorded run is never trained again and the report is rebuilt from them alone.
 
-    RESULTS/STUDY/DATASET.csv            one row per run: identity, size, cost, test metrics
+    RESULTS/STUDY/DATASET.csv            one row per run: identity, size, cost, test metrics and,
+                                         for a ranker trained against an evaluator, ``reward_run``
     RESULTS/STUDY/curves.csv             every validation pass of every run: step, wall time, metrics
     RESULTS/lists/DATASET/DATA/seedS/RUN.npz  per-list test metrics (the report's paired bootstrap)
     RESULTS/reward/DATASET.csv           each seed's reward model: its quality figures and cost
@@ -44,7 +45,8 @@ CURVE_IDENTITY = ("dataset", "data", "seed", "run")
 # the per-list metrics kept: the report's table columns (bases of "NDCG@6", "complete_NDCG@6", ...)
 LIST_KEYS = ("H", "NDCG", "MAP", "F1", "AUC", "true_reward")
 # read as text whatever they look like: a digest can be all digits
-TEXT_COLUMNS = {"dataset": pl.String, "data": pl.String, "run": pl.String, "setting": pl.String}
+TEXT_COLUMNS = {"dataset": pl.String, "data": pl.String, "run": pl.String, "setting": pl.String,
+                "reward_run": pl.String}
 
 
 def dataset_identity(dataset: PreparedDataset) -> str:
