@@ -292,6 +292,16 @@ def test_every_profile_is_a_valid_config_and_gives_every_method_one_budget(profi
     assert len(budgets) <= 1  # one maximum budget and stopping rule shared by every Table 1 method
 
 
+def test_tune_settings_run_only_the_named_settings_and_an_unknown_name_is_refused() -> None:
+    config = load_benchmark_config("converged", None, ["studies=tune", "tune_settings=temperature=0.25,K=10"], {})
+    assert [(spec.model, spec.setting) for spec in plan(config)] == [("goalrank", "temperature=0.25"),
+                                                                      ("goalrank", "K=10")]
+    every = load_benchmark_config("converged", None, ["studies=tune"], {})
+    assert len(plan(every)) == sum(len(settings) for settings in TUNE_SETTINGS.values())
+    with pytest.raises(ConfigError, match="tune_settings=\\('temperature=0.3',\\)"):
+        plan(load_benchmark_config("converged", None, ["studies=tune", "tune_settings=temperature=0.3"], {}))
+
+
 def test_merge_values_and_parse_size() -> None:
     merged = merge_values({"ranker": {"train": {"epochs": 1, "lr": 0.1}, "model": {"d_model": 8}}, "seeds": (0, 1)},
                           {"ranker": {"train": {"epochs": "3"}}, "seeds": "4"})

@@ -63,6 +63,9 @@ class BenchmarkConfig:
         (``goalrank``, ``dnn``, ..., ``mge``); empty: all.
     tune_seeds: the seeds the tuning study (``tune``, ``experiments.plan.TUNE_SETTINGS``) runs on:
         its settings are compared on the validation split of these seeds only.
+    tune_settings: the tuning study's settings to run, by name (``temperature=0.25``); empty: all.
+        A study of a dozen runs of 30-60 min each is spread over processes and sessions this way;
+        the report compares whatever settings are recorded.
     simulate, prepare, reward, ranker: values for SimConfig, PrepareConfig (every dataset), the
         reward run and every ranker run, nested as the `train` command's ``--set`` keys.
     mge_generators: G of Table 1's MG-E rows (paper: 3, 20, 100).
@@ -80,6 +83,7 @@ class BenchmarkConfig:
     studies: tuple[str, ...] = STUDIES
     methods: tuple[str, ...] = ()
     tune_seeds: tuple[int, ...] = (0,)
+    tune_settings: tuple[str, ...] = ()
     simulate: dict[str, Any] = field(default_factory=dict)
     prepare: dict[str, Any] = field(default_factory=dict)
     reward: dict[str, Any] = field(default_factory=dict)

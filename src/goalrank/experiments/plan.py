@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from goalrank.config import merge_values
+from goalrank.config import check, merge_values
 from goalrank.evaluate.protocol import TRUE_REWARD
 from goalrank.experiments.config import STUDIES, BenchmarkConfig, parse_size
 from goalrank.experiments.paper import GOALRANK
@@ -50,7 +50,7 @@ TUNE_SETTINGS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "goalrank": (
         ("default", {}),
         ("supervised_weight=0", {"reference": {"supervised_weight": 0.0}}),
-        ("positives, weight 10", {"reference": {"supervised_target": "positives", "supervised_weight": 10.0}}),
+        ("positives weight=10", {"reference": {"supervised_target": "positives", "supervised_weight": 10.0}}),
         ("temperature=0.25", {"reference": {"temperature": 0.25}}),
         ("K=10", {"group": {"group_size": 10}}),
         ("App. C mix", {"group": {"mix": dict.fromkeys(APP_C_POLICIES, 1.0)}}),
@@ -115,6 +115,9 @@ def report_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plan(config: BenchmarkConfig) -> list[RunSpec]:
     """Every run spec of the chosen studies, in report order (shared runs are deduplicated later)."""
+    known = {setting for settings in TUNE_SETTINGS.values() for setting, _ in settings}
+    check(set(config.tune_settings) <= known, "tune_settings", f"setting names among {sorted(known)}",
+          config.tune_settings)
     specs: list[RunSpec] = []
     if "table1" in config.studies:
         table1 = [RunSpec("table1", label, "", name) for label, name in TABLE1_BASELINES]
@@ -125,7 +128,7 @@ def plan(config: BenchmarkConfig) -> list[RunSpec]:
     if "tune" in config.studies:
         specs += [RunSpec("tune", TUNE_NAMES[name], setting, name, values)
                   for name, settings in TUNE_SETTINGS.items() if not config.methods or name in config.methods
-                  for setting, values in settings]
+                  for setting, values in settings if not config.tune_settings or setting in config.tune_settings]
     if "oracle" in config.studies:
         oracle = [RunSpec("oracle", label, "exact reward", name, merge_values(EXACT, EXACT_MODEL.get(name, {})),
                           evaluator=ORACLE) for label, name in ORACLE_METHODS]
