@@ -77,6 +77,24 @@ def test_the_report_names_each_rows_reward_model_and_flags_a_seed_that_mixes_the
     assert "**Seed 0 mix reward models**" in report
 
 
+def test_the_tuning_rule_compares_only_settings_trained_against_the_defaults_reward_model(
+        bench: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(BenchmarkFolder(bench).results, results)
+    path = ResultsStore(results).table("tune", "sim")
+    tune = pl.read_csv(path, schema_overrides={"reward_run": pl.String, "data": pl.String, "run": pl.String})
+    egrerank = tune.filter(pl.col("method") == "egrerank")
+    assert set(egrerank["reward_run"]) == set(tune.filter(pl.col("setting") == "default")["reward_run"])
+    other = egrerank.filter(pl.col("setting") != "default")["setting"][0]
+    tune.with_columns(pl.when((pl.col("method") == "egrerank") & (pl.col("setting") == other))
+                      .then(pl.lit("reward-older")).otherwise(pl.col("reward_run")).alias("reward_run")).write_csv(path)
+    assert main(["report", str(results), "--out", str(tmp_path / "report")]) == 0
+    line = next(line for line in (tmp_path / "report" / "report.md").read_text().splitlines()
+                if line.startswith("- EGRerank: **"))
+    assert line.endswith(f"not compared, trained against another reward model than the default's: {other})")
+    assert f"**{other}**" not in line
+
+
 def test_a_recorded_run_is_read_back_not_trained(bench: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "results"

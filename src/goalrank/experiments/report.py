@@ -322,12 +322,16 @@ def _kl_section(rows: list[dict[str, Any]]) -> list[str]:
 def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
                   list_len: int, rows: list[dict[str, Any]]) -> str:
     """The tuning study on validation only: each setting's validation metrics at its chosen checkpoint
-    (from its learning curve; mean over the tuning seeds) and, per method, the setting the rule picks."""
+    (from its learning curve; mean over the tuning seeds) and, per method, the setting the rule picks.
+
+    The rule compares only settings trained against the same reward runs as the method's default:
+    after a reward-model default changes, a setting not yet trained again is shown, not chosen."""
     # on simulator data runs since the validation passes measure it also show the true reward (not the rule)
     names = [f"valid_{name}" for name in (*metric_names(list_len), TRUE_REWARD)]
     rule = f"valid_{TUNE_METRIC}@{list_len}"
     table = ["| method | setting | seeds | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
     scores: dict[str, dict[str, float]] = {}
+    evaluators: dict[str, dict[str, frozenset[str]]] = {}
     for runs in _by_label(rows).values():
         points = [point for run in runs for point in store.curve(run) if point["step"] == run["best_step"]]
         if not points:
@@ -335,17 +339,25 @@ def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
         means = {key: statistics.mean(values) if (values := [p[key] for p in points if p.get(key) is not None])
                  else None for key in names}
         scores.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = cast(float, means[rule])
+        evaluators.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = frozenset(
+            run.get("reward_run") or "" for run in runs)
         table.append(f"| {runs[0]['name']} | {runs[0]['setting']} | {len(points)} | "
                      + " | ".join("—" if means[key] is None else f"{means[key]:.4f}" for key in names) + " |")
     planned = {TUNE_NAMES[model]: len(settings) for model, settings in TUNE_SETTINGS.items()}
     choices = []
-    for method, by_setting in scores.items():
+    for method, recorded in scores.items():
+        default_evaluators = evaluators[method].get("default")
+        by_setting = {setting: score for setting, score in recorded.items()
+                      if default_evaluators is None or evaluators[method][setting] == default_evaluators}
         best = max(by_setting, key=by_setting.__getitem__)
         default = by_setting.get("default")
         against = f", the default's {default:.4f}" if default is not None and best != "default" else ""
         unfinished = (f"; only {len(by_setting)} of its {planned[method]} settings recorded so far"
                       if len(by_setting) < planned.get(method, 0) else "")
-        choices.append(f"- {method}: **{best}** ({rule} {by_setting[best]:.4f}{against}{unfinished})")
+        stale = sorted(set(recorded) - set(by_setting))
+        excluded = (f"; not compared, trained against another reward model than the default's: {', '.join(stale)}"
+                    if stale else "")
+        choices.append(f"- {method}: **{best}** ({rule} {by_setting[best]:.4f}{against}{unfinished}{excluded})")
     return "\n\n".join([
         f"## Tuning study — {dataset} (validation split only)",
         "Each setting changes one knob of the defaults (`experiments.plan.TUNE_SETTINGS`) and trains under "
