@@ -65,16 +65,23 @@ def test_the_report_names_each_rows_reward_model_and_flags_a_seed_that_mixes_the
     results = tmp_path / "results"
     shutil.copytree(FIXTURE, results)
     table1 = pl.read_csv(results / "table1" / "sim.csv")
-    reward_run = {("GoalRank", 0): "reward-new", ("EGRerank", 0): "reward-old",
-                  ("GoalRank", 1): "reward-one", ("EGRerank", 1): "reward-one"}
-    table1.with_columns(pl.Series("reward_run", [reward_run.get((label, seed)) for label, seed in
-                                                 zip(table1["label"], table1["seed"], strict=True)])) \
-        .write_csv(results / "table1" / "sim.csv")
+    evaluated = ("EGRerank", "PIER", "NAR4Rec", "MG-E G-3", "MG-E G-20", "MG-E G-100", "GoalRank")
+
+    def reward_run(label: str, seed: int) -> str | None:
+        if label not in evaluated or (label, seed) == ("PIER", 1):  # PIER seed 1: recorded before the column
+            return None
+        return "reward-one" if seed == 1 else "reward-new" if label == "GoalRank" else "reward-old"
+
+    table1.with_columns(pl.Series("reward_run", [reward_run(label, seed) for label, seed in
+                                                 zip(table1["label"], table1["seed"], strict=True)],
+                                  dtype=pl.String)).write_csv(results / "table1" / "sim.csv")
     assert main(["report", str(results), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
-    assert ("seed 0: `reward-new` (GoalRank); `reward-old` (EGRerank) · seed 1: `reward-one` (EGRerank, GoalRank)."
+    others = "EGRerank, MG-E G-100, MG-E G-20, MG-E G-3, NAR4Rec"
+    assert (f"seed 0: `reward-new` (GoalRank); `reward-old` ({others}, PIER) · "
+            f"seed 1: not recorded (PIER); `reward-one` ({others.replace('EGRerank', 'EGRerank, GoalRank')})."
             in report)
-    assert "**Seed 0 mix reward models**" in report
+    assert "**Seeds 0, 1 mix reward models**" in report
 
 
 def test_the_tuning_rule_compares_only_settings_trained_against_the_defaults_reward_model(

@@ -26,10 +26,11 @@ from goalrank.experiments.paper import (
     TABLE3_GROUP_SIZE,
     TABLE3_REWARD_NOISE,
 )
-from goalrank.experiments.plan import REFERENCE, TUNE_METRIC, TUNE_NAMES, TUNE_SETTINGS, report_order
+from goalrank.experiments.plan import REFERENCE, REWARD_BEAM, TUNE_METRIC, TUNE_NAMES, TUNE_SETTINGS, report_order
 from goalrank.experiments.results import REWARD_STUDY, ResultsStore
 from goalrank.experiments.statistics import best_baseline, mean_std, paired_bootstrap
 from goalrank.io import record_checksum, write_recorded_json, write_recorded_text
+from goalrank.runs.registry import MODELS
 
 TABLE_KEYS = ("H", "NDCG", "MAP", "F1", "AUC", *(f"{COMPLETE}{name}" for name in ("H", "NDCG", "MAP", "F1", "AUC")),
               TRUE_REWARD, ORACLE_RATIO)
@@ -230,15 +231,21 @@ def _table1_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Res
 def _evaluators_note(rows: list[dict[str, Any]]) -> list[str]:
     """Which reward run each row was trained against (``reward_run``), per seed. A seed whose rows
     rest on more than one is not one comparison: a reward-model default changed and not every
-    method has been trained again yet."""
+    method has been trained again yet. Rows recorded before the column existed count as one more
+    (``NOT_RECORDED``): nothing in them says that they share the others' reward model."""
     by_seed: dict[int, dict[str, list[str]]] = {}
     for row in rows:
-        if row.get("reward_run"):
-            by_seed.setdefault(row["seed"], {}).setdefault(row["reward_run"], []).append(row["label"])
+        evaluator = row.get("reward_run") or (NOT_RECORDED if _uses_reward_model(row) else "")
+        if evaluator:
+            by_seed.setdefault(row["seed"], {}).setdefault(evaluator, []).append(row["label"])
     if not by_seed:
         return []
-    seeds = [f"seed {seed}: " + "; ".join(f"`{run}` ({', '.join(sorted(labels))})"
-                                          for run, labels in sorted(by_seed[seed].items()))
+
+    def listed(evaluator: str, labels: list[str]) -> str:
+        shown = evaluator if evaluator == NOT_RECORDED else f"`{evaluator}`"
+        return f"{shown} ({', '.join(sorted(labels))})"
+
+    seeds = [f"seed {seed}: " + "; ".join(listed(*item) for item in sorted(by_seed[seed].items()))
              for seed in sorted(by_seed)]
     mixed = [str(seed) for seed in sorted(by_seed) if len(by_seed[seed]) > 1]
     warning = (f" **Seed{'s' if len(mixed) > 1 else ''} {', '.join(mixed)} mix reward models**: compare "
@@ -247,12 +254,17 @@ def _evaluators_note(rows: list[dict[str, Any]]) -> list[str]:
             "figures are in the reward-model section): " + " · ".join(seeds) + "." + warning]
 
 
+def _uses_reward_model(row: dict[str, Any]) -> bool:
+    return row["method"] == REWARD_BEAM or (row["model"] in MODELS and MODELS[row["model"]].uses_reward_model)
+
+
 def _per_list(store: ResultsStore, runs: list[dict[str, Any]], key: str, seeds: set[int]) -> np.ndarray:
     """(S, n) per-list values of ``key`` over the runs of one method with a seed in ``seeds`` (the
     seeds both sides of the paired test have), in seed order."""
     return np.stack([store.per_list(run)[key] for run in sorted(runs, key=lambda r: r["seed"]) if run["seed"] in seeds])
 
 
+NOT_RECORDED = "not recorded"
 REWARD_KEYS = ("run", "valid_auc", "test_auc", "ceiling_auc", "test_ece", "spearman_random", "spearman_group",
                "best_step", "steps", "wall_s")
 
