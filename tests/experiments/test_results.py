@@ -61,6 +61,27 @@ def test_each_row_names_the_reward_run_it_was_trained_against(bench: Path) -> No
     assert set(oracle["reward_run"]) == {"oracle"}
 
 
+def test_a_row_recorded_without_reward_run_is_named_when_a_benchmark_finds_it(bench: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(BenchmarkFolder(bench).results, results)
+    store = ResultsStore(results)
+    schema = {"reward_run": pl.String, "data": pl.String, "run": pl.String}
+    named = {study: pl.read_csv(store.table(study, "sim"), schema_overrides=schema) for study in ("table1", "tune")}
+    for study, table in named.items():  # as recorded before the column existed
+        table.drop("reward_run").write_csv(store.table(study, "sim"))
+    out = tmp_path / "out"
+    assert run_tiny_benchmark(out, "--results", str(results), "--only", "table1,tune",
+                              "--set", "methods=goalrank,dnn") == 0
+    for study, table in named.items():
+        again = pl.read_csv(store.table(study, "sim"), schema_overrides=schema)
+        planned = again.filter(pl.col("model").is_in(["goalrank", "reference"]) | (pl.col("method") == "reward_beam"))
+        before = table.filter(pl.col("run").is_in(planned["run"].to_list()))
+        assert {run: name or None for run, name in zip(planned["run"], planned["reward_run"], strict=True)} == \
+            {run: name or None for run, name in zip(before["run"], before["reward_run"], strict=True)}, study
+        assert again.filter(pl.col("method") == "egrerank")["reward_run"].null_count() > 0  # not planned: unnamed
+    assert not list(BenchmarkFolder(out).runs.glob("*/seed*/*/checkpoint.pt"))  # nothing trained
+
+
 def test_the_report_names_each_rows_reward_model_and_flags_a_seed_that_mixes_them(tmp_path: Path) -> None:
     results = tmp_path / "results"
     shutil.copytree(FIXTURE, results)

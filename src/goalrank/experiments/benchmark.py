@@ -116,6 +116,7 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
                     row = _record_ranker(store, spec, run, seed_dir, dataset, name, data, config, seed, label)
                 else:
                     print(f"[skip] {label}: recorded in {store.root}")
+                    row = store.name_reward_run(row, run.reward_dir.name if run.reward_dir is not None else "")
                     store.share(row, columns)
                 rows.append({**row, **columns})
             if "table1" in config.studies:
@@ -312,6 +313,7 @@ def _reference_row(store: ResultsStore, run: RunFolder, ranker_name: str, ranker
     row = store.find(name, data, seed, run.root.name, config.beam_width)
     if row is not None:
         print(f"[skip] {where}: recorded in {store.root}")
+        row = store.name_reward_run(row, reward_run)
     else:
         stage(run.evaluation("test"), lambda: record_test(run, ranker(), dataset, AuditConfig.batch_size,
                                                           torch.device("cpu"),

@@ -166,6 +166,25 @@ class ResultsStore(Folder):
                 _upsert(self.curves(study), [{**point, **ident} for point in curve],
                         lambda r: tuple(r.get(name) for name in CURVE_IDENTITY) == tuple(ident.values()))
 
+    def name_reward_run(self, row: dict[str, Any], reward_run: str) -> dict[str, Any]:
+        """``row`` with its ``reward_run``, recorded if the row was recorded before that column.
+
+        The caller found the row by the run name it planned, and a run's name digests the name of
+        the reward run it is trained against (``benchmark.ranker_run``), so the match proves it.
+        """
+        if row.get("reward_run") or not reward_run:
+            return row
+        key = tuple(row[name] for name in IDENTITY)
+        with self.lock():
+            for study in STUDIES:  # every study that shares the run holds its own copy of the row
+                path = self.table(study, row["dataset"])
+                rows = _read_rows(path) if path.is_file() else []
+                if any(tuple(r.get(name) for name in IDENTITY) == key for r in rows):
+                    named = [{**r, "reward_run": reward_run} if tuple(r.get(name) for name in IDENTITY) == key else r
+                             for r in rows]
+                    write_text_atomic(path, pl.from_dicts(named, infer_schema_length=None).write_csv())
+        return {**row, "reward_run": reward_run}
+
     def share(self, row: dict[str, Any], columns: dict[str, Any]) -> None:
         """Record a run found in one study's table in ``columns["study"]``'s too (studies share runs)."""
         study = columns["study"]
