@@ -117,8 +117,9 @@ def test_the_tuning_rule_compares_only_settings_trained_against_the_defaults_rew
     tune.with_columns(pl.when((pl.col("method") == "egrerank") & (pl.col("setting") == other))
                       .then(pl.lit("reward-older")).otherwise(pl.col("reward_run")).alias("reward_run")).write_csv(path)
     assert main(["report", str(results), "--out", str(tmp_path / "report")]) == 0
-    line = next(line for line in (tmp_path / "report" / "report.md").read_text().splitlines()
-                if line.startswith("- EGRerank: **"))
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"| EGRerank | {other} | 1 | `reward-older` |" in report
+    line = next(line for line in report.splitlines() if line.startswith("- EGRerank: **"))
     assert line.endswith(f"not compared, trained against another reward model than the default's: {other})")
     assert f"**{other}**" not in line
 

@@ -341,7 +341,7 @@ def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
     # on simulator data runs since the validation passes measure it also show the true reward (not the rule)
     names = [f"valid_{name}" for name in (*metric_names(list_len), TRUE_REWARD)]
     rule = f"valid_{TUNE_METRIC}@{list_len}"
-    table = ["| method | setting | seeds | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
+    table = ["| method | setting | seeds | reward_run | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 4)]
     scores: dict[str, dict[str, float]] = {}
     evaluators: dict[str, dict[str, frozenset[str]]] = {}
     for runs in _by_label(rows).values():
@@ -351,9 +351,10 @@ def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
         means = {key: statistics.mean(values) if (values := [p[key] for p in points if p.get(key) is not None])
                  else None for key in names}
         scores.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = cast(float, means[rule])
-        evaluators.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = frozenset(
-            run.get("reward_run") or "" for run in runs)
-        table.append(f"| {runs[0]['name']} | {runs[0]['setting']} | {len(points)} | "
+        evaluated = frozenset(run.get("reward_run") or "" for run in runs)
+        evaluators.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = evaluated
+        shown = ", ".join(f"`{name}`" if name else NOT_RECORDED for name in sorted(evaluated))
+        table.append(f"| {runs[0]['name']} | {runs[0]['setting']} | {len(points)} | {shown} | "
                      + " | ".join("—" if means[key] is None else f"{means[key]:.4f}" for key in names) + " |")
     planned = {TUNE_NAMES[model]: len(settings) for model, settings in TUNE_SETTINGS.items()}
     choices = []
