@@ -64,7 +64,7 @@ class BenchmarkConfig:
     tune_seeds: the seeds the tuning study (``tune``, ``experiments.plan.TUNE_SETTINGS``) runs on:
         its settings are compared on the validation split of these seeds only.
     tune_settings: the tuning study's settings to run, by name (``temperature=0.25``); empty: all.
-        A study of a dozen runs of 30-60 min each is spread over processes and sessions this way;
+        A study of a dozen runs of 15-60 min each is spread over processes and sessions this way;
         the report compares whatever settings are recorded.
     simulate, prepare, reward, ranker: values for SimConfig, PrepareConfig (every dataset), the
         reward run and every ranker run, nested as the `train` command's ``--set`` keys.
