@@ -116,7 +116,7 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
                     row = _record_ranker(store, spec, run, seed_dir, dataset, name, data, config, seed, label)
                 else:
                     print(f"[skip] {label}: recorded in {store.root}")
-                    row = store.name_reward_run(row, run.reward_dir.name if run.reward_dir is not None else "")
+                    row = store.name_reward_run(row, run.reward_run)
                     store.share(row, columns)
                 rows.append({**row, **columns})
             if "table1" in config.studies:
@@ -197,6 +197,11 @@ class RankerRun:
     config: RankerRunConfig
     reward_dir: Path | None
 
+    @property
+    def reward_run(self) -> str:
+        """The results row's ``reward_run``: the evaluator's run name, ``oracle``, or "" without one."""
+        return self.reward_dir.name if self.reward_dir is not None else ""
+
 
 def ranker_run(spec: RunSpec, config: BenchmarkConfig, dataset: PreparedDataset, seed: int,
                reward_dir: Path) -> RankerRun:
@@ -251,7 +256,7 @@ def _record_ranker(store: ResultsStore, spec: RunSpec, run: RankerRun, seed_dir:
     curve = learning_curve(folder.root)
     best = read_recorded_json(folder.metrics)["best_epoch"]
     row = {**spec_columns(spec), "dataset": name, "data": data, "seed": seed, "run": run.name,
-           "reward_run": run.reward_dir.name if run.reward_dir is not None else "",
+           "reward_run": run.reward_run,
            "beam_width": config.beam_width, "parameters": parameter_count(folder.root),
            **run_cost(curve, best, run.config.train.batch_size, len(dataset.split("train"))),
            **read_recorded_json(folder.evaluation("test"))}

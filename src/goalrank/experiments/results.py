@@ -137,7 +137,7 @@ class ResultsStore(Folder):
             path = self.table(study, dataset)
             if path.is_file():
                 for row in _read_rows(path):
-                    if tuple(row.get(name) for name in IDENTITY) == key:
+                    if _identity(row) == key:
                         return row
         return None
 
@@ -159,8 +159,8 @@ class ResultsStore(Folder):
             if per_list is not None:
                 self._record_lists(row, per_list)
             study, dataset = row["study"], row["dataset"]
-            key = tuple(row[name] for name in IDENTITY)
-            _upsert(self.table(study, dataset), [row], lambda r: tuple(r.get(name) for name in IDENTITY) == key)
+            key = _identity(row)
+            _upsert(self.table(study, dataset), [row], lambda r: _identity(r) == key)
             if curve:
                 ident = {name: row[name] for name in CURVE_IDENTITY}
                 _upsert(self.curves(study), [{**point, **ident} for point in curve],
@@ -174,13 +174,15 @@ class ResultsStore(Folder):
         """
         if row.get("reward_run") or not reward_run:
             return row
-        key = tuple(row[name] for name in IDENTITY)
+        key = _identity(row)
         with self.lock():
+            # rewritten in place, not through _upsert: that moves the row to the end, and the
+            # report takes the last recorded row of a method and seed as its current one
             for study in STUDIES:  # every study that shares the run holds its own copy of the row
                 path = self.table(study, row["dataset"])
                 rows = _read_rows(path) if path.is_file() else []
-                if any(tuple(r.get(name) for name in IDENTITY) == key for r in rows):
-                    named = [{**r, "reward_run": reward_run} if tuple(r.get(name) for name in IDENTITY) == key else r
+                if any(_identity(r) == key for r in rows):
+                    named = [{**r, "reward_run": reward_run} if _identity(r) == key else r
                              for r in rows]
                     write_text_atomic(path, pl.from_dicts(named, infer_schema_length=None).write_csv())
         return {**row, "reward_run": reward_run}
@@ -189,8 +191,8 @@ class ResultsStore(Folder):
         """Record a run found in one study's table in ``columns["study"]``'s too (studies share runs)."""
         study = columns["study"]
         path = self.table(study, row["dataset"])
-        key = tuple(row[name] for name in IDENTITY)
-        if path.is_file() and any(tuple(r.get(name) for name in IDENTITY) == key for r in _read_rows(path)):
+        key = _identity(row)
+        if path.is_file() and any(_identity(r) == key for r in _read_rows(path)):
             return
         self.record({**row, **columns}, self.curve(row))
 
@@ -210,6 +212,11 @@ class ResultsStore(Folder):
                                 f"results folder {self.root}; record the run again")
         with np.load(path) as arrays:
             return dict(arrays)
+
+
+def _identity(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What a recorded run is known by (``IDENTITY``); rows recorded by older versions may lack a key."""
+    return tuple(row.get(name) for name in IDENTITY)
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
