@@ -115,6 +115,22 @@ def test_pier_scores_all_720_orders_and_returns_the_evaluators_best():
         assert torch.equal(lists[b], orders[one_by_one.argmax()])
 
 
+def test_pier_encodes_each_requests_user_once_however_many_calls_its_orders_take(monkeypatch):
+    evaluator = make_evaluator(list_len=6)
+    batch = make_batch(3, n_candidates=8, list_len=6)
+    model = make_model("pier", 6, evaluator).eval()
+    encodings = []
+    user_side = RewardModel.user_side
+    monkeypatch.setattr(RewardModel, "user_side", lambda self, b: encodings.append(b) or user_side(self, b))
+    lists = {}
+    for cap in (65536, 30):  # one call; 720 / (30 // 3) = 72 calls
+        model.config.max_lists_per_call = cap
+        encodings.clear()
+        lists[cap] = model.rank(batch).lists
+        assert encodings == [batch]
+    assert torch.equal(lists[30], lists[65536])
+
+
 def test_pier_refuses_list_lengths_with_too_many_orders():
     with pytest.raises(ConfigError, match="model.list_len"):
         PIERConfig(n_items=N_ITEMS, list_len=9)

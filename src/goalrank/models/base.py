@@ -174,9 +174,11 @@ def select_best_list(
 
     ``lists`` (B, K, L) are the generators' proposals; the evaluator scores them in calls of at
     most ``max_lists_per_call`` lists (B·k ≤ it, at least one proposal per request per call) so
-    that K = L! permutations fit in memory. Ties go to the earliest proposal. Scores rank the
-    rest of the candidates by ``base_scores`` (B, N).
+    that K = L! permutations fit in memory, and in cache (models/pier.py). The evaluator is bound
+    to ``batch`` first, so the calls share one encoding of each request's user. Ties go to the
+    earliest proposal. Scores rank the rest of the candidates by ``base_scores`` (B, N).
     """
+    evaluator = bound_evaluator(evaluator, batch)
     size, num_lists, length = lists.shape
     chunk = num_lists if max_lists_per_call is None else max(1, max_lists_per_call // size)
     rewards = torch.cat(
