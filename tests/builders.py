@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 N_ITEMS = 30  # the catalogue make_batch draws item ids from unless told otherwise
+N_USERS = 10  # logged batches draw users from [0, N_USERS)
 
 
 def random_split(rng: np.random.Generator, size: int, n_items: int, n_candidates: int,
@@ -38,7 +39,7 @@ def random_split(rng: np.random.Generator, size: int, n_items: int, n_candidates
     np.put_along_axis(labels, exposed, rng.integers(0, 2, (size, list_len)), axis=1)
     history = rng.integers(0, n_items + 1, (size, history_len))
     return {
-        "users": rng.integers(0, 10, size),
+        "users": rng.integers(0, N_USERS, size),
         "timestamps": np.arange(size),
         "history": history,
         "history_labels": (history > 0) * rng.integers(0, 2, (size, history_len)),
@@ -53,7 +54,7 @@ def tiny_dataset(root: Path, n_items: int = 30, n_candidates: int = 8, list_len:
     rng = np.random.default_rng(seed)
     splits = {name: SplitSource(size, [random_split(rng, size, n_items, n_candidates, list_len, history_len)])
               for name, size in zip(SPLITS, sizes)}
-    manifest = {"n_users": 10, "n_items": n_items, "list_len": list_len,
+    manifest = {"n_users": N_USERS, "n_items": n_items, "list_len": list_len,
                 "n_candidates": n_candidates, "history_len": history_len}
     return write_prepared(root, splits, np.arange(10), np.arange(-1, n_items), manifest)
 

@@ -101,9 +101,9 @@ def test_studies_share_runs_and_count_parameters(bench: Path) -> None:
     assert scaling.filter(pl.col("label") == "GoalRank 8x2")["run"][0] == goalrank_run  # d_model 8, 2 layers
     mge_run = table1.filter(pl.col("label") == "MG-E G-3")["run"][0]
     assert scaling.filter(pl.col("label") == "MG-E G-3")["run"][0] == mge_run
-    n_items = int(pl.read_json(bench / "data" / "sim" / "manifest.json")["n_items"][0])
-    small = GoalRankGenerator(GeneratorConfig(n_items=n_items, d_model=4, encoder_layers=1, decoder_layers=1,
-                                              list_len=LIST_LEN))
+    manifest = pl.read_json(bench / "data" / "sim" / "manifest.json")
+    small = GoalRankGenerator(GeneratorConfig(n_items=int(manifest["n_items"][0]), n_users=int(manifest["n_users"][0]),
+                                              d_model=4, encoder_layers=1, decoder_layers=1, list_len=LIST_LEN))
     assert scaling.filter(pl.col("label") == "GoalRank 4x1")["parameters"][0] == count_parameters(small)
     assert (bench / "scaling-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (bench / "groupsize-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -68,7 +68,7 @@ def test_every_model_implements_the_protocol_its_objective_needs(name: str) -> N
     """The registry pairs each model with an objective factory; the model must be what that objective
     trains (the factories cast, so this is where a wrong pairing is caught)."""
     spec = MODELS[name]
-    config = spec.config_cls(n_items=12, list_len=3, d_model=8, n_heads=2)
+    config = spec.config_cls(n_items=12, n_users=10, list_len=3, d_model=8, n_heads=2)
     reward = RewardConfig(n_items=12, n_users=10, list_len=3, d_model=8, n_heads=2, position_weights="dcg")
     evaluator = RewardModel(reward) if spec.needs_evaluator else None
     model = build_model(name, config, evaluator)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from builders import N_ITEMS, all_lists, make_batch
+from builders import N_ITEMS, N_USERS, all_lists, make_batch
 from goalrank.config import from_dict
 from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError
@@ -12,7 +12,8 @@ from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 
 def make_generator(list_len: int, seed: int = 0, **sizes: int | bool) -> GoalRankGenerator:
     torch.manual_seed(seed)
-    config = GeneratorConfig(n_items=N_ITEMS, d_model=16, n_heads=2, ffn_mult=2, list_len=list_len, **sizes)
+    config = GeneratorConfig(n_items=N_ITEMS, n_users=N_USERS, d_model=16, n_heads=2, ffn_mult=2, list_len=list_len,
+                             **sizes)
     return GoalRankGenerator(config).eval()
 
 
@@ -156,12 +157,14 @@ def test_new_user_gets_finite_outputs_and_every_parameter_gets_a_gradient():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
 
 
-def hand_count(n_items: int, d: int, f: int, history: int, encoder: int, decoder: int, length: int) -> int:
+def hand_count(n_items: int, n_users: int, d: int, f: int, history: int, encoder: int, decoder: int,
+               length: int) -> int:
     """Parameters of the architecture counted by hand, layer by layer."""
     attention = 2 * d + 4 * d * d + 4 * d  # LayerNorm, query, key+value, output
     ffn = 2 * d + (d * f * d + f * d) + (f * d * d + d)
     encoder_layer, decoder_layer = attention + ffn, 2 * attention + ffn
     user = 2 * d + d + history * encoder_layer + 2 * d + d  # labels, context token, layers, norm, pool
+    user += (n_users + 1) * d  # user-id embedding, with its cold-start row
     cross = (3 * d * d + d) + (d * d + d)  # FeatureCross MLP
     candidates = cross + encoder * encoder_layer + 2 * d
     # start token, positions, decoder layers, final norm, pointer head
@@ -172,24 +175,27 @@ def hand_count(n_items: int, d: int, f: int, history: int, encoder: int, decoder
 def test_parameter_count_matches_hand_count_and_reaches_100m():
     def size(**fields: int) -> int:
         with torch.device("meta"):  # sized, never allocated
-            return count_parameters(GoalRankGenerator(GeneratorConfig(n_items=1000, **fields)))
+            return count_parameters(GoalRankGenerator(GeneratorConfig(n_items=1000, n_users=500, **fields)))
 
     base = size()
-    assert base == hand_count(1000, d=128, f=4, history=1, encoder=2, decoder=2, length=6)
+    assert base == hand_count(1000, 500, d=128, f=4, history=1, encoder=2, decoder=2, length=6)
     assert 0.5e6 < base < 2e6
     assert size(d_model=256) > base and size(encoder_layers=4) > base and size(decoder_layers=4) > base
     large = size(d_model=1024, n_heads=16, encoder_layers=3, decoder_layers=3)
-    assert large == hand_count(1000, d=1024, f=4, history=1, encoder=3, decoder=3, length=6)
+    assert large == hand_count(1000, 500, d=1024, f=4, history=1, encoder=3, decoder=3, length=6)
     assert 90e6 < large < 110e6
 
 
 def test_config_is_validated_and_built_from_overrides():
-    config = from_dict(GeneratorConfig, {"n_items": "30", "d_model": "32", "list_len": "4"})
+    config = from_dict(GeneratorConfig, {"n_items": "30", "n_users": "10", "d_model": "32", "list_len": "4"})
     assert (config.n_items, config.d_model, config.list_len) == (30, 32, 4)
     with pytest.raises(ConfigError, match="model.n_heads"):
         GeneratorConfig(n_items=30, d_model=30, n_heads=4)
     with pytest.raises(ConfigError, match="model.decoder_layers"):
-        GeneratorConfig(n_items=30, decoder_layers=0)
+        GeneratorConfig(n_items=30, n_users=10, decoder_layers=0)
+    with pytest.raises(ConfigError, match="model.n_users"):  # the default user-id embedding needs the users
+        GeneratorConfig(n_items=30)
+    assert GeneratorConfig(n_items=30, user_embedding=False).n_users == 0
     generator = make_generator(list_len=3)
     with pytest.raises(ConfigError, match="temperature"):
         generator.decode(generator.encode(make_batch(1, 5, 3)), 2, temperature=0.0)
@@ -215,7 +221,7 @@ def test_user_embedding_personalises_the_encoding_and_unknown_users_share_the_co
 
     from goalrank.models.blocks import UNKNOWN_USER
 
-    generator = make_generator(list_len=3, user_embedding=True, n_users=10)
+    generator = make_generator(list_len=3)
     batch = make_batch(2, n_candidates=5, list_len=3, new_user=False)
     same_history = dataclasses.replace(batch, history=batch.history[:1].expand(2, -1),
                                        history_labels=batch.history_labels[:1].expand(2, -1),
@@ -228,4 +234,5 @@ def test_user_embedding_personalises_the_encoding_and_unknown_users_share_the_co
         generator.user_ids.table.weight[0] += 1.0  # the cold-start row
     assert not torch.allclose(generator.first_step_logits(generator.encode(unknown)), cold)
     torch.testing.assert_close(generator.first_step_logits(generator.encode(same_history)), logits)
-    assert make_generator(list_len=3).user_ids is None  # off by default: the history is the user
+    assert generator.config.user_embedding  # on by default (the tuning study's pick)
+    assert make_generator(list_len=3, user_embedding=False).user_ids is None

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from goalrank.data.storage import SPLITS, PreparedDataset, RankingBatch
+from goalrank.models.blocks import UNKNOWN_USER
 from goalrank.runs.load import load_run
 from goalrank.serve.app import RankingService, ServeConfig, create_app
 from goalrank.serve.bench import malformed_payloads
@@ -29,11 +30,12 @@ def raw(index: int) -> int:
 
 
 def offline_items(ranker: torch.nn.Module, history: list[int], labels: list[int], candidates: list[int],
-                  history_len: int) -> list[int]:
-    """The reference: ``ranker.rank`` on a hand-built batch of item indices, mapped to raw ids."""
+                  history_len: int, user: int = UNKNOWN_USER) -> list[int]:
+    """The reference: ``ranker.rank`` on a hand-built batch of item indices (``user`` a user index,
+    the cold-start row by default, as for a request without a known user), mapped to raw ids."""
     pad = [0] * (history_len - len(history))
     batch = RankingBatch(
-        users=torch.zeros(1, dtype=torch.long),
+        users=torch.tensor([user]),
         history=torch.tensor([pad + history]),
         history_labels=torch.tensor([pad + labels]),
         candidates=torch.tensor([candidates]),
@@ -59,7 +61,7 @@ def reference(goalrank_run: Path) -> tuple[torch.nn.Module, PreparedDataset]:
 
 
 def test_rank_equals_offline_ranker(server, reference, goalrank_run: Path) -> None:
-    url, _ = server
+    url, service = server
     ranker, dataset = reference
     test = dataset.split("test")
     for row in range(len(test)):
@@ -70,7 +72,8 @@ def test_rank_equals_offline_ranker(server, reference, goalrank_run: Path) -> No
                 "history": [{"item": raw(i), "label": v} for i, v in zip(history, labels)],
                 "candidates": [raw(c) for c in candidates]}
         answer = httpx.post(f"{url}/rank", json=body).json()
-        assert answer["items"] == offline_items(ranker, history, labels, candidates, dataset.history_len)
+        user = service.catalog.user_index[body["user"]]
+        assert answer["items"] == offline_items(ranker, history, labels, candidates, dataset.history_len, user)
         assert answer["request_id"] == f"r{row}"
         assert len(answer["scores"]) == dataset.list_len
         assert answer["scores"] == sorted(answer["scores"], reverse=True)
@@ -107,13 +110,14 @@ def latest_history_brute_force(dataset: PreparedDataset, user: int) -> tuple[lis
 
 
 def test_known_user_without_history_gets_latest_logged_history(server, reference) -> None:
-    url, _ = server
+    url, service = server
     ranker, dataset = reference
     candidates = list(range(1, dataset.n_candidates + 1))
     for user in (0, 3, 7):
         history, labels = latest_history_brute_force(dataset, user)
         answer = httpx.post(f"{url}/rank", json={"user": user, "candidates": [raw(c) for c in candidates]}).json()
-        assert answer["items"] == offline_items(ranker, history, labels, candidates, dataset.history_len)
+        assert answer["items"] == offline_items(ranker, history, labels, candidates, dataset.history_len,
+                                                service.catalog.user_index[user])
 
 
 def test_cold_start_user_and_unknown_history_items(server, reference) -> None:

@@ -27,14 +27,14 @@ from goalrank.serve.export import (
     weights_digest,
 )
 
-N_ITEMS, HISTORY = 40, 6
+N_ITEMS, N_USERS, HISTORY = 40, 10, 6
 
 
 def batch(size: int, n_candidates: int, seed: int) -> RankingBatch:
     generator = torch.Generator().manual_seed(seed)
     candidates = torch.stack([torch.randperm(N_ITEMS, generator=generator)[:n_candidates] + 1 for _ in range(size)])
     history = torch.randint(0, N_ITEMS + 1, (size, HISTORY), generator=generator)
-    return RankingBatch(torch.zeros(size, dtype=torch.long), history, (history > 0).long(), candidates,
+    return RankingBatch(torch.arange(size) % N_USERS, history, (history > 0).long(), candidates,
                         torch.zeros(size, n_candidates), torch.zeros(size, 3, dtype=torch.long))
 
 
@@ -52,7 +52,8 @@ def test_torchscript_dnn_matches_eager_on_other_shapes_than_traced() -> None:
 
 def test_compare_backends_reports_parity_and_unsupported_backends() -> None:
     torch.manual_seed(0)
-    ranker = GoalRankGenerator(GeneratorConfig(n_items=N_ITEMS, d_model=16, n_heads=2, list_len=3)).eval()
+    ranker = GoalRankGenerator(GeneratorConfig(n_items=N_ITEMS, n_users=N_USERS, d_model=16, n_heads=2,
+                                               list_len=3)).eval()
     results = compare_backends(ranker, {"single": batch(1, 8, 0), "batched": batch(6, 8, 1)},
                                backends=("eager", "torchscript"), repeats=2)
     eager = [r for r in results if r.backend == "eager"]
@@ -76,7 +77,8 @@ def test_fastest_exact_ignores_inexact_and_failed_backends() -> None:
 @pytest.mark.slow
 def test_compiled_goalrank_matches_eager_lists() -> None:
     torch.manual_seed(0)
-    ranker = GoalRankGenerator(GeneratorConfig(n_items=N_ITEMS, d_model=16, n_heads=2, list_len=3)).eval()
+    ranker = GoalRankGenerator(GeneratorConfig(n_items=N_ITEMS, n_users=N_USERS, d_model=16, n_heads=2,
+                                               list_len=3)).eval()
     compiled = build_rank_fn(ranker, "compile", batch(2, 8, seed=0))
     for size, n_candidates in [(1, 8), (7, 8), (3, 12)]:
         probe = batch(size, n_candidates, seed=size)
@@ -88,7 +90,8 @@ def test_compiled_goalrank_matches_eager_lists() -> None:
 
 def tiny_goalrank() -> GoalRankGenerator:
     torch.manual_seed(0)
-    return GoalRankGenerator(GeneratorConfig(n_items=N_ITEMS, d_model=16, n_heads=2, list_len=3)).eval()
+    return GoalRankGenerator(GeneratorConfig(n_items=N_ITEMS, n_users=N_USERS, d_model=16, n_heads=2,
+                                             list_len=3)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +125,11 @@ def test_onnx_cache_is_reused_only_for_the_weights_it_was_exported_from(goalrank
 
 def tiny_ranker(name: str) -> Ranker:
     torch.manual_seed(0)
-    fields = {"n_items": N_ITEMS, "d_model": 16, "n_heads": 2, "list_len": 3}
+    fields = {"n_items": N_ITEMS, "n_users": N_USERS, "d_model": 16, "n_heads": 2, "list_len": 3}
     evaluator = None
     if MODELS[name].needs_evaluator:
-        evaluator = RewardModel(RewardConfig(n_items=N_ITEMS, n_users=10, d_model=16, n_heads=2, list_len=3, layers=1,
-                                             position_weights="dcg")).eval()
+        evaluator = RewardModel(RewardConfig(n_items=N_ITEMS, n_users=N_USERS, d_model=16, n_heads=2, list_len=3,
+                                             layers=1, position_weights="dcg")).eval()
     return build_model(name, MODELS[name].config_cls(**fields), evaluator).eval()
 
 

@@ -39,8 +39,11 @@ class EGRerankConfig(GeneratorConfig):
     temperature: sampling temperature of those lists; 1 samples from π_θ itself (exact REINFORCE),
         other values explore more or less at the price of a biased gradient.
     supervised_weight: weight of −log π_θ(logged list), as in GoalRank's ReferenceConfig.
+    user_embedding: off, unlike GoalRank's default: the tuning study chose it for GoalRank alone,
+        and EGRerank's own study kept its earlier defaults (docs/results.md).
     """
 
+    user_embedding: bool = False
     num_samples: int = 8
     temperature: float = 1.0
     supervised_weight: float = 1.0
