@@ -13,6 +13,8 @@ from builders import GENERATOR_EVALUATOR, N_ITEMS, all_lists, make_batch, object
 from goalrank.cli import main
 from goalrank.errors import ConfigError
 from goalrank.models.base import group_standardised
+from goalrank.models.egrerank import EGRerankConfig
+from goalrank.models.goalrank import GeneratorConfig
 from goalrank.models.nar4rec import decode_position_matrix
 from goalrank.models.pier import PIERConfig
 from goalrank.reward.model import RewardConfig, RewardModel
@@ -129,6 +131,12 @@ def test_pier_encodes_each_requests_user_once_however_many_calls_its_orders_take
         lists[cap] = model.rank(batch).lists
         assert encodings == [batch]
     assert torch.equal(lists[30], lists[65536])
+
+
+def test_egrerank_keeps_the_user_id_embedding_off_that_goalrank_has_on_by_default():
+    assert GeneratorConfig(n_items=N_ITEMS, n_users=10).user_embedding
+    assert not EGRerankConfig(n_items=N_ITEMS).user_embedding  # and it needs no users then
+    assert make_model("egrerank", 3).user_ids is None
 
 
 def test_pier_refuses_list_lengths_with_too_many_orders():
