@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import log_loss
 
-from builders import GENERATOR_EVALUATOR, N_ITEMS, all_lists, make_batch, objective_for, tiny_dataset
+from builders import GENERATOR_EVALUATOR, N_ITEMS, N_USERS, all_lists, make_batch, objective_for, tiny_dataset
 from goalrank.cli import main
 from goalrank.errors import ConfigError
 from goalrank.models.base import group_standardised
@@ -26,7 +26,7 @@ SMALL = {"d_model": 16, "n_heads": 2, "ffn_mult": 2}
 def make_evaluator(list_len: int, seed: int = 100) -> RewardModel:
     """A tiny randomly initialised reward model, frozen as the loader freezes a trained one."""
     torch.manual_seed(seed)
-    evaluator = RewardModel(RewardConfig(n_items=N_ITEMS, n_users=10, list_len=list_len, position_weights="dcg",
+    evaluator = RewardModel(RewardConfig(n_items=N_ITEMS, n_users=N_USERS, list_len=list_len, position_weights="dcg",
                                          **SMALL)).eval()
     for parameter in evaluator.parameters():
         parameter.requires_grad_(False)
@@ -134,7 +134,7 @@ def test_pier_encodes_each_requests_user_once_however_many_calls_its_orders_take
 
 
 def test_egrerank_keeps_the_user_id_embedding_off_that_goalrank_has_on_by_default():
-    assert GeneratorConfig(n_items=N_ITEMS, n_users=10).user_embedding
+    assert GeneratorConfig(n_items=N_ITEMS, n_users=N_USERS).user_embedding
     assert not EGRerankConfig(n_items=N_ITEMS).user_embedding  # and it needs no users then
     assert make_model("egrerank", 3).user_ids is None
 
