@@ -6,6 +6,7 @@ importing the training code.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,45 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker 
         raise ArtifactError(f"{run.checkpoint}: checkpoint not found (did training finish an epoch?)")
     state = load_checkpoint(run.checkpoint, device)["model"]
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ArtifactError(f"{run.checkpoint}: does not match the model in config.json (made by another version?): "
-                            f"{str(exc).splitlines()[0]}") from exc
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a weight of another shape
+        raise _mismatch(run, config, _first_detail(exc)) from exc
+    if missing or unexpected:
+        raise _mismatch(run, config, f"weights missing from it: {_some(missing)}; weights it has that the model "
+                                     f"lacks: {_some(unexpected)}")
     return model.to(device).eval(), config
+
+
+def _mismatch(run: RunFolder, config: dict[str, Any], detail: str) -> ArtifactError:
+    """The error of a checkpoint that does not fit the model its config.json describes.
+
+    The usual cause is a run of an earlier goalrank whose config.json lacks a field added since:
+    today's default fills it in, and where that default adds or removes a module (GoalRank's
+    ``user_embedding``, on by default since 2026-12-02) the weights no longer fit. Naming those
+    fields says what to set in the config, or that the run must be trained again.
+    """
+    name = config.get("model_name")
+    config_cls = RewardConfig if name == REWARD else MODELS[name].config_cls if name in MODELS else None
+    absent = ([f"model.{field.name}={field.default!r}" for field in dataclasses.fields(config_cls)
+               if field.init and field.name not in config.get("model", {})]
+              if config_cls is not None else [])
+    hint = (f"; its config.json lacks {', '.join(absent)} (today's defaults, filled in): a run of an earlier "
+            "goalrank, train it again" if absent else "")
+    return ArtifactError(f"{run.checkpoint}: does not fit the model its config.json describes ({detail}){hint}")
+
+
+def _some(keys: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``keys``, and how many more (``none`` when empty)."""
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+def _first_detail(exc: RuntimeError) -> str:
+    """The first specific line of a ``load_state_dict`` error (its first line only names the class)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
 
 
 def load_ranker(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Ranker, dict[str, Any]]:
