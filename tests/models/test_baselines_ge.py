@@ -16,9 +16,10 @@ from goalrank.models.base import group_standardised
 from goalrank.models.egrerank import EGRerankConfig
 from goalrank.models.goalrank import GeneratorConfig
 from goalrank.models.nar4rec import decode_position_matrix
-from goalrank.models.pier import PIERConfig
+from goalrank.models.pier import PIER, OrderMemo, PIERConfig
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.runs.registry import MODELS
+from goalrank.serve.batcher import concat
 
 SMALL = {"d_model": 16, "n_heads": 2, "ffn_mult": 2}
 
@@ -131,6 +132,56 @@ def test_pier_encodes_each_requests_user_once_however_many_calls_its_orders_take
         lists[cap] = model.rank(batch).lists
         assert encodings == [batch]
     assert torch.equal(lists[30], lists[65536])
+
+
+def test_pier_memoising_passes_scores_only_the_requests_whose_top_set_is_new(monkeypatch):
+    evaluator = make_evaluator(list_len=6)
+    seen, fresh = make_batch(3, n_candidates=8, list_len=6, seed=1), make_batch(2, n_candidates=8, list_len=6, seed=2)
+    both = concat([seen, fresh])
+    plain, memoised = make_model("pier", 6, evaluator).eval(), make_model("pier", 6, evaluator).eval()
+    memoised.memoise_passes()
+    expected = plain.rank(both)
+    scored = []
+    user_side = RewardModel.user_side
+    monkeypatch.setattr(RewardModel, "user_side", lambda self, b: scored.append(len(b)) or user_side(self, b))
+    first = memoised.rank(seen)
+    assert scored == [3] and len(memoised.memo) == 3
+    again = memoised.rank(seen)
+    assert scored == [3]  # a second pass over the same requests and sets scores nothing
+    assert torch.equal(again.lists, first.lists) and torch.equal(again.scores, first.scores)
+    mixed = memoised.rank(both)
+    assert scored == [3, 2]  # only the two new requests
+    assert torch.equal(mixed.lists, expected.lists) and torch.equal(mixed.scores, expected.scores)
+    before = memoised.score(both).topk(6).indices.sort().values
+    torch.manual_seed(3)
+    with torch.no_grad():  # the pointwise model trains on: requests whose top set changed are scored again
+        for parameter in memoised.parameters():
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    changed = int((memoised.score(both).topk(6).indices.sort().values != before).any(dim=1).sum())
+    assert 0 < changed < len(both)  # this perturbation moves some sets, not all
+    trained = memoised.rank(both)
+    assert scored == [3, 2, changed]
+    plain.load_state_dict(memoised.state_dict())
+    assert torch.equal(trained.lists, plain.rank(both).lists)
+
+
+def test_order_memo_drops_the_least_recently_used_past_its_capacity():
+    memo = OrderMemo(capacity=2)
+    memo.put(b"a", torch.tensor([0]))
+    memo.put(b"b", torch.tensor([1]))
+    assert memo.get(b"a") is not None  # a is now the most recently used
+    memo.put(b"c", torch.tensor([2]))
+    assert memo.get(b"b") is None and memo.get(b"a") is not None and memo.get(b"c") is not None and len(memo) == 2
+
+
+def test_order_memo_keys_tell_apart_requests_and_top_sets():
+    batch = make_batch(3, n_candidates=8, list_len=6, seed=1)
+    top = torch.tensor([[0, 1, 2, 3, 4, 5]] * 3)
+    keys = OrderMemo.keys(batch, top)
+    assert len(set(keys)) == 3 and keys == OrderMemo.keys(batch, top.clone())
+    other = top.clone()
+    other[0, 5] = 6
+    assert OrderMemo.keys(batch, other)[0] != keys[0] and OrderMemo.keys(batch, other)[1:] == keys[1:]
 
 
 def test_egrerank_keeps_the_user_id_embedding_off_that_goalrank_has_on_by_default():
@@ -359,3 +410,13 @@ def test_cli_refuses_a_ge_model_without_a_reward_run(trained_reward, tmp_path, c
     data, _ = trained_reward
     assert main(["train", "--model", "pier", "--data", str(data), "--out", str(tmp_path / "run"), *TINY]) == 2
     assert "--reward" in capsys.readouterr().err
+
+
+def test_training_validates_pier_through_its_order_memo(trained_reward, tmp_path, monkeypatch):
+    data, reward = trained_reward
+    memoised, memoise = [], PIER.memoise_passes
+    monkeypatch.setattr(PIER, "memoise_passes", lambda self: memoised.append(self) or memoise(self))
+    args = ["train", "--model", "pier", "--data", str(data), "--out", str(tmp_path / "run"), "--reward", str(reward),
+            *TINY, "--set", "train.epochs=2"]
+    assert main(args) == 0
+    assert len(memoised) == 1 and memoised[0].memo is not None and len(memoised[0].memo) > 0

@@ -119,6 +119,21 @@ class ListGenerator(Protocol):
         """(B, K, L) lists: K per request, sampled (or greedy), continuing ``prefix`` (B, K, t0) if given."""
 
 
+@runtime_checkable
+class PassMemoising(Protocol):
+    """A ranker that can remember work across evaluation passes over the same requests.
+
+    Training validates on one split every few batches, and only the trained weights change between
+    passes; a ranker whose answer is partly a function of frozen parts (PIER: the frozen
+    evaluator's best order of a top-L set) can keep that part. Opt-in, switched on by the training
+    loop's validation alone: a loaded or served model computes every answer (a benchmark's
+    repeated requests would otherwise time a memo).
+    """
+
+    def memoise_passes(self) -> None:
+        """Remember, from now on, what later passes over the same requests can reuse."""
+
+
 class ListEvaluator(Protocol):
     """A list-wise reward model r(u, l) (paper App. B): the evaluator shared by every method."""
 

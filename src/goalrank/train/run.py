@@ -23,7 +23,7 @@ from goalrank.evaluate.protocol import TRUE_REWARD, TrueReward, evaluate_ranker,
 from goalrank.groups import GroupConfig, PopularityPolicy
 from goalrank.groups.build import SCORER_POLICIES
 from goalrank.io import exclusive_lock, write_recorded_json
-from goalrank.models.base import PointwiseScorer
+from goalrank.models.base import PassMemoising, PointwiseScorer
 from goalrank.models.blocks import ModelConfig, UserIdEmbedding
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.objectives.base import ObjectiveInputs
@@ -249,6 +249,8 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
         true_reward = None if simulator is None else TrueReward(simulator, dataset, beam_width=1)
     model = build_model(name, model_config, evaluator).to(device)
     restrict_user_ids(getattr(model, "user_ids", None), dataset)
+    if isinstance(model, PassMemoising):  # every validation pass ranks the same requests
+        model.memoise_passes()
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     objective = spec.objective.build(ObjectiveInputs(model, evaluator, config.group, config.reference, rng,
                                                      *auxiliary_inputs(config.group, dataset, device)))
