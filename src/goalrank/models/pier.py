@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass, fields
+from typing import cast
 
 import torch
 
@@ -93,7 +93,7 @@ class PIER(DNNRanker):
             for row, order in zip(new, orders, strict=True):
                 found[row] = order
                 self.memo.put(keys[row], order)
-        lists = torch.stack([order for order in found if order is not None]).to(top.device)  # (B, L)
+        lists = torch.stack(cast(list[torch.Tensor], found)).to(top.device)  # (B, L): every row found now
         return RankOutput(lists=lists, scores=scores_from_lists(lists, scores))
 
     def _best_orders(self, batch: RankingBatch, top: torch.Tensor, scores: torch.Tensor) -> RankOutput:
@@ -110,14 +110,12 @@ class OrderMemo:
 
     A key digests every tensor of the request's row (user, history, its feedback, candidates, and
     for safety the labels an evaluator must not read anyway) and the sorted top-L positions: the
-    same request with the same set gets the same best order from a frozen evaluator. Locked, as a
-    service may rank from several threads.
+    same request with the same set gets the same best order from a frozen evaluator.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._orders: OrderedDict[bytes, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
 
     @staticmethod
     def keys(batch: RankingBatch, top: torch.Tensor) -> list[bytes]:
@@ -127,18 +125,16 @@ class OrderMemo:
                 for row in range(len(batch))]
 
     def get(self, key: bytes) -> torch.Tensor | None:
-        with self._lock:
-            order = self._orders.get(key)
-            if order is not None:
-                self._orders.move_to_end(key)
-            return order
+        order = self._orders.get(key)
+        if order is not None:
+            self._orders.move_to_end(key)
+        return order
 
     def put(self, key: bytes, order: torch.Tensor) -> None:
-        with self._lock:
-            self._orders[key] = order
-            self._orders.move_to_end(key)
-            while len(self._orders) > self.capacity:
-                self._orders.popitem(last=False)
+        self._orders[key] = order
+        self._orders.move_to_end(key)
+        while len(self._orders) > self.capacity:
+            self._orders.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._orders)
