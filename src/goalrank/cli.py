@@ -202,6 +202,12 @@ def _cmd_bench_train(args: argparse.Namespace) -> None:
     print(bench_train(_load(BenchTrainConfig, args)))
 
 
+def _cmd_bench_pier(args: argparse.Namespace) -> None:
+    from goalrank.train.bench_pier import BenchPierConfig, bench_pier
+
+    print(bench_pier(_load(BenchPierConfig, args)))
+
+
 def _cmd_bench_serve(args: argparse.Namespace) -> None:
     from goalrank.serve.bench import BenchServeConfig, bench_serve
 
@@ -211,6 +217,7 @@ def _cmd_bench_serve(args: argparse.Namespace) -> None:
 SERVE = ("goalrank.serve.app", "ServeConfig")
 BENCH_TRAIN = ("goalrank.train.bench", "BenchTrainConfig")
 BENCH_SERVE = ("goalrank.serve.bench", "BenchServeConfig")
+BENCH_PIER = ("goalrank.train.bench_pier", "BenchPierConfig")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -452,6 +459,19 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(b, "json", BENCH_TRAIN, "also write the rows (K, step_ms, ratio, mfu) as JSON to this file (empty: no)")
     _add_config_flags(b)
     b.set_defaults(handler=_cmd_bench_train)
+    b = bench.add_parser("pier", help="PIER's validation passes along its training, with and without its order "
+                         "memo (same lists checked)")
+    _flag(b, "data", BENCH_PIER, "prepared-dataset folder")
+    _flag(b, "reward", BENCH_PIER, "reward-model run folder (PIER's evaluator)")
+    _flag(b, "requests", BENCH_PIER, "validation requests ranked each pass")
+    _flag(b, "passes", BENCH_PIER, "validation passes")
+    _flag(b, "steps_between", BENCH_PIER, "training batches before each pass")
+    _flag(b, "batch_size", BENCH_PIER, "training batch size")
+    _flag(b, "seed", BENCH_PIER, "training seed")
+    _flag(b, "device", BENCH_PIER, "auto, cpu or cuda")
+    _flag(b, "json", BENCH_PIER, "also write the rows (pass, new_sets, plain_s, memo_s) as JSON to this file")
+    _add_config_flags(b)
+    b.set_defaults(handler=_cmd_bench_pier)
     return parser
 
 
