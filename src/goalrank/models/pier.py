@@ -9,8 +9,9 @@ L! permutations are scored, which is what the paper does for L = 6 (720 lists pe
 Scoring those 720 orders is almost all of PIER's cost, and a benchmark validates every 40 batches.
 The evaluator is frozen, so the best order of a request's top-L *set* never changes while the
 pointwise model trains: with ``memoise_passes`` (the training loop's validation) a pass scores only
-the requests whose top-L set is new. Measured on the default world (DNN training, seed 0, the
-validation split): from the third pass on 10–60 % of the sets repeat an earlier pass's.
+the requests whose top-L set is new. Measured with `goalrank bench pier` (default world, seed 0,
+256 validation requests, 14 passes): 40 % of the top-L sets repeat an earlier pass's (63 % in pass
+13), and the passes take 1.70× less time.
 """
 
 from __future__ import annotations
