@@ -30,7 +30,7 @@ def test_every_command_takes_config_and_set() -> None:
     commands = _commands(cli.build_parser())
     assert {" ".join(words) for words in commands} == {
         "demo", "simulate", "prepare", "stats", "audit", "feedback-curve", "train", "evaluate", "serve", "benchmark",
-        "ensemble", "report", "bench prepare", "bench serve", "bench train"}
+        "ensemble", "report", "bench prepare", "bench serve", "bench train", "bench pier"}
     for words, parser in commands.items():
         options = {option for action in parser._actions for option in action.option_strings}
         assert {"--config", "--set"} <= options, words
