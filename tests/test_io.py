@@ -17,6 +17,7 @@ from goalrank.io import (
     verify_checksum,
     write_json,
     write_recorded_json,
+    write_rows_json,
     write_text_atomic,
 )
 
@@ -180,3 +181,12 @@ def test_two_processes_recording_results_in_one_folder_keep_every_line(tmp_path)
     recorded = {name for _, name in read_sha256sums(tmp_path / SUMS)}
     assert recorded == {f"{name}-{i}.json" for name in ("a", "b") for i in range(60)}
     record_checksum(tmp_path / "a-0.json")  # the folder lock was released
+
+
+def test_write_rows_json_keeps_the_key_order_and_refuses_nan(tmp_path):
+    path = tmp_path / "rows.json"
+    write_rows_json(path, [{"b": 1, "a": 2.5}])
+    assert path.read_text() == '[\n  {\n    "b": 1,\n    "a": 2.5\n  }\n]\n'
+    with pytest.raises(ValueError):
+        write_rows_json(path, [{"x": float("nan")}])
+    assert "2.5" in path.read_text()  # the failed write left the earlier file whole

@@ -213,6 +213,12 @@ def write_json(path: Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+def write_rows_json(path: Path, rows: Any) -> None:
+    """Write a command's ``--json`` rows atomically, keys in the order given and strict JSON (a NaN
+    is an error, not a token other tools cannot read)."""
+    write_text_atomic(Path(path), json.dumps(rows, indent=2, allow_nan=False) + "\n")
+
+
 def read_json(path: Path) -> Any:
     """Read JSON, turning a missing or corrupt file into an ArtifactError that names it."""
     path = Path(path)

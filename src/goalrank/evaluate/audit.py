@@ -28,7 +28,6 @@ candidates by score, ties broken by candidate slot (candidates are shuffled per 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from goalrank.data.storage import PreparedDataset, RankingBatch, Split, SplitNam
 from goalrank.evaluate.metrics import AUC
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
 from goalrank.groups.auxiliary import RewardBeamPolicy, reward_beam_search
-from goalrank.io import atomic_file
+from goalrank.io import write_rows_json
 from goalrank.models.base import ListEvaluator, Ranker, RankOutput, bound_evaluator, scores_from_lists
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 
@@ -206,8 +205,7 @@ def audit(config: AuditConfig) -> list[dict[str, float | str]]:
     if config.json:  # strict JSON: an undefined metric (no list had a positive) is null, not NaN
         strict = [{key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
                   for row in rows]
-        with atomic_file(Path(config.json)) as tmp:
-            tmp.write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
+        write_rows_json(Path(config.json), strict)
     return rows
 
 

@@ -43,7 +43,7 @@ import torch
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.errors import ArtifactError
-from goalrank.io import atomic_file
+from goalrank.io import write_rows_json
 from goalrank.models.blocks import PAD
 from goalrank.perf import count_flops, matmul_peak_flops
 from goalrank.runs.ensemble import write_ensemble
@@ -167,8 +167,7 @@ def bench_serve(settings: BenchServeConfig) -> str:
                         sections.append(load_section(url, bodies, settings.load, settings.malformed,
                                                      settings.concurrency, settings.seed))
     if settings.json:
-        with atomic_file(Path(settings.json)) as tmp:
-            tmp.write_text(json.dumps([r.row() for r in results], indent=2, allow_nan=False) + "\n")
+        write_rows_json(Path(settings.json), [r.row() for r in results])
     report = [f"## Ranking latency (CPU, {torch.get_num_threads()} torch threads; FLOP limit = FLOPs / "
               f"measured {PEAK_MATMUL_SIZE}² fp32 matmul peak {peak / 1e9:.1f} GFLOP/s)\n", format_latencies(results)]
     if any(r.model in ("mge", "mge-heads") for r in results):

@@ -10,7 +10,6 @@ Each step's FLOPs are counted once (FlopCounterMode) and turned into MFU against
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import torch
 from goalrank.config import check, from_dict
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.groups import GroupConfig
-from goalrank.io import atomic_file
+from goalrank.io import write_rows_json
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.objectives.group_relative import GroupRelativeObjective
 from goalrank.objectives.losses import supervised_loss
@@ -148,8 +147,7 @@ def bench_train(config: BenchTrainConfig) -> str:
                     + " / ".join(f"{f / 1e9:.1f}" for f in flops) + f" | {(flops[1] + flops[2]) / base.flops:.2f}× | "
                     f"{100 * cost.mfu(peak):.2f} % |")
     if config.json:
-        with atomic_file(Path(config.json)) as tmp:
-            tmp.write_text(json.dumps(json_rows, indent=2, allow_nan=False) + "\n")
+        write_rows_json(Path(config.json), json_rows)
     peak_source = "given" if peak_tflops else f"measured {MFU_PEAK_SIZE[device.type]}² matmul"
     header = (f"device {device}, {torch.get_num_threads()} threads, compute dtype {dtype}, batch {batch_size}, "
               f"N={dataset.n_candidates}, L={dataset.list_len}, median of {steps} steps after {warmup} warm-up; "

@@ -11,7 +11,6 @@ checks that both give the same lists: the memo may change the time, never the an
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch
 from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch
 from goalrank.errors import GoalRankError
-from goalrank.io import atomic_file
+from goalrank.io import write_rows_json
 from goalrank.models.pier import PIER
 from goalrank.objectives.base import ObjectiveInputs
 from goalrank.runs.load import build_model, load_reward_model
@@ -98,8 +97,7 @@ def bench_pier(config: BenchPierConfig) -> str:
         rows.append({"pass": index + 1, "new_sets": len(memoised.memo) - known, "plain_s": seconds["plain"],
                      "memo_s": seconds["memo"]})
     if config.json:
-        with atomic_file(Path(config.json)) as tmp:
-            tmp.write_text(json.dumps(rows, indent=2, allow_nan=False) + "\n")
+        write_rows_json(Path(config.json), rows)
     table = ["| pass | new top-L sets | without memo s | with memo s |", "|---:|---:|---:|---:|"]
     table += [f"| {row['pass']} | {row['new_sets']} / {count} | {row['plain_s']:.1f} | {row['memo_s']:.1f} |"
               for row in rows]
