@@ -302,6 +302,20 @@ def test_tune_settings_run_only_the_named_settings_and_an_unknown_name_is_refuse
         plan(load_benchmark_config("converged", None, ["studies=tune", "tune_settings=temperature=0.3"], {}))
 
 
+def test_methods_keep_only_their_runs_in_every_study() -> None:
+    values = ["studies=table1,groupsize,bias,scaling", "group_sizes=3,5", "reward_noises=0.2",
+              "scaling_sizes=32x1,64x2", "scaling_generators=3"]
+    everything = plan(load_benchmark_config("converged", None, values, {}))
+    assert {spec.model for spec in everything if spec.study == "scaling"} == {"goalrank", "dnn", "pier", "mge"}
+    chosen = plan(load_benchmark_config("converged", None, [*values, "methods=pier,mge"], {}))
+    assert [(spec.study, spec.model, spec.setting) for spec in chosen] == [
+        ("table1", "pier", ""), ("table1", "mge", "G-3"), ("table1", "mge", "G-20"), ("table1", "mge", "G-100"),
+        ("scaling", "pier", "32x1"), ("scaling", "pier", "64x2"), ("scaling", "mge", "G-3")]
+    goalrank = plan(load_benchmark_config("converged", None, [*values, "methods=goalrank"], {}))
+    assert [(spec.study, spec.setting) for spec in goalrank if spec.study != "table1"] == [
+        ("groupsize", "K=3"), ("groupsize", "K=5"), ("bias", "β=0.2"), ("scaling", "32x1"), ("scaling", "64x2")]
+
+
 def test_merge_values_and_parse_size() -> None:
     merged = merge_values({"ranker": {"train": {"epochs": 1, "lr": 0.1}, "model": {"d_model": 8}}, "seeds": (0, 1)},
                           {"ranker": {"train": {"epochs": "3"}}, "seeds": "4"})

@@ -59,8 +59,9 @@ class BenchmarkConfig:
     studies: which of STUDIES to run (``--only``). ``oracle`` trains GoalRank and every
         generator–evaluator method against the simulator's exact reward instead of the reward
         model (simulator datasets only; skipped on others).
-    methods: Table 1's, the tuning study's and the oracle study's methods as model names
-        (``goalrank``, ``dnn``, ..., ``mge``); empty: all.
+    methods: the model names (``goalrank``, ``dnn``, ..., ``mge``) whose runs every chosen study
+        keeps (Table 3's grids are GoalRank's, the scaling study's GoalRank, DNN, PIER and MG-E);
+        empty: all. Long studies are split over processes and sessions this way.
     tune_seeds: the seeds the tuning study (``tune``, ``experiments.plan.TUNE_SETTINGS``) runs on:
         its settings are compared on the validation split of these seeds only.
     tune_settings: the tuning study's settings to run, by name (``temperature=0.25``); empty: all.

@@ -122,22 +122,20 @@ def plan(config: BenchmarkConfig) -> list[RunSpec]:
           config.tune_settings)
     specs: list[RunSpec] = []
     if "table1" in config.studies:
-        table1 = [RunSpec("table1", label, "", name) for label, name in TABLE1_BASELINES]
-        table1 += [RunSpec("table1", MGE, f"G-{g}", "mge", {"model": {"n_generators": g}})
-                   for g in config.mge_generators]
-        table1.append(RunSpec("table1", GOALRANK, "", "goalrank"))
-        specs += [spec for spec in table1 if not config.methods or spec.model in config.methods]
+        specs += [RunSpec("table1", label, "", name) for label, name in TABLE1_BASELINES]
+        specs += [RunSpec("table1", MGE, f"G-{g}", "mge", {"model": {"n_generators": g}})
+                  for g in config.mge_generators]
+        specs.append(RunSpec("table1", GOALRANK, "", "goalrank"))
     if "tune" in config.studies:
         specs += [RunSpec("tune", TUNE_NAMES[name], setting, name, values)
-                  for name, settings in TUNE_SETTINGS.items() if not config.methods or name in config.methods
+                  for name, settings in TUNE_SETTINGS.items()
                   for setting, values in settings if not config.tune_settings or setting in config.tune_settings]
     if "oracle" in config.studies:
-        oracle = [RunSpec("oracle", label, "exact reward", name, merge_values(EXACT, EXACT_MODEL.get(name, {})),
+        specs += [RunSpec("oracle", label, "exact reward", name, merge_values(EXACT, EXACT_MODEL.get(name, {})),
                           evaluator=ORACLE) for label, name in ORACLE_METHODS]
-        oracle += [RunSpec("oracle", MGE, f"G-{g} exact reward", "mge",
-                           merge_values(EXACT, {"model": {"n_generators": g}}), evaluator=ORACLE)
-                   for g in config.mge_generators]
-        specs += [spec for spec in oracle if not config.methods or spec.model in config.methods]
+        specs += [RunSpec("oracle", MGE, f"G-{g} exact reward", "mge",
+                          merge_values(EXACT, {"model": {"n_generators": g}}), evaluator=ORACLE)
+                  for g in config.mge_generators]
     if "groupsize" in config.studies:
         specs += [RunSpec("groupsize", GOALRANK, f"K={k}", "goalrank", {"group": {"group_size": k}}, k)
                   for k in config.group_sizes]
@@ -152,4 +150,4 @@ def plan(config: BenchmarkConfig) -> list[RunSpec]:
                 specs.append(RunSpec("scaling", METHOD_NAMES[name], size, name, {"model": model}))
         specs += [RunSpec("scaling", MGE, f"G-{g}", "mge", {"model": {"n_generators": g}})
                   for g in config.scaling_generators]
-    return specs
+    return [spec for spec in specs if not config.methods or spec.model in config.methods]
