@@ -146,6 +146,11 @@ class BenchmarkConfig:
 # validation NDCG, at most 25 passes (1,000 steps, 8.9 epochs of the default world's training split);
 # it records into the repository's results/ (run it from the repository root) and reads back what
 # is recorded there, so its seeds and methods can be run a few at a time, on any machine.
+# Fig. 3's sizes on one CPU thread (`converged`): GoalRank from 0.10M (32x1) to 13.8M (320x4)
+# parameters at the default world's 500 items and 1,000 users. A batch of 320x4 measured 4.0x one of
+# 128x2 and 256x4 3.5x (`--estimate 3`, results/estimate/): a converged 320x4 run fits one session,
+# the paper's 512x6 and 768x8 do not.
+CPU_SCALING_SIZES = ("32x1", "64x2", "128x2", "256x4", "320x4")
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "seeds": (0, 1),
@@ -180,6 +185,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "studies": ("table1",),
         "reward": {"train": {"epochs": 6}},
         "ranker": {"train": {"epochs": 25, "max_steps_per_epoch": 40, "patience": 3}},
+        "scaling_sizes": CPU_SCALING_SIZES,
         "results": "results",
     },
     "full": {},
