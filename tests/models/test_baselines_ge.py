@@ -12,7 +12,7 @@ from sklearn.metrics import log_loss
 from builders import GENERATOR_EVALUATOR, N_ITEMS, N_USERS, all_lists, make_batch, objective_for, tiny_dataset
 from goalrank.cli import main
 from goalrank.errors import ConfigError
-from goalrank.models.base import group_standardised
+from goalrank.models.base import distinct_lists, group_standardised, select_best_list
 from goalrank.models.egrerank import EGRerankConfig
 from goalrank.models.goalrank import GeneratorConfig
 from goalrank.models.nar4rec import decode_position_matrix
@@ -420,3 +420,21 @@ def test_training_validates_pier_through_its_order_memo(trained_reward, tmp_path
             *TINY, "--set", "train.epochs=2"]
     assert main(args) == 0
     assert len(memoised) == 1 and memoised[0].memo is not None and len(memoised[0].memo) > 0
+
+
+def test_distinct_lists_keeps_each_list_once_in_proposal_order() -> None:
+    lists = torch.tensor([[[0, 1], [2, 3], [0, 1], [2, 3], [4, 0]],
+                          [[1, 0], [1, 0], [1, 0], [1, 0], [1, 0]]])
+    assert distinct_lists(lists, n_candidates=5).tolist() == [[0, 1, 4], [0, 0, 0]]
+    assert distinct_lists(lists, n_candidates=2**40).tolist() == [[0, 1, 2, 3, 4]] * 2  # N^L past int64: all kept
+
+
+def test_scoring_each_distinct_proposal_once_picks_what_scoring_all_of_them_picks() -> None:
+    evaluator = make_evaluator(3)
+    batch = make_batch(16, 6, 3, seed=3)
+    pool = torch.stack([torch.randperm(6)[:3] for _ in range(4)])  # 4 distinct lists shared by the heads
+    lists = pool[torch.randint(4, (16, 40))]  # (B, 40, L): 40 proposals, mostly repeats
+    best = select_best_list(evaluator, batch, lists, torch.zeros(16, 6)).lists
+    rewards = evaluator.list_reward(batch, lists)
+    expected = lists.gather(1, rewards.argmax(dim=1)[:, None, None].expand(-1, 1, 3))[:, 0]
+    assert torch.equal(best, expected)

@@ -149,6 +149,28 @@ class BindableEvaluator(Protocol):
         """This evaluator for ``batch`` alone (``reward.model.BoundRewardModel``)."""
 
 
+def distinct_lists(lists: torch.Tensor, n_candidates: int) -> torch.Tensor:
+    """(B, U) indices into ``lists`` (B, K, L) of each request's distinct lists, in proposal order.
+
+    Requests with fewer than U = the batch's largest count are padded with index 0 (their first
+    list again, after its own slot, so an arg-max with ties to the earliest is unchanged). A list is
+    coded as one integer in base N, so the check is a sort of (B, K) codes; where N^L does not fit
+    in int64 every index is kept. MG-E's heads, trained on one trunk, mostly agree, so most of
+    their G proposals repeat a few lists, each of which is now scored once.
+    """
+    size, num_lists, length = lists.shape
+    every = torch.arange(num_lists, device=lists.device).expand(size, -1)
+    if n_candidates**length >= 2**62:
+        return every
+    powers = n_candidates ** torch.arange(length, device=lists.device, dtype=torch.int64)
+    codes = (lists.long() * powers).sum(dim=2)  # (B, K)
+    ordered, order = codes.sort(dim=1, stable=True)
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # the earliest of equal codes (stable sort)
+    kept = torch.where(first, order, num_lists).sort(dim=1).values[:, : int(first.sum(dim=1).max())]
+    return torch.where(kept == num_lists, 0, kept)
+
+
 def bound_evaluator(evaluator: ListEvaluator, batch: RankingBatch) -> ListEvaluator:
     """``evaluator`` bound to ``batch`` where it can be (the reward model), else itself (the oracle)."""
     return evaluator.bind(batch) if isinstance(evaluator, BindableEvaluator) else evaluator
@@ -190,15 +212,17 @@ def select_best_list(
     ``lists`` (B, K, L) are the generators' proposals; the evaluator scores them in calls of at
     most ``max_lists_per_call`` lists (B·k ≤ it, at least one proposal per request per call) so
     that K = L! permutations fit in memory, and in cache (models/pier.py). The evaluator is bound
-    to ``batch`` first, so the calls share one encoding of each request's user. Ties go to the
-    earliest proposal. Scores rank the rest of the candidates by ``base_scores`` (B, N).
+    to ``batch`` first, so the calls share one encoding of each request's user. Each distinct
+    list is scored once (``distinct_lists``: MG-E's heads propose few distinct lists). Ties go to
+    the earliest proposal. Scores rank the rest of the candidates by ``base_scores`` (B, N).
     """
     evaluator = bound_evaluator(evaluator, batch)
+    lists = lists.gather(1, distinct_lists(lists, batch.candidates.shape[1])[..., None].expand(-1, -1, lists.shape[2]))
     size, num_lists, length = lists.shape
     chunk = num_lists if max_lists_per_call is None else max(1, max_lists_per_call // size)
     rewards = torch.cat(
         [evaluator.list_reward(batch, lists[:, lo : lo + chunk]) for lo in range(0, num_lists, chunk)], dim=1
-    )  # (B, K)
+    )  # (B, U)
     best = rewards.argmax(dim=1)  # (B,)
     chosen = lists.gather(1, best[:, None, None].expand(-1, 1, length))[:, 0]  # (B, L)
     return RankOutput(lists=chosen, scores=scores_from_lists(chosen, base_scores))
