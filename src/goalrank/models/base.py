@@ -159,9 +159,8 @@ def distinct_lists(lists: torch.Tensor, n_candidates: int) -> torch.Tensor:
     their G proposals repeat a few lists, each of which is now scored once.
     """
     size, num_lists, length = lists.shape
-    every = torch.arange(num_lists, device=lists.device).expand(size, -1)
     if n_candidates**length >= 2**62:
-        return every
+        return torch.arange(num_lists, device=lists.device).expand(size, -1)
     powers = n_candidates ** torch.arange(length, device=lists.device, dtype=torch.int64)
     codes = (lists.long() * powers).sum(dim=2)  # (B, K)
     ordered, order = codes.sort(dim=1, stable=True)
@@ -217,7 +216,9 @@ def select_best_list(
     the earliest proposal. Scores rank the rest of the candidates by ``base_scores`` (B, N).
     """
     evaluator = bound_evaluator(evaluator, batch)
-    lists = lists.gather(1, distinct_lists(lists, batch.candidates.shape[1])[..., None].expand(-1, -1, lists.shape[2]))
+    distinct = distinct_lists(lists, batch.candidates.shape[1])  # (B, U)
+    if distinct.shape[1] < lists.shape[1]:  # PIER's L! orders never repeat: no copy for them
+        lists = lists.gather(1, distinct[..., None].expand(-1, -1, lists.shape[2]))
     size, num_lists, length = lists.shape
     chunk = num_lists if max_lists_per_call is None else max(1, max_lists_per_call // size)
     rewards = torch.cat(
