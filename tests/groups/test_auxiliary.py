@@ -20,6 +20,7 @@ from goalrank.groups import (
     build_group,
     duplicate_mask,
 )
+from goalrank.models.base import RequestMemo
 
 NUM_ITEMS = 40
 
@@ -99,6 +100,37 @@ def test_reward_beam_searches_only_the_best_single_items():
     top = singles.topk(5, dim=1).indices
     lists = RewardBeamPolicy(beam_width=4, top=5).propose(ctx, 4)
     assert (lists[..., None] == top[:, None, None]).any(dim=3).all()
+
+
+class CountingEvaluator:
+    """An evaluator that counts the requests it is asked to score lists for."""
+
+    def __init__(self, evaluator) -> None:
+        self.evaluator, self.requests = evaluator, 0
+
+    def list_reward(self, batch, lists):
+        self.requests += len(batch)
+        return self.evaluator.list_reward(batch, lists)
+
+
+def test_reward_beam_memo_gives_the_searched_beams_and_searches_again_only_for_a_new_request():
+    ctx = auxiliary_context(size=3)
+    policy = RewardBeamPolicy(beam_width=3, top=6)
+    searched = policy.propose(ctx, 4)
+    counting = CountingEvaluator(ctx.evaluator)
+    memo_ctx = dataclasses.replace(ctx, evaluator=counting, memo=RequestMemo(capacity=100))
+    assert torch.equal(policy.propose(memo_ctx, 4), searched) and counting.requests > 0 and len(memo_ctx.memo) == 3
+    counting.requests = 0
+    assert torch.equal(policy.propose(memo_ctx, 4), searched) and counting.requests == 0  # every request known
+    assert torch.equal(RewardBeamPolicy(beam_width=3, top=5).propose(memo_ctx, 4),  # other settings: other keys
+                       RewardBeamPolicy(beam_width=3, top=5).propose(ctx, 4)) and counting.requests > 0
+    candidates = ctx.batch.candidates.clone()
+    candidates[0] = candidates[0].roll(1)  # request 0 is new: its candidates sit in other positions
+    moved = dataclasses.replace(ctx, batch=dataclasses.replace(ctx.batch, candidates=candidates))
+    counting.requests = 0
+    fresh = policy.propose(dataclasses.replace(memo_ctx, batch=moved.batch), 4)
+    assert torch.equal(fresh, policy.propose(moved, 4)) and counting.requests > 0
+    assert not torch.equal(fresh[0], searched[0]) and torch.equal(fresh[1:], searched[1:])
 
 
 def test_group_with_every_auxiliary_policy_is_distinct_and_scorer_needs_a_run():

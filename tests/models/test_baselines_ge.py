@@ -12,11 +12,11 @@ from sklearn.metrics import log_loss
 from builders import GENERATOR_EVALUATOR, N_ITEMS, N_USERS, all_lists, make_batch, objective_for, tiny_dataset
 from goalrank.cli import main
 from goalrank.errors import ConfigError
-from goalrank.models.base import distinct_lists, group_standardised, select_best_list
+from goalrank.models.base import RequestMemo, distinct_lists, group_standardised, select_best_list
 from goalrank.models.egrerank import EGRerankConfig
 from goalrank.models.goalrank import GeneratorConfig
 from goalrank.models.nar4rec import decode_position_matrix
-from goalrank.models.pier import PIER, OrderMemo, PIERConfig
+from goalrank.models.pier import PIER, PIERConfig
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.runs.registry import MODELS
 from goalrank.serve.batcher import concat
@@ -165,8 +165,8 @@ def test_pier_memoising_passes_scores_only_the_requests_whose_top_set_is_new(mon
     assert torch.equal(trained.lists, plain.rank(both).lists)
 
 
-def test_order_memo_drops_the_least_recently_used_past_its_capacity():
-    memo = OrderMemo(capacity=2)
+def test_request_memo_drops_the_least_recently_used_past_its_capacity():
+    memo = RequestMemo(capacity=2)
     memo.put(b"a", torch.tensor([0]))
     memo.put(b"b", torch.tensor([1]))
     assert memo.get(b"a") is not None  # a is now the most recently used
@@ -174,14 +174,14 @@ def test_order_memo_drops_the_least_recently_used_past_its_capacity():
     assert memo.get(b"b") is None and memo.get(b"a") is not None and memo.get(b"c") is not None and len(memo) == 2
 
 
-def test_order_memo_keys_tell_apart_requests_and_top_sets():
+def test_request_memo_keys_tell_apart_requests_and_top_sets():
     batch = make_batch(3, n_candidates=8, list_len=6, seed=1)
     top = torch.tensor([[0, 1, 2, 3, 4, 5]] * 3)
-    keys = OrderMemo.keys(batch, top)
-    assert len(set(keys)) == 3 and keys == OrderMemo.keys(batch, top.clone())
+    keys = RequestMemo.keys(batch, top)
+    assert len(set(keys)) == 3 and keys == RequestMemo.keys(batch, top.clone())
     other = top.clone()
     other[0, 5] = 6
-    assert OrderMemo.keys(batch, other)[0] != keys[0] and OrderMemo.keys(batch, other)[1:] == keys[1:]
+    assert RequestMemo.keys(batch, other)[0] != keys[0] and RequestMemo.keys(batch, other)[1:] == keys[1:]
 
 
 def test_egrerank_keeps_the_user_id_embedding_off_that_goalrank_has_on_by_default():

@@ -9,7 +9,8 @@ import torch
 
 from builders import PairwiseReward, PlackettLuce, make_batch
 from goalrank.groups import GroupConfig
-from goalrank.objectives.group_relative import GroupRelativeObjective
+from goalrank.objectives.base import ObjectiveInputs
+from goalrank.objectives.group_relative import GROUP_RELATIVE, GroupRelativeObjective
 from goalrank.objectives.reference import ReferenceConfig
 
 
@@ -31,3 +32,19 @@ def test_stats_are_the_groups_population_std_and_the_reference_entropy():
     assert stats["group_reward_std"] == pytest.approx(spread.mean().item(), rel=1e-5)
     assert stats["reference_entropy"] == pytest.approx(entropy.mean().item(), rel=1e-5)
     assert 0 < stats["reference_entropy"] < math.log(5)  # distinct rewards: below the uniform policy's log K
+
+
+def test_the_training_loops_objective_remembers_reward_beams_without_changing_a_group():
+    generator = PlackettLuce(num_items=30, list_len=3, seed=0)
+    batches = [make_batch(4, n_candidates=8, list_len=3, n_items=30, seed=seed, logged=False) for seed in (2, 3)]
+    config = GroupConfig(group_size=6, mix={"reward_beam": 1.0, "autoregressive": 1.0, "random": 1.0})
+    plain = GroupRelativeObjective(generator, PairwiseReward(30), config, ReferenceConfig(),
+                                   torch.Generator().manual_seed(0))
+    memoised = GROUP_RELATIVE.build(ObjectiveInputs(generator, PairwiseReward(30), config, ReferenceConfig(),
+                                                    torch.Generator().manual_seed(0)))
+    assert isinstance(memoised, GroupRelativeObjective) and plain.memo is None
+    for _ in range(2):  # two epochs over the same requests: the second reads every beam from the memo
+        for batch in batches:
+            encoding = generator.encode(batch)
+            assert torch.equal(memoised.build_group(batch, encoding), plain.build_group(batch, encoding))
+    assert memoised.memo is not None and len(memoised.memo) == 8

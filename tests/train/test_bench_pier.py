@@ -10,7 +10,7 @@ import pytest
 
 from builders import tiny_dataset
 from goalrank.cli import main
-from goalrank.models.pier import OrderMemo
+from goalrank.models.base import RequestMemo
 from goalrank.train.run import train_reward
 
 
@@ -46,12 +46,12 @@ def test_bench_pier_reports_every_pass_and_scores_each_top_set_once(reward_run, 
 
 def test_bench_pier_refuses_a_memo_that_changes_a_list(reward_run, monkeypatch, capsys) -> None:
     data, reward = reward_run
-    get = OrderMemo.get
+    get = RequestMemo.get
 
     def wrong(self, key):  # a memo that answers with another order than the one it stored
         order = get(self, key)
         return None if order is None else order.flip(0)
 
-    monkeypatch.setattr(OrderMemo, "get", wrong)
+    monkeypatch.setattr(RequestMemo, "get", wrong)
     assert main(argv(data, reward)) == 2
     assert "PIER's order memo changed a list" in capsys.readouterr().err

@@ -18,7 +18,7 @@ has something to prefer:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 
@@ -112,8 +112,27 @@ class RewardBeamPolicy:
 
     @torch.no_grad()
     def propose(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
-        beams = reward_beam_search(ctx.evaluator, ctx.batch, ctx.list_len, self.beam_width, self.top, num_lists)
+        beams = self.beams(ctx, num_lists)
         return beams[:, torch.arange(num_lists, device=ctx.device) % beams.shape[1]]
+
+    def beams(self, ctx: GroupContext, num_lists: int) -> torch.Tensor:
+        """(B, P, L) the search's beams, from ``ctx.memo`` when it holds every request's.
+
+        The search reads only the request and the frozen evaluator, so a training request gets the
+        same beams in every epoch: with a memo they are searched in its first epoch only. The
+        evaluator is bound to the whole batch, so one request the memo lacks means searching them all.
+        """
+        if ctx.memo is None:
+            return reward_beam_search(ctx.evaluator, ctx.batch, ctx.list_len, self.beam_width, self.top, num_lists)
+        keep = max(self.beam_width, num_lists)
+        keys = ctx.memo.keys(ctx.batch, tag=f"{self.name} {self.beam_width} {self.top} {keep}".encode())
+        found = [ctx.memo.get(key) for key in keys]
+        if all(beams is not None for beams in found):
+            return torch.stack(cast(list[torch.Tensor], found)).to(ctx.device)
+        beams = reward_beam_search(ctx.evaluator, ctx.batch, ctx.list_len, self.beam_width, self.top, num_lists)
+        for key, row in zip(keys, beams.cpu(), strict=True):
+            ctx.memo.put(key, row)
+        return beams
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ import torch
 
 from goalrank.config import check, check_finite
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer
+from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer, RequestMemo
 
 
 @dataclass
@@ -31,6 +31,9 @@ class GroupContext:
     scorer: a frozen pretrained item-wise model (``group.scorer_run``, e.g. the DNN baseline), or
     None; scorer_logits: its (B, N) scores, computed once by ``build_group`` when a policy needs them.
     popularity: (n_items + 1,) positives of each item index in the training split, or None.
+    memo: where policies that depend only on the request and the frozen evaluator (the reward-model
+    beam) keep their lists across epochs, or None to compute them every time (``goalrank bench
+    train`` times that first-epoch cost).
     """
 
     batch: RankingBatch
@@ -44,6 +47,7 @@ class GroupContext:
     scorer: PointwiseScorer | None = None
     scorer_logits: torch.Tensor | None = None
     popularity: torch.Tensor | None = None
+    memo: RequestMemo | None = None
 
     def first_step_logits(self) -> torch.Tensor:
         """(B, N) the generator's first-step logits: ``first_logits`` when set, else computed now."""

@@ -4,7 +4,9 @@ treat GoalRank and all baselines alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -132,6 +134,46 @@ class PassMemoising(Protocol):
 
     def memoise_passes(self) -> None:
         """Remember, from now on, what later passes over the same requests can reuse."""
+
+
+class RequestMemo:
+    """What a frozen part computed for a request, least recently used dropped past ``capacity``.
+
+    Two users: PIER's validation passes (the evaluator's best order of a request's top-L set) and
+    GoalRank's reward-model beam (the same lists for a request in every epoch). A key digests every
+    tensor of the request's row (user, history, its feedback, candidates, and for safety the labels
+    an evaluator must not read anyway), a row of ``extra`` (PIER: the sorted top-L positions) and a
+    ``tag`` naming what is remembered with its settings: the same request gets the same answer from
+    a frozen evaluator.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._values: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+
+    @staticmethod
+    def keys(batch: RankingBatch, extra: torch.Tensor | None = None, tag: bytes = b"") -> list[bytes]:
+        """One key per request of ``batch``, with its row of ``extra`` (B, …) if given."""
+        arrays = [getattr(batch, field.name).cpu().numpy() for field in fields(batch)]
+        if extra is not None:
+            arrays.append(extra.cpu().numpy())
+        return [hashlib.blake2b(tag + b"".join(array[row].tobytes() for array in arrays), digest_size=16).digest()
+                for row in range(len(batch))]
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        value = self._values.get(key)
+        if value is not None:
+            self._values.move_to_end(key)
+        return value
+
+    def put(self, key: bytes, value: torch.Tensor) -> None:
+        self._values[key] = value
+        self._values.move_to_end(key)
+        while len(self._values) > self.capacity:
+            self._values.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 class ListEvaluator(Protocol):

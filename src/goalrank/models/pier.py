@@ -16,18 +16,23 @@ the requests whose top-L set is new. Measured with `goalrank bench pier` (defaul
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
-from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import cast
 
 import torch
 
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import ListEvaluator, RankOutput, attach_evaluator, scores_from_lists, select_best_list
+from goalrank.models.base import (
+    ListEvaluator,
+    RankOutput,
+    RequestMemo,
+    attach_evaluator,
+    scores_from_lists,
+    select_best_list,
+)
 from goalrank.models.dnn import DNNConfig, DNNRanker
 
 
@@ -58,7 +63,7 @@ class PIER(DNNRanker):
 
     permutations: torch.Tensor  # (L!, L) a non-persistent buffer: every order of L positions
     evaluator: ListEvaluator  # set by attach_evaluator
-    memo: OrderMemo | None  # the best orders already found (``memoise_passes``); None: off
+    memo: RequestMemo | None  # the best orders already found (``memoise_passes``); None: off
 
     def __init__(self, config: PIERConfig, evaluator: ListEvaluator) -> None:
         super().__init__(config)
@@ -71,7 +76,7 @@ class PIER(DNNRanker):
     def memoise_passes(self) -> None:
         """Remember each request's best order of its top-L set (``PassMemoising``)."""
         if self.memo is None:
-            self.memo = OrderMemo(ORDER_MEMO_SIZE)
+            self.memo = RequestMemo(ORDER_MEMO_SIZE)
 
     def proposals(self, top: torch.Tensor) -> torch.Tensor:
         """(B, L!, L) every order of each request's top-L positions ``top`` (B, L)."""
@@ -104,38 +109,3 @@ class PIER(DNNRanker):
 
 ORDER_MEMO_SIZE = 200_000  # requests' best orders kept: the default world's 1,600 validation requests
 # need at most one per top-L set seen (tens of thousands over a run); an entry is ~0.2 KB
-
-
-class OrderMemo:
-    """The best order found for a request and top-L set, least recently used dropped past ``capacity``.
-
-    A key digests every tensor of the request's row (user, history, its feedback, candidates, and
-    for safety the labels an evaluator must not read anyway) and the sorted top-L positions: the
-    same request with the same set gets the same best order from a frozen evaluator.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._orders: OrderedDict[bytes, torch.Tensor] = OrderedDict()
-
-    @staticmethod
-    def keys(batch: RankingBatch, top: torch.Tensor) -> list[bytes]:
-        """One key per request of ``batch`` with its sorted top-L positions ``top`` (B, L)."""
-        arrays = [getattr(batch, field.name).cpu().numpy() for field in fields(batch)] + [top.cpu().numpy()]
-        return [hashlib.blake2b(b"".join(array[row].tobytes() for array in arrays), digest_size=16).digest()
-                for row in range(len(batch))]
-
-    def get(self, key: bytes) -> torch.Tensor | None:
-        order = self._orders.get(key)
-        if order is not None:
-            self._orders.move_to_end(key)
-        return order
-
-    def put(self, key: bytes, order: torch.Tensor) -> None:
-        self._orders[key] = order
-        self._orders.move_to_end(key)
-        while len(self._orders) > self.capacity:
-            self._orders.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._orders)

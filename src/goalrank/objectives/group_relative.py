@@ -15,7 +15,7 @@ import torch
 from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig, GroupContext, build_group
-from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer, bound_evaluator
+from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer, RequestMemo, bound_evaluator
 from goalrank.objectives.base import ObjectiveFactory, ObjectiveInputs
 from goalrank.objectives.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
 from goalrank.objectives.reference import ReferenceConfig
@@ -40,7 +40,9 @@ class GroupRelativeObjective:
 
     The encoder runs once; the group's K lists are scored by teacher forcing over that single
     encoding. Group construction and reward scoring run without gradients. The three stages are
-    separate methods so that ``goalrank bench train`` can time each one.
+    separate methods so that ``goalrank bench train`` can time each one. ``memo`` keeps what the
+    policies that do not follow the generator find for a request (``GroupContext.memo``); the
+    training loop's objective (``from_inputs``) has one, a bare one (``goalrank bench train``) not.
     """
 
     generator: ListGenerator
@@ -50,6 +52,7 @@ class GroupRelativeObjective:
     rng: torch.Generator
     scorer: PointwiseScorer | None = None
     popularity: torch.Tensor | None = None
+    memo: RequestMemo | None = None
 
     def __post_init__(self) -> None:
         self._bound: ListEvaluator | None = None
@@ -68,7 +71,7 @@ class GroupRelativeObjective:
             batch=batch, generator=self.generator, encoding=encoding, evaluator=self.evaluator_for(batch),
             list_len=self.generator.list_len, rng=self.rng,
             existing=batch.exposed.new_zeros(len(batch), 0, self.generator.list_len),
-            scorer=self.scorer, popularity=self.popularity,
+            scorer=self.scorer, popularity=self.popularity, memo=self.memo,
         )
         return build_group(context, self.group)
 
@@ -115,8 +118,11 @@ class GroupRelativeObjective:
             raise ConfigError("the group-relative objective needs a trained reward model (--reward RUN)")
         generator = cast(ListGenerator, inputs.model)  # the registry pairs GROUP_RELATIVE with generators only
         return cls(generator, inputs.evaluator, inputs.group, inputs.reference, inputs.rng, inputs.scorer,
-                   inputs.popularity)
+                   inputs.popularity, RequestMemo(GROUP_MEMO_SIZE))
 
 
+# Training requests whose reward-model beams are kept (``GroupContext.memo``): every request of the
+# default world's 14,400 and ML-100K's 10,947; an entry is ~0.3 KB.
+GROUP_MEMO_SIZE = 200_000
 GROUP_RELATIVE = ObjectiveFactory("group_relative", GroupRelativeObjective.from_inputs, needs_reward_model=True,
                                  uses_groups=True)

@@ -1,7 +1,7 @@
 """`goalrank bench pier`: PIER's validation passes along its training, with and without the order memo.
 
 Scoring the 720 orders of every validation request is almost all of a PIER run's cost (issue #17,
-item 4). The memo (``models.pier.OrderMemo``) skips requests whose top-L set an earlier pass has
+item 4). The memo (``models.base.RequestMemo``) skips requests whose top-L set an earlier pass has
 already ordered; how much it saves depends on how fast the pointwise model's top sets settle, so
 this benchmark replays a training run as the benchmark trains it: ``steps_between`` batches, then
 a validation pass over the same requests, ``passes`` times. Each pass ranks the requests twice in
