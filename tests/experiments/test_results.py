@@ -246,3 +246,16 @@ def test_a_run_recorded_again_under_another_config_supersedes_the_old_row(tmp_pa
     cells = [cell.strip() for cell in line.strip("|").split("|")]
     seed1 = rows.filter((pl.col("label") == "DNN") & (pl.col("seed") == 1))["NDCG@3"][0]
     assert cells[1] == "2" and float(cells[3].split(" ± ")[0]) == pytest.approx((0.999 + seed1) / 2, abs=5e-5)
+
+
+def test_group_size_rows_are_reported_in_grid_order_not_in_text_order(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    groups = pl.read_csv(results / "groupsize" / "sim.csv")
+    ten = pl.col("grid_value") == 4  # relabelled K=10, which sorts before K=2 as text
+    groups.with_columns(pl.when(ten).then(10).otherwise(pl.col("grid_value")).alias("grid_value"),
+                        *(pl.col(c).str.replace("K=4", "K=10") for c in ("label", "setting"))
+                        ).write_csv(results / "groupsize" / "sim.csv")
+    assert main(["report", str(results), "--out", str(tmp_path / "report")]) == 0
+    section = (tmp_path / "report" / "report.md").read_text().split("## Group size K")[1]
+    assert section.index("| GoalRank K=2 |") < section.index("| GoalRank K=10 |")

@@ -157,6 +157,16 @@ def _by_label(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
+def _by_grid(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """``_by_label`` in grid order (K, β, else size) per method, not in the order the rows were
+    recorded: a study split across processes records K=10 before K=3; tables and curves need K=3 first."""
+    return _by_label(sorted(rows, key=lambda row: (row["method"], _grid_x(row))))
+
+
+def _grid_x(row: dict[str, Any]) -> float:
+    return float(row["grid_value"] if row["grid_value"] is not None else row["parameters"])
+
+
 def _metric_keys(list_len: int, rows: list[dict[str, Any]]) -> list[str]:
     """The paper's five metrics on logged labels, then, where the rows have them (simulator data),
     the same on complete labels and the true reward."""
@@ -384,7 +394,7 @@ def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
 
 def _group_size_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
                         list_len: int, rows: list[dict[str, Any]]) -> str:
-    grouped = _by_label(rows)
+    grouped = _by_grid(rows)
     plot = _plot_grid(rows, list_len, "group size K", folder.plot("groupsize", dataset),
                       f"GoalRank vs group size K — {dataset}")
     return "\n\n".join([
@@ -398,7 +408,7 @@ def _group_size_section(folder: BenchmarkFolder, config: BenchmarkConfig, store:
 
 def _bias_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
                   list_len: int, rows: list[dict[str, Any]]) -> str:
-    grouped = _by_label(rows)
+    grouped = _by_grid(rows)
     return "\n\n".join([
         f"## Reward-model bias β (Table 3) — {dataset}",
         _summary(grouped, list_len),
@@ -409,7 +419,7 @@ def _bias_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
 
 def _scaling_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
                      list_len: int, rows: list[dict[str, Any]]) -> str:
-    grouped = _by_label(rows)
+    grouped = _by_grid(rows)
     sized = {f"{label} ({runs[0]['parameters'] / 1e6:.3f}M params)": runs for label, runs in grouped.items()}
     plot = _plot_grid(rows, list_len, "parameters", folder.plot("scaling", dataset),
                       f"Scaling (Fig. 3) — {dataset}")
@@ -426,11 +436,11 @@ def _plot_grid(rows: list[dict[str, Any]], list_len: int, x_label: str, path: Pa
     """One curve per method over its settings; x is ``grid_value`` (K, β) or else the parameter count."""
     keys = _metric_keys(list_len, rows)
     curves: dict[str, Curve] = {}
-    for runs in _by_label(rows).values():
+    for runs in _by_grid(rows).values():
         first = runs[0]
         curve = curves.setdefault(first["name"], Curve(first["name"], [], {k: [] for k in keys},
                                                          {k: [] for k in keys}))
-        curve.x.append(first["grid_value"] if first["grid_value"] is not None else first["parameters"])
+        curve.x.append(_grid_x(first))
         for key in keys:
             mean, std = mean_std([r[key] for r in runs])
             curve.mean[key].append(mean)
