@@ -63,12 +63,15 @@ def test_attention_mask_aligns_causality_to_the_last_keys_and_masks_padding():
     assert mask[0, 0].tolist() == [[True, True, False, False], [True, True, False, True]]
 
 
-def test_cross_attention_with_padding_matches_textbook_attention():
+@pytest.mark.parametrize(("queries", "exporting"), [(3, False), (1, False), (1, True)])
+def test_cross_attention_with_padding_matches_textbook_attention(queries, exporting, monkeypatch):
+    """``exporting``: the written-out single-query attention that ONNX export uses."""
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: exporting)
     torch.manual_seed(0)
     block = AttentionBlock(WIDTH, HEADS)
-    x, memory = torch.randn(2, 3, WIDTH), torch.randn(2, 5, WIDTH)
+    x, memory = torch.randn(2, queries, WIDTH), torch.randn(2, 5, WIDTH)
     padding = torch.tensor([[False, False, False, True, True], [False, True, False, False, False]])
-    expected = reference_attention(block, x, memory, (~padding)[:, None, :].expand(-1, 3, -1))
+    expected = reference_attention(block, x, memory, (~padding)[:, None, :].expand(-1, queries, -1))
     torch.testing.assert_close(block(x, memory, key_padding_mask=padding), expected)
     precomputed = block.project_kv(memory)
     torch.testing.assert_close(block(x, memory_kv=precomputed, key_padding_mask=padding), expected)

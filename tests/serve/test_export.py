@@ -14,6 +14,7 @@ from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
 from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.runs.load import build_model
 from goalrank.runs.registry import MODELS
+from goalrank.serve import export
 from goalrank.serve.export import (
     AUTO_ONNX,
     BackendResult,
@@ -21,10 +22,11 @@ from goalrank.serve.export import (
     auto_rank_fn,
     build_rank_fn,
     compare_backends,
+    export_digest,
     fastest_exact,
     fixed_input_dims,
     onnx_rank_fn,
-    weights_digest,
+    source_files,
 )
 
 N_ITEMS, N_USERS, HISTORY = 40, 10, 6
@@ -120,7 +122,23 @@ def test_onnx_cache_is_reused_only_for_the_weights_it_was_exported_from(goalrank
     assert goalrank_onnx.stat().st_mtime_ns == stamp  # same weights: the cache is read, not exported again
     with torch.no_grad():
         ranker.start.add_(1.0)
-    assert weights_digest(ranker) != weights_digest(tiny_goalrank())
+    assert export_digest(ranker) != export_digest(tiny_goalrank())
+
+
+def test_onnx_cache_is_exported_again_after_the_model_code_or_torch_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranker = tiny_goalrank()
+    names = {path.relative_to(Path(export.__file__).parents[1]).as_posix() for path in source_files([ranker])}
+    assert {"models/blocks.py", "models/goalrank.py", "serve/export.py"} <= names
+    source = tmp_path / "blocks.py"
+    source.write_text("old = 1\n")
+    monkeypatch.setattr(export, "source_files", lambda modules: [source])
+    before = export_digest(ranker)
+    source.write_text("old = 2\n")
+    after_edit = export_digest(ranker)
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert len({before, after_edit, export_digest(ranker)}) == 3
 
 
 def tiny_ranker(name: str) -> Ranker:

@@ -16,8 +16,9 @@ batch, history and candidate dimensions symbolic (an export from one request wou
 ``auto`` (the service's default) is the fastest *exact* path measured at start-up: for the rankers
 in ``AUTO_ONNX``, the ONNX graph when it exports, returns eager's lists on the warm-up requests and
 is faster; else eager. The export takes seconds to minutes, so it is cached beside the run
-(``RunFolder.onnx``), stamped with a digest of the weights it was made from; a stale or
-unreadable cache is exported again. Every other ranker kind runs one or two passes per request,
+(``RunFolder.onnx``), stamped with a digest of the weights it was made from and of the code that
+traced them (the ranker's modules, this one, the torch version); a stale or unreadable cache is
+exported again. Every other ranker kind runs one or two passes per request,
 where dispatch matters less; ``--backend onnx`` exports any of them on demand.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 import time
 import typing
@@ -48,7 +50,7 @@ BACKENDS: tuple[Backend, ...] = typing.get_args(Backend)[1:]  # the measured pat
 RankFn = Callable[[RankingBatch], RankOutput]
 INPUT_NAMES = ("users", "history", "history_labels", "candidates")
 SYMBOLIC_DIMS = {"users": (0,), "history": (0, 1), "history_labels": (0, 1), "candidates": (0, 1)}  # export's Dims
-DIGEST_KEY = "goalrank_weights_sha256"
+DIGEST_KEY = "goalrank_export_sha256"
 AUTO_REPEATS = 10  # timed calls per path when "auto" chooses at start-up
 # Rankers "auto" tries on ONNX Runtime: GoalRank's L-step decode is ~1,000 small operators per
 # request, where ONNX Runtime measured 3-4x faster than eager at B = 1 (README "Benchmarks").
@@ -87,19 +89,32 @@ def _inputs(batch: RankingBatch) -> tuple[torch.Tensor, ...]:
     return batch.users, batch.history, batch.history_labels, batch.candidates
 
 
-def weights_digest(ranker: Ranker) -> str:
-    """SHA-256 of the ranker's class, its weights and those of its attached evaluator, if any.
+def export_digest(ranker: Ranker) -> str:
+    """SHA-256 of what an exported graph computes: the ranker's weights and the code that traced them.
 
-    Stamps an exported graph with what it computes, so a cached export of other weights is
-    never served.
+    The weights are the ranker's and its attached evaluator's; the code is the source of every
+    module that defines one of their layers, this module and the torch version. Weights alone would
+    let a graph exported before an upgrade be served after it, with the old graph's structure (and
+    speed) although the Python model has changed.
     """
-    digest = hashlib.sha256(type(ranker).__qualname__.encode())
+    digest = hashlib.sha256(f"{type(ranker).__qualname__} torch {torch.__version__}".encode())
     modules = [ranker] + [m for m in [getattr(ranker, "evaluator", None)] if isinstance(m, nn.Module)]
+    for path in source_files(modules):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
     for module in modules:
         for name, tensor in module.state_dict().items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def source_files(modules: list[nn.Module]) -> list[Path]:
+    """The goalrank source files that define the layers of ``modules``, and this one, in a fixed order."""
+    names = {type(layer).__module__ for module in modules for layer in module.modules()} | {__name__}
+    files = {Path(file) for name in names if name.startswith("goalrank")
+             if (file := getattr(sys.modules[name], "__file__", None)) is not None}
+    return sorted(files)
 
 
 def _two_requests(example: RankingBatch) -> RankingBatch:
@@ -123,7 +138,7 @@ def fixed_input_dims(path: Path) -> list[str]:
 
 
 def export_onnx(ranker: Ranker, example: RankingBatch, path: Path) -> Path:
-    """Export ``ranker.rank`` as one ONNX graph to ``path`` (atomically), stamped with ``weights_digest``.
+    """Export ``ranker.rank`` as one ONNX graph to ``path`` (atomically), stamped with ``export_digest``.
 
     The batch, history length and candidate count stay symbolic (checked: ArtifactError otherwise),
     so one graph serves every request the catalog accepts.
@@ -143,7 +158,7 @@ def export_onnx(ranker: Ranker, example: RankingBatch, path: Path) -> Path:
     if program is None:
         raise ArtifactError(f"{path}: torch.onnx.export returned no program")
     model = program.model_proto
-    onnx.helper.set_model_props(model, {DIGEST_KEY: weights_digest(ranker)})
+    onnx.helper.set_model_props(model, {DIGEST_KEY: export_digest(ranker)})
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
@@ -188,11 +203,11 @@ def _stamp(path: Path) -> str | None:
 
 
 def onnx_rank_fn(ranker: Ranker, example: RankingBatch, cache: Path | None) -> RankFn:
-    """ONNX Runtime ``rank`` from ``cache`` when it holds this ranker's weights, else exported first.
+    """ONNX Runtime ``rank`` from ``cache`` when it was exported from this ranker and code, else exported first.
 
     Without a cache, or when it cannot be written, the graph goes to a temporary file.
     """
-    if cache is not None and cache.is_file() and _stamp(cache) == weights_digest(ranker):
+    if cache is not None and cache.is_file() and _stamp(cache) == export_digest(ranker):
         return OnnxRankFn(cache)
     if cache is not None:
         try:
