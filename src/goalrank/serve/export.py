@@ -7,7 +7,7 @@ float rounding (compiled kernels fuse and reorder arithmetic).
 
 ONNX Runtime runs the whole ``rank``, GoalRank's encoder and its L-step greedy decode with the
 key/value cache included, as one graph exported by ``torch.onnx.export(dynamo=True)``: the Python
-loop over L steps unrolls (L is fixed per model) and the cache objects disappear, leaving ~1,000
+loop over L steps unrolls (L is fixed per model) and the cache objects disappear, leaving ~800
 ONNX nodes without PyTorch's per-operator dispatch, which is most of eager's time at B = 1
 (measured: README "Benchmarks"). The graph is exported from a batch of two requests with the
 batch, history and candidate dimensions symbolic (an export from one request would fix B = 1), and
