@@ -130,7 +130,7 @@ def test_onnx_cache_is_exported_again_after_the_model_code_or_torch_changes(
 ) -> None:
     ranker = tiny_goalrank()
     names = {path.relative_to(Path(export.__file__).parents[1]).as_posix() for path in source_files([ranker])}
-    assert {"models/blocks.py", "models/goalrank.py", "serve/export.py"} <= names
+    assert {"models/base.py", "models/blocks.py", "models/goalrank.py", "serve/export.py"} <= names
     source = tmp_path / "blocks.py"
     source.write_text("old = 1\n")
     monkeypatch.setattr(export, "source_files", lambda modules: [source])

@@ -93,7 +93,7 @@ def export_digest(ranker: Ranker) -> str:
     """SHA-256 of what an exported graph computes: the ranker's weights and the code that traced them.
 
     The weights are the ranker's and its attached evaluator's; the code is the source of every
-    module that defines one of their layers, this module and the torch version. Weights alone would
+    module that defines one of their layers or its base classes, this module and the torch version. Weights alone would
     let a graph exported before an upgrade be served after it, with the old graph's structure (and
     speed) although the Python model has changed.
     """
@@ -110,8 +110,10 @@ def export_digest(ranker: Ranker) -> str:
 
 
 def source_files(modules: list[nn.Module]) -> list[Path]:
-    """The goalrank source files that define the layers of ``modules``, and this one, in a fixed order."""
-    names = {type(layer).__module__ for module in modules for layer in module.modules()} | {__name__}
+    """The goalrank source files that define the layers of ``modules`` or their base classes (the
+    ``Ranker`` of ``models/base.py``), and this one, in a fixed order."""
+    names = {cls.__module__ for module in modules for layer in module.modules() for cls in type(layer).__mro__}
+    names.add(__name__)
     files = {Path(file) for name in names if name.startswith("goalrank")
              if (file := getattr(sys.modules[name], "__file__", None)) is not None}
     return sorted(files)
