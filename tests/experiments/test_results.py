@@ -82,6 +82,19 @@ def test_a_row_recorded_without_reward_run_is_named_when_a_benchmark_finds_it(be
     assert not list(BenchmarkFolder(out).runs.glob("*/seed*/*/checkpoint.pt"))  # nothing trained
 
 
+def test_a_recorded_reward_run_trained_again_for_a_new_ranker_keeps_its_row(bench: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(BenchmarkFolder(bench).results, results)
+    rewards = ResultsStore(results).table("reward", "sim")
+    before = rewards.read_bytes()
+    out = tmp_path / "out"
+    # a temperature no recorded GoalRank run has: the ranker is trained, so the reward model must be too
+    assert run_tiny_benchmark(out, "--results", str(results), "--only", "table1", "--set", "methods=goalrank",
+                              "--set", "ranker.reference.temperature=0.5") == 0
+    assert list(BenchmarkFolder(out).runs.glob("*/seed0/reward-*/checkpoint.pt"))  # it was trained again
+    assert rewards.read_bytes() == before
+
+
 def test_the_report_names_each_rows_reward_model_and_flags_a_seed_that_mixes_them(tmp_path: Path) -> None:
     results = tmp_path / "results"
     shutil.copytree(FIXTURE, results)

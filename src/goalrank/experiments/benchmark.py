@@ -226,10 +226,17 @@ def reward_name(dataset: PreparedDataset, reward: dict[str, Any], seed: int) -> 
 def _ensure_reward(store: ResultsStore, run_dir: Path, dataset: PreparedDataset, name: str, data: str,
                    reward: dict[str, Any], seed: int, where: str) -> dict[str, Any]:
     """The seed's reward model (the one evaluator every G-E method and GoalRank share), trained if
-    missing and recorded; returns its row of the store's reward table."""
+    missing and recorded; returns its row of the store's reward table.
+
+    A reward run already recorded keeps its row: it is trained again here only because a ranker to
+    train needs its checkpoint, and its figures agree with the row to float noise, while recording
+    it again would move the row and rewrite its wall time with this machine's."""
     run = RunFolder(run_dir)
     stage(run.metrics, partial(train_reward, dataset.root, run_dir, reward_values(reward, seed), resume=True),
           f"{where} train reward model")
+    recorded = store.find(name, data, seed, run_dir.name, None)
+    if recorded is not None:
+        return recorded
     config = run.read_config()
     curve = learning_curve(run_dir)
     metrics = read_recorded_json(run.metrics)
