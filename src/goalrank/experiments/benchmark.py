@@ -98,9 +98,9 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
             seed_dir = folder.seed(name, seed)
             where = f"[{name} seed {seed}]"
             reward_dir = seed_dir / reward_name(dataset, config.reward, seed)
-            reward = functools.cache(partial(_ensure_reward, store, reward_dir, dataset, name, data, config.reward,
-                                             seed, where))
             recorded = store.find(name, data, seed, reward_dir.name, None)
+            reward = functools.cache(partial(_ensure_reward, store, reward_dir, dataset, name, data, config.reward,
+                                             seed, where, recorded))
             if recorded is not None:
                 print(f"[skip] {where} reward model: recorded in {store.root}")
             rewards.append(recorded or reward())
@@ -224,17 +224,17 @@ def reward_name(dataset: PreparedDataset, reward: dict[str, Any], seed: int) -> 
 
 
 def _ensure_reward(store: ResultsStore, run_dir: Path, dataset: PreparedDataset, name: str, data: str,
-                   reward: dict[str, Any], seed: int, where: str) -> dict[str, Any]:
+                   reward: dict[str, Any], seed: int, where: str, recorded: dict[str, Any] | None) -> dict[str, Any]:
     """The seed's reward model (the one evaluator every G-E method and GoalRank share), trained if
     missing and recorded; returns its row of the store's reward table.
 
-    A reward run already recorded keeps its row: it is trained again here only because a ranker to
-    train needs its checkpoint, and its figures agree with the row to float noise, while recording
-    it again would move the row and rewrite its wall time with this machine's."""
+    A reward run already recorded (``recorded``: its row, found by the caller) keeps its row: it is
+    trained again here only because a ranker to train needs its checkpoint, and its figures agree
+    with the row to float noise, while recording it again would move the row and rewrite its wall
+    time with this machine's."""
     run = RunFolder(run_dir)
     stage(run.metrics, partial(train_reward, dataset.root, run_dir, reward_values(reward, seed), resume=True),
           f"{where} train reward model")
-    recorded = store.find(name, data, seed, run_dir.name, None)
     if recorded is not None:
         return recorded
     config = run.read_config()
