@@ -50,12 +50,16 @@ def random_split(rng: np.random.Generator, size: int, n_items: int, n_candidates
 
 
 def tiny_dataset(root: Path, n_items: int = 30, n_candidates: int = 8, list_len: int = 3,
-                 history_len: int = 5, sizes: tuple[int, int, int] = (64, 16, 16), seed: int = 0) -> Path:
+                 history_len: int = 5, sizes: tuple[int, int, int] = (64, 16, 16), seed: int = 0,
+                 simulator: str | None = None) -> Path:
+    """A prepared dataset of random lists; a real log unless ``simulator`` names the world folder
+    its manifest records (what makes it simulator data to the code; the folder is not read)."""
     rng = np.random.default_rng(seed)
     splits = {name: SplitSource(size, [random_split(rng, size, n_items, n_candidates, list_len, history_len)])
               for name, size in zip(SPLITS, sizes)}
     manifest = {"n_users": N_USERS, "n_items": n_items, "list_len": list_len,
-                "n_candidates": n_candidates, "history_len": history_len}
+                "n_candidates": n_candidates, "history_len": history_len,
+                **({"simulator": simulator} if simulator else {})}
     return write_prepared(root, splits, np.arange(10), np.arange(-1, n_items), manifest)
 
 

@@ -38,7 +38,8 @@ class EGRerankConfig(GeneratorConfig):
     num_samples: K lists sampled per request for REINFORCE (≥ 2: the baseline is their mean).
     temperature: sampling temperature of those lists; 1 samples from π_θ itself (exact REINFORCE),
         other values explore more or less at the price of a biased gradient.
-    supervised_weight: weight of −log π_θ(logged list), as in GoalRank's ReferenceConfig.
+    supervised_weight: weight of −log π_θ(logged list), as in GoalRank's ReferenceConfig; 3 on a
+        real log (``train.run.REAL_LOG_DEFAULTS``, the tuning study's pick on ML-100K).
     user_embedding: off, unlike GoalRank's default: the tuning study chose it for GoalRank alone,
         and EGRerank's own study kept its earlier defaults (docs/results.md).
     """

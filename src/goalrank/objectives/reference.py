@@ -17,11 +17,9 @@ class ReferenceConfig:
     supervised_weight: weight of −log π_θ(target list). Default 1.0: the reward model only ever
     saw logged lists (and corrupted copies of them), so its estimates are trustworthy near them
     and not far away; the pull towards the logged list keeps the generator in that region. A
-    validation sweep on the simulator (README, "How the defaults were chosen") found a monotone
-    trade-off: larger weights (with ``positives_first``) raise the logged-label metrics and lower
-    the true list reward; weight 1 with ``logged`` had the highest validation true reward. Only
-    ``positives`` at weight 10 (with a ``negatives=0`` reward model) beat the DNN on all six
-    figures there; not the default, as on ML-100K it trades NDCG@6 and MAP@6 for H@6 and AUC.
+    tuning study on the simulator (docs/results.md, "How the defaults are chosen") kept it; on a
+    real log a run takes ``positives`` at weight 10 instead (``train.run.REAL_LOG_DEFAULTS``), the
+    same study's pick on ML-100K, where the reward model's lists are far from the logged labels.
     supervised_target: the list that term imitates: ``logged``, the exposed list in the order it
     was shown, or ``positives_first``, the same items with the positives moved to the top (stable
     otherwise): the order the feedback says was best, as a pointwise scorer learns it; or
