@@ -43,8 +43,9 @@ EXACT_MODEL: dict[str, dict[str, Any]] = {
 # best validation value of the checkpoint-selection metric at its chosen checkpoint wins; the test
 # split plays no part. GoalRank's knobs: the supervised term (none, or the logged positives at the
 # weight that won the old testbed's sweep), the reference temperature, the group size, the group
-# mix (App. C's seven policies alone, without the frozen auxiliary ones) and the user-id embedding
-# (on by default since the study's first round picked it, so the knob turns it off);
+# mix (App. C's seven policies alone, without the frozen auxiliary ones), the reward-ranked evenly
+# spaced subset (§3.3's option: K lists kept from a pool of 2K) and the user-id embedding (on by
+# default since the study's first round picked it, so the knob turns it off);
 # EGRerank's: the weight of its supervised term.
 TUNE_METRIC = "NDCG"  # the tuning rule's validation metric at L, as the checkpoints are chosen by (train.select_metric)
 APP_C_POLICIES = ("autoregressive", "tree", "gumbel", "markov", "random", "substitution", "diversity")
@@ -56,6 +57,7 @@ TUNE_SETTINGS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("temperature=0.25", {"reference": {"temperature": 0.25}}),
         ("K=10", {"group": {"group_size": 10}}),
         ("App. C mix", {"group": {"mix": dict.fromkeys(APP_C_POLICIES, 1.0)}}),
+        ("spaced pool=40", {"group": {"spaced_pool_size": 40}}),
         ("no user-id embedding", {"model": {"user_embedding": False}}),
     ),
     "egrerank": (
