@@ -178,6 +178,13 @@ class PreparedDataset:
     def history_len(self) -> int:
         return int(self.manifest["history_len"])
 
+    @property
+    def simulator_world(self) -> str | None:
+        """The `goalrank simulate` folder this dataset was prepared from (``prepare`` records it);
+        None for a real log. What makes a dataset simulator data to every stage."""
+        world = self.manifest.get("simulator")
+        return str(world) if world else None
+
     def split(self, name: str) -> Split:
         if name not in SPLITS:
             raise DataError(f"split {name!r}: expected one of {list(SPLITS)}")

@@ -40,7 +40,7 @@ def simulator_for(dataset: PreparedDataset) -> Simulator | None:
     The world must be the one the dataset was prepared from: its manifest's SHA-256 is recorded at
     ``prepare``, so a world simulated again in the same folder is refused, not used silently.
     """
-    folder = dataset.manifest.get("simulator")
+    folder = dataset.simulator_world
     if not folder:
         return None
     recorded, world_manifest = dataset.manifest.get("simulator_sha256"), SimulatorFolder(Path(folder)).manifest

@@ -130,7 +130,7 @@ def run_benchmark(out: Path, config: BenchmarkConfig, command: str) -> str:
 
 def specs_for(dataset: PreparedDataset, specs: list[RunSpec], name: str) -> list[RunSpec]:
     """The specs that apply to ``dataset``: the exact-reward study's only on simulator data."""
-    kept = [spec for spec in specs if spec.evaluator != ORACLE or dataset.manifest.get("simulator")]
+    kept = [spec for spec in specs if spec.evaluator != ORACLE or dataset.simulator_world]
     if len(kept) < len(specs):
         print(f"[skip] {name}: the oracle study needs simulator data")
     return kept

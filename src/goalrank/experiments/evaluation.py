@@ -169,7 +169,7 @@ def true_reward_of(dataset: PreparedDataset, beam_width: int) -> TrueReward | No
     The cache is keyed by the dataset's and its world's manifests too, so a folder prepared or
     simulated again within one process is looked at afresh (and checked by ``simulator_for``).
     """
-    world = dataset.manifest.get("simulator")
+    world = dataset.simulator_world
     world_manifest = SimulatorFolder(Path(world)).manifest if world else None
     stamp = tuple(sha256_file(path) for path in (PreparedDataset.manifest_path(dataset.root), world_manifest)
                   if path is not None and path.is_file())

@@ -131,7 +131,7 @@ REAL_LOG_DEFAULTS: dict[str, dict[str, Any]] = {
 def data_kind_defaults(name: str, dataset: PreparedDataset) -> dict[str, Any]:
     """The values ranker ``name`` takes by default on ``dataset``: ``REAL_LOG_DEFAULTS`` on a real
     log, nothing on simulator data (a dataset prepared from a `goalrank simulate` world)."""
-    return {} if dataset.manifest.get("simulator") else REAL_LOG_DEFAULTS.get(name, {})
+    return {} if dataset.simulator_world else REAL_LOG_DEFAULTS.get(name, {})
 
 
 def build_ranker_config(name: str, dataset: PreparedDataset,
