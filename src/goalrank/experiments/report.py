@@ -341,52 +341,93 @@ def _kl_section(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def tune_choice(scores: Mapping[str, Mapping[int, float]]) -> tuple[str, str]:
+    """The tuning rule (docs/results.md, steps 3–4) on one method's settings: the chosen setting and
+    why, as the report prints it.
+
+    ``scores`` maps each setting to its rule metric per tuning seed. A setting is compared with the
+    default on the seeds both have (the paired mean difference): means over different seeds would let
+    a setting trained on one lucky seed beat a default averaged over three. The setting with the
+    largest positive margin wins, unless it has fewer seeds than the default and its margin is within
+    the default's seed spread (sample std over the default's seeds): then the default is kept until the
+    setting has been trained on the default's other seeds (step 4)."""
+    def seeds(chosen: set[int]) -> str:
+        return f"seed{'s' if len(chosen) > 1 else ''} {', '.join(map(str, sorted(chosen)))}"
+
+    default = scores.get("default")
+    if not default:
+        best = max(scores, key=lambda setting: statistics.mean(scores[setting].values()))
+        return best, f"{statistics.mean(scores[best].values()):.4f}; no default recorded to compare with"
+    margins = {setting: statistics.mean(values[seed] - default[seed] for seed in shared)
+               for setting, values in scores.items()
+               if setting != "default" and (shared := set(values) & set(default))}
+    kept = f"{statistics.mean(default.values()):.4f}, {seeds(set(default))}"
+    if not margins:
+        return "default", kept + "; no other setting shares a seed with it"
+    leader = max(margins, key=margins.__getitem__)
+    shared = set(scores[leader]) & set(default)
+    versus = f"{leader} by {margins[leader]:+.4f} on {seeds(shared)}"
+    if margins[leader] <= 0:
+        return "default", kept + f"; the closest, {versus}"
+    spread = statistics.stdev(default.values()) if len(default) > 1 else None
+    if spread is not None and len(shared) < len(default) and margins[leader] <= spread:
+        return "default", kept + (f"; step 4: {versus} leads within the default's seed spread, std {spread:.4f}, "
+                                  f"and is trained on {seeds(set(default) - shared)} before it can win")
+    mean = statistics.mean(scores[leader][seed] for seed in shared)
+    return leader, f"{mean:.4f} against the default's {mean - margins[leader]:.4f} on {seeds(shared)}"
+
+
 def _tune_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
                   list_len: int, rows: list[dict[str, Any]]) -> str:
     """The tuning study on validation only: each setting's validation metrics at its chosen checkpoint
-    (from its learning curve; mean over the tuning seeds) and, per method, the setting the rule picks.
+    (from its learning curve; mean over the tuning seeds) and, per method, the setting the rule picks
+    (``tune_choice``).
 
-    The rule compares only settings trained against the same reward runs as the method's default:
-    after a reward-model default changes, a setting not yet trained again is shown, not chosen."""
+    The rule compares only settings trained against the same reward run as the method's default on
+    each seed both have: after a reward-model default changes, a setting not yet trained again is
+    shown, not chosen."""
     # on simulator data runs since the validation passes measure it also show the true reward (not the rule)
     names = [f"valid_{name}" for name in (*metric_names(list_len), TRUE_REWARD)]
     rule = f"valid_{TUNE_METRIC}@{list_len}"
     table = ["| method | setting | seeds | reward_run | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 4)]
-    scores: dict[str, dict[str, float]] = {}
-    evaluators: dict[str, dict[str, frozenset[str]]] = {}
+    scores: dict[str, dict[str, dict[int, float]]] = {}
+    evaluators: dict[str, dict[str, dict[int, str]]] = {}
     for runs in _by_label(rows).values():
-        points = [point for run in runs for point in store.curve(run) if point["step"] == run["best_step"]]
+        points = {int(run["seed"]): point for run in runs for point in store.curve(run)
+                  if point["step"] == run["best_step"]}
         if not points:
             continue
-        means = {key: statistics.mean(values) if (values := [p[key] for p in points if p.get(key) is not None])
+        means = {key: statistics.mean(values) if (values := [p[key] for p in points.values() if p.get(key) is not None])
                  else None for key in names}
-        scores.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = cast(float, means[rule])
-        evaluated = frozenset(run.get("reward_run") or "" for run in runs)
+        scores.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = {
+            seed: cast(float, point[rule]) for seed, point in points.items()}
+        evaluated = {int(run["seed"]): run.get("reward_run") or "" for run in runs}
         evaluators.setdefault(runs[0]["name"], {})[runs[0]["setting"]] = evaluated
-        shown = ", ".join(f"`{name}`" if name else NOT_RECORDED for name in sorted(evaluated))
+        shown = ", ".join(f"`{name}`" if name else NOT_RECORDED for name in sorted(set(evaluated.values())))
         table.append(f"| {runs[0]['name']} | {runs[0]['setting']} | {len(points)} | {shown} | "
                      + " | ".join("—" if means[key] is None else f"{means[key]:.4f}" for key in names) + " |")
     planned = {TUNE_NAMES[model]: len(settings) for model, settings in TUNE_SETTINGS.items()}
     choices = []
     for method, recorded in scores.items():
-        default_evaluators = evaluators[method].get("default")
+        default_evaluators = evaluators[method].get("default", {})
         by_setting = {setting: score for setting, score in recorded.items()
-                      if default_evaluators is None or evaluators[method][setting] == default_evaluators}
-        best = max(by_setting, key=by_setting.__getitem__)
-        default = by_setting.get("default")
-        against = f", the default's {default:.4f}" if default is not None and best != "default" else ""
+                      if all(default_evaluators.get(seed, run) == run
+                             for seed, run in evaluators[method][setting].items())}
         unfinished = (f"; only {len(by_setting)} of its {planned[method]} settings recorded so far"
                       if len(by_setting) < planned.get(method, 0) else "")
         stale = sorted(set(recorded) - set(by_setting))
         excluded = (f"; not compared, trained against another reward model than the default's: {', '.join(stale)}"
                     if stale else "")
-        choices.append(f"- {method}: **{best}** ({rule} {by_setting[best]:.4f}{against}{unfinished}{excluded})")
+        chosen, why = tune_choice(by_setting)
+        choices.append(f"- {method}: **{chosen}** ({rule} {why}{unfinished}{excluded})")
     return "\n\n".join([
         f"## Tuning study — {dataset} (validation split only)",
         "Each setting changes one knob of the defaults (`experiments.plan.TUNE_SETTINGS`) and trains under "
-        f"the same budget and stopping rule as Table 1; the rule picks, per method, the setting with the highest "
-        f"validation {TUNE_METRIC}@{list_len} at its chosen checkpoint (mean over the tuning seeds). The test split "
-        "plays no part; each setting's test figures are in the study's CSV for reference only.",
+        f"the same budget and stopping rule as Table 1. The rule ({rule} at each run's chosen checkpoint) "
+        "compares each setting with the default on the seeds both have and picks the largest gain; a gain "
+        "within the default's seed spread, measured on fewer seeds than the default has, waits for those "
+        "seeds. The test split plays no part; each setting's test figures are in the study's CSV for "
+        "reference only.",
         "\n".join(table),
         "Chosen by the rule:\n" + "\n".join(choices) if choices else "(no learning curve recorded yet)",
     ])
