@@ -137,10 +137,17 @@ def test_the_tuning_rule_compares_only_settings_trained_against_the_defaults_rew
     assert f"**{other}**" not in line
 
 
-def test_a_recorded_run_is_read_back_not_trained(bench: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_recorded_run_is_read_back_not_trained_under_the_plans_current_names(
+        bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "results"
     shutil.copytree(BenchmarkFolder(bench).results, results)
+    # the default's run recorded as a knob, as a knob that became the default was
+    path = ResultsStore(results).table("tune", "sim")
+    tune = pl.read_csv(path, schema_overrides={"reward_run": pl.String, "data": pl.String, "run": pl.String})
+    default = (pl.col("method") == "goalrank") & (pl.col("setting") == "default")
+    tune.with_columns(pl.when(default).then(pl.lit("old knob")).otherwise(pl.col("setting")).alias("setting"),
+                      pl.when(default).then(pl.lit("GoalRank old knob")).otherwise(pl.col("label")).alias("label")
+                      ).write_csv(path)
     out = tmp_path / "elsewhere"  # another benchmark folder: no run folders, only the recorded results
     capsys.readouterr()
     assert run_tiny_benchmark(out, "--results", str(results)) == 0
@@ -148,6 +155,8 @@ def test_a_recorded_run_is_read_back_not_trained(bench: Path, tmp_path: Path,
     assert not [line for line in printed.splitlines() if line.startswith("[run ]") and "train" in line]
     assert not list(BenchmarkFolder(out).runs.glob("*/seed*/*/checkpoint.pt"))
     assert _tables((out / "report.md").read_text()) == _tables((bench / "report.md").read_text())
+    relabelled = pl.read_csv(path, schema_overrides={"run": pl.String}).filter(pl.col("method") == "goalrank")
+    assert "old knob" not in relabelled["setting"].to_list() and relabelled["run"].is_unique().all()
 
 
 def test_a_changed_run_is_trained_and_recorded_beside_the_old(bench: Path, tmp_path: Path) -> None:

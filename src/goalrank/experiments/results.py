@@ -188,13 +188,18 @@ class ResultsStore(Folder):
         return {**row, "reward_run": reward_run}
 
     def share(self, row: dict[str, Any], columns: dict[str, Any]) -> None:
-        """Record a run found in one study's table in ``columns["study"]``'s too (studies share runs)."""
+        """Record a run found in one study's table in ``columns["study"]``'s too (studies share runs),
+        under the names the current plan gives it there: a tuning knob that has since become the
+        default was recorded as that knob, and is relabelled ``default`` when a benchmark reads it
+        back (the report takes a setting's rows by label, so it would otherwise mix an old default's
+        seed with the new default's others)."""
         study = columns["study"]
         path = self.table(study, row["dataset"])
         key = _identity(row)
-        if path.is_file() and any(_identity(r) == key for r in _read_rows(path)):
+        here = next((r for r in _read_rows(path) if _identity(r) == key), None) if path.is_file() else None
+        if here is not None and all((here.get(name) or "") == (columns[name] or "") for name in ("label", "setting")):
             return
-        self.record({**row, **columns}, self.curve(row))
+        self.record({**(here or row), **columns}, self.curve(row))
 
     def _record_lists(self, row: dict[str, Any], per_list: Path) -> None:
         with np.load(per_list) as arrays:
