@@ -358,14 +358,15 @@ def tune_choice(scores: Mapping[str, Mapping[int, float]]) -> tuple[str, str]:
     if not default:
         best = max(scores, key=lambda setting: statistics.mean(scores[setting].values()))
         return best, f"{statistics.mean(scores[best].values()):.4f}; no default recorded to compare with"
-    margins = {setting: statistics.mean(values[seed] - default[seed] for seed in shared)
-               for setting, values in scores.items()
-               if setting != "default" and (shared := set(values) & set(default))}
+    paired = {setting: shared for setting, values in scores.items()
+              if setting != "default" and (shared := set(values) & set(default))}
+    margins = {setting: statistics.mean(scores[setting][seed] - default[seed] for seed in shared)
+               for setting, shared in paired.items()}
     kept = f"{statistics.mean(default.values()):.4f}, {seeds(set(default))}"
     if not margins:
         return "default", kept + "; no other setting shares a seed with it"
     leader = max(margins, key=margins.__getitem__)
-    shared = set(scores[leader]) & set(default)
+    shared = paired[leader]
     versus = f"{leader} by {margins[leader]:+.4f} on {seeds(shared)}"
     if margins[leader] <= 0:
         return "default", kept + f"; the closest, {versus}"
