@@ -17,6 +17,7 @@ from matplotlib.ticker import NullFormatter
 from goalrank.io import atomic_file
 
 PANEL_SIZE_INCHES = 3.2
+PANELS_PER_ROW = 5  # thirteen metrics in one row made a 35-inch strip that no page shows legibly
 
 
 @dataclass
@@ -31,13 +32,19 @@ class Curve:
 
 def plot_panels(curves: Sequence[Curve], metrics: Sequence[str], x_label: str, title: str,
                 path: Path, log_x: bool = True) -> Path:
-    """Write ``path`` (PNG): a row of panels, one per metric, each with every curve as error bars.
+    """Write ``path`` (PNG): panels, one per metric in rows of ``PANELS_PER_ROW``, each with every
+    curve as error bars.
 
     The paper's Fig. 3 plots metric against model size on a log axis; ``log_x`` does the same.
     """
-    figure = Figure(figsize=(PANEL_SIZE_INCHES * len(metrics), PANEL_SIZE_INCHES), layout="constrained")
+    columns = min(len(metrics), PANELS_PER_ROW)
+    rows = -(-len(metrics) // columns)
+    figure = Figure(figsize=(PANEL_SIZE_INCHES * columns, PANEL_SIZE_INCHES * rows), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    axes, spare = grid[:len(metrics)], grid[len(metrics):]
+    for ax in spare:
+        ax.set_visible(False)
     for ax, metric in zip(axes, metrics, strict=True):
         for curve in curves:
             order = sorted(range(len(curve.x)), key=curve.x.__getitem__)
