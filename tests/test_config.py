@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from goalrank.config import check, from_dict, load_config, load_values
+from goalrank.config import ADDED_LATER, check, from_dict, load_config, load_values, to_dict
 from goalrank.errors import ConfigError
 
 
@@ -94,3 +94,29 @@ def test_a_config_that_is_not_utf8_is_one_config_error(tmp_path):
     path.write_bytes(b"name = \"\xff\xfe\"\n")
     with pytest.raises(ConfigError, match=r"c.toml: not UTF-8 text \(byte 8\)"):
         load_values(path)
+
+
+@dataclass
+class Grown:
+    """Outer's inner table after a field was added to it: the old behaviour is its default."""
+
+    width: int = 4
+    rate: float = 0.5
+    kind: str = field(default="old", metadata={ADDED_LATER: "2026-12-07"})
+
+
+@dataclass
+class GrownOuter:
+    name: str = "x"
+    inner: Grown = field(default_factory=Grown)
+
+
+def test_a_field_added_later_is_left_out_of_the_dict_while_it_holds_its_default():
+    before = to_dict(Outer(name="run"))
+    after = to_dict(GrownOuter(name="run"))
+    assert after == {"name": "run", "inner": {"width": 4, "rate": 0.5}}  # a run's record (and name) as before
+    assert before["inner"] == after["inner"]
+    changed = to_dict(GrownOuter(inner=Grown(kind="new")))
+    assert changed["inner"]["kind"] == "new"
+    assert from_dict(GrownOuter, after) == GrownOuter(name="run")  # the default comes back on reading
+    assert from_dict(GrownOuter, changed) == GrownOuter(inner=Grown(kind="new"))

@@ -21,6 +21,9 @@ from goalrank.errors import ConfigError
 T = TypeVar("T")
 
 PAPER_LIST_LEN = 6  # L of the paper (§4.1): the default length of a list everywhere
+# Field metadata key of a config field added after runs were recorded (value: the date it came);
+# ``to_dict`` leaves such a field out while it holds its default.
+ADDED_LATER = "added_later"
 
 
 def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
@@ -58,8 +61,25 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """Plain-dict form of a config, for manifests and run folders."""
-    return dataclasses.asdict(config)
+    """Plain-dict form of a config, for manifests and run folders.
+
+    A field marked ``ADDED_LATER`` in its metadata is left out while it holds its default, which
+    is the behaviour from before it existed: a run's config.json and the digest that names it
+    (results rows are found by that name) stay what they were, so recorded runs are read back and
+    interrupted ones resume across the change. ``from_dict`` fills the default back in.
+    """
+    plain = dataclasses.asdict(config)
+    _drop_later_defaults(config, plain)
+    return plain
+
+
+def _drop_later_defaults(config: Any, plain: dict[str, Any]) -> None:
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.metadata.get(ADDED_LATER) and value == field.default:
+            del plain[field.name]
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _drop_later_defaults(value, plain[field.name])
 
 
 def load_values(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:

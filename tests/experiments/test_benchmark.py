@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -313,7 +314,24 @@ def test_methods_keep_only_their_runs_in_every_study() -> None:
         ("scaling", "pier", "32x1"), ("scaling", "pier", "64x2"), ("scaling", "mge", "G-3")]
     goalrank = plan(load_benchmark_config("converged", None, [*values, "methods=goalrank"], {}))
     assert [(spec.study, spec.setting) for spec in goalrank if spec.study != "table1"] == [
-        ("groupsize", "K=3"), ("groupsize", "K=5"), ("bias", "β=0.2"), ("scaling", "32x1"), ("scaling", "64x2")]
+        ("groupsize", "K=3"), ("groupsize", "K=5"), ("bias", "β=0.2"), ("bias", "β=0.2 fixed"), ("scaling", "32x1"),
+        ("scaling", "64x2")]
+
+
+def test_the_bias_study_runs_each_noise_kind_and_beta_zero_once() -> None:
+    def settings(*values: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(spec.setting, spec.values["reference"]) for spec in
+                plan(load_benchmark_config("converged", None, ["studies=bias", *values], {}))]
+
+    assert settings() == [
+        ("β=0.0", {"reward_noise": 0.0, "reward_noise_kind": "fresh"}),  # no noise: Table 1's GoalRank
+        ("β=0.2", {"reward_noise": 0.2, "reward_noise_kind": "fresh"}),
+        ("β=0.2 fixed", {"reward_noise": 0.2, "reward_noise_kind": "fixed"}),
+        ("β=0.5", {"reward_noise": 0.5, "reward_noise_kind": "fresh"}),
+        ("β=0.5 fixed", {"reward_noise": 0.5, "reward_noise_kind": "fixed"})]
+    assert [setting for setting, _ in settings("bias_kinds=fixed")] == ["β=0.0", "β=0.2 fixed", "β=0.5 fixed"]
+    with pytest.raises(ConfigError, match="bias_kinds"):
+        settings("bias_kinds=stale")
 
 
 def test_merge_values_and_parse_size() -> None:

@@ -48,3 +48,21 @@ def test_the_training_loops_objective_remembers_reward_beams_without_changing_a_
             encoding = generator.encode(batch)
             assert torch.equal(memoised.build_group(batch, encoding), plain.build_group(batch, encoding))
     assert memoised.memo is not None and len(memoised.memo) == 8
+
+
+@pytest.mark.parametrize("kind", ["fresh", "fixed"])
+def test_fixed_reward_noise_stays_with_the_list_fresh_noise_is_redrawn(kind: str) -> None:
+    """The bias study's two kinds: a biased reward model misjudges a list the same way every time."""
+    generator = PlackettLuce(num_items=30, list_len=3, seed=0)
+    batch = make_batch(4, n_candidates=8, list_len=3, n_items=30, seed=2, logged=False)
+    reference = ReferenceConfig(reward_noise=0.5, reward_noise_kind=kind)
+    objective = GROUP_RELATIVE.build(ObjectiveInputs(generator, PairwiseReward(30), GroupConfig(group_size=5),
+                                                     reference, torch.Generator().manual_seed(0), seed=7))
+    assert isinstance(objective, GroupRelativeObjective) and objective.noise_seed == 7
+    group = objective.build_group(batch, generator.encode(batch))
+    clean = PairwiseReward(30).list_reward(batch, group)
+    first, second = (objective.reference_policy(batch, group)[0] for _ in range(2))  # two steps, one group
+    assert not torch.allclose(first, clean)
+    assert torch.equal(first, second) == (kind == "fixed")
+    swapped = objective.reference_policy(batch, group.flip(1))[0].flip(1)  # the same lists in other slots
+    assert torch.allclose(swapped, first) == (kind == "fixed")

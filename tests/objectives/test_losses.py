@@ -6,6 +6,7 @@ import math
 from types import SimpleNamespace
 
 import pytest
+import scipy.stats
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -14,7 +15,13 @@ from builders import PairwiseReward, PlackettLuce, all_lists, make_batch
 from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig
 from goalrank.objectives.group_relative import GroupRelativeObjective, supervised_target
-from goalrank.objectives.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
+from goalrank.objectives.losses import (
+    fixed_list_noise,
+    group_relative_loss,
+    perturb_rewards,
+    reference_policy,
+    supervised_loss,
+)
 from goalrank.objectives.reference import ReferenceConfig
 
 
@@ -99,6 +106,36 @@ def test_perturb_rewards_noise_scale_is_beta_sigma():
     assert noise.std().item() == pytest.approx(0.5, rel=0.03)
     with pytest.raises(ConfigError, match="reward_noise"):
         perturb_rewards(rewards, -0.1, torch.Generator())
+
+
+def test_perturb_rewards_takes_the_noise_it_is_given():
+    rewards = torch.tensor([[1.0, 3.0]])  # σ_G = 1
+    noise = torch.tensor([[0.5, -2.0]], dtype=torch.float64)
+    noisy = perturb_rewards(rewards, 0.2, torch.Generator(), noise)
+    assert noisy.dtype == rewards.dtype and torch.allclose(noisy, torch.tensor([[1.1, 2.6]]))
+
+
+def test_fixed_list_noise_is_one_standard_normal_draw_per_user_and_list():
+    generator = torch.Generator().manual_seed(0)
+    users = torch.randint(0, 1000, (400,), generator=generator)
+    lists = torch.randint(0, 500, (400, 20, 6), generator=generator)
+    noise = fixed_list_noise(users, lists, seed=3)
+    assert noise.shape == (400, 20)
+    assert torch.equal(noise, fixed_list_noise(users.clone(), lists.clone(), seed=3))  # a function of its keys
+    # the same list of the same user in another request, at another group slot, draws the same ε
+    moved = fixed_list_noise(users[:1], lists[:1, [7, 0]], seed=3)
+    assert torch.equal(moved, noise[:1, [7, 0]])
+    # another order of the same items, another user or another seed: another draw
+    assert not torch.isclose(fixed_list_noise(users, lists.flip(2), seed=3), noise).any()
+    assert not torch.isclose(fixed_list_noise(users + 1, lists, seed=3), noise).any()
+    assert not torch.isclose(fixed_list_noise(users, lists, seed=4), noise).any()
+    # one changed item in the last slot moves the draw as far as an unrelated list's: no locality
+    nudged = lists.clone()
+    nudged[..., -1] += 1
+    moved_by = (fixed_list_noise(users, nudged, seed=3) - noise).abs().mean().item()
+    assert moved_by == pytest.approx(2 / math.sqrt(math.pi), rel=0.1)  # E|X − Y| of two independent N(0, 1)
+    sample = noise.flatten().numpy()
+    assert scipy.stats.kstest(sample, "norm").pvalue > 0.01  # 8,000 draws: N(0, 1)
 
 
 def test_gradient_descent_on_eq5_moves_the_generator_to_the_reference():

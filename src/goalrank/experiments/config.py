@@ -16,6 +16,7 @@ from typing import Any
 from goalrank.config import check, from_dict, load_values, merge_values
 from goalrank.data.loaders import Source
 from goalrank.errors import ConfigError
+from goalrank.objectives.reference import NOISE_KINDS
 from goalrank.runs.registry import MODELS
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
 
@@ -71,6 +72,10 @@ class BenchmarkConfig:
         reward run and every ranker run, nested as the `train` command's ``--set`` keys.
     mge_generators: G of Table 1's MG-E rows (paper: 3, 20, 100).
     group_sizes, reward_noises: the K and β grids of Table 3.
+    bias_kinds: the kinds of β noise the bias study runs (``reference.reward_noise_kind``):
+        ``fresh``, redrawn every step (labelled ``β=0.2``), and ``fixed``, one draw per user and
+        list for the whole run, as a biased reward model's error is (``β=0.2 fixed``); β = 0 is
+        one run for all kinds.
     scaling_sizes: ``DxLAYERS`` points (d_model x depth) for GoalRank, DNN and PIER (Fig. 3);
         scaling_generators: MG-E's G at the shared trunk, the paper's way of growing MG-E.
     beam_width: beam of the simulator's oracle search (true-reward ratio).
@@ -92,6 +97,7 @@ class BenchmarkConfig:
     mge_generators: tuple[int, ...] = (3, 20, 100)
     group_sizes: tuple[int, ...] = (3, 5, 8, 10, 20, 50, 80, 100)
     reward_noises: tuple[float, ...] = (0.0, 0.2, 0.5)
+    bias_kinds: tuple[str, ...] = NOISE_KINDS
     scaling_sizes: tuple[str, ...] = ("128x2", "256x4", "512x6", "768x8")
     scaling_generators: tuple[int, ...] = (3, 20, 100, 500)
     beam_width: int = ORACLE_BEAM_WIDTH
@@ -117,6 +123,8 @@ class BenchmarkConfig:
         check(min(self.mge_generators, default=0) >= 1, "mge_generators", "integers >= 1", self.mge_generators)
         check(min(self.group_sizes, default=0) >= 2, "group_sizes", "integers >= 2", self.group_sizes)
         check(min(self.reward_noises, default=-1) >= 0, "reward_noises", "values >= 0", self.reward_noises)
+        check(len(self.bias_kinds) >= 1 and set(self.bias_kinds) <= set(NOISE_KINDS), "bias_kinds",
+              f"a non-empty subset of {','.join(NOISE_KINDS)}", self.bias_kinds)
         for size in self.scaling_sizes:
             parse_size(size)
         check(min(self.scaling_generators, default=0) >= 1, "scaling_generators", "integers >= 1",

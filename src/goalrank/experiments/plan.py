@@ -142,8 +142,10 @@ def plan(config: BenchmarkConfig) -> list[RunSpec]:
         specs += [RunSpec("groupsize", GOALRANK, f"K={k}", "goalrank", {"group": {"group_size": k}}, k)
                   for k in config.group_sizes]
     if "bias" in config.studies:
-        specs += [RunSpec("bias", GOALRANK, f"β={b}", "goalrank", {"reference": {"reward_noise": b}}, b)
-                  for b in config.reward_noises]
+        for b in config.reward_noises:
+            kinds = config.bias_kinds if b > 0 else ("fresh",)  # β = 0 adds no noise: one run, Table 1's
+            specs += [RunSpec("bias", GOALRANK, f"β={b}" if kind == "fresh" else f"β={b} {kind}", "goalrank",
+                              {"reference": {"reward_noise": b, "reward_noise_kind": kind}}, b) for kind in kinds]
     if "scaling" in config.studies:
         for size in config.scaling_sizes:
             width, depth = parse_size(size)

@@ -450,9 +450,13 @@ def _group_size_section(folder: BenchmarkFolder, config: BenchmarkConfig, store:
 
 def _bias_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: ResultsStore, dataset: str,
                   list_len: int, rows: list[dict[str, Any]]) -> str:
-    grouped = _by_grid(rows)
+    # the noise redrawn every step first (settings "β=0.2"), then each other kind ("β=0.2 fixed"), each by β
+    grouped = _by_label(sorted(rows, key=lambda row: (str(row["setting"]).partition(" ")[2], _grid_x(row))))
     return "\n\n".join([
         f"## Reward-model bias β (Table 3) — {dataset}",
+        "`β=B`: noise of B·σ_G added to every list's reward, drawn afresh at every step; `β=B fixed`: one "
+        "draw per user and list for the whole run, as a biased reward model's error stays with the list "
+        "(`reference.reward_noise_kind`).",
         _summary(grouped, list_len),
         "Paper reference — the authors' **Industry** data (Table 3, ÷ 100):",
         _reference_table("β (paper, Industry)", TABLE3_REWARD_NOISE),

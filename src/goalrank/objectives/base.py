@@ -27,7 +27,8 @@ class ObjectiveInputs:
     """Everything an objective may be built from: the model, the frozen reward model (None for
     models trained without one), the group and reference settings of the run, its generator, and
     what the frozen auxiliary group policies read: the pretrained scorer of ``group.scorer_run``
-    (or None) and the items' training positives (n_items + 1,)."""
+    (or None) and the items' training positives (n_items + 1,). ``seed``: the run's training seed,
+    the same on every rank (``rng`` is seeded per rank), for what must not differ between them."""
 
     model: nn.Module
     evaluator: ListEvaluator | None
@@ -36,6 +37,7 @@ class ObjectiveInputs:
     rng: torch.Generator
     scorer: PointwiseScorer | None = None
     popularity: torch.Tensor | None = None
+    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,13 @@ from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig, GroupContext, build_group
 from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer, RequestMemo, bound_evaluator
 from goalrank.objectives.base import ObjectiveFactory, ObjectiveInputs
-from goalrank.objectives.losses import group_relative_loss, perturb_rewards, reference_policy, supervised_loss
+from goalrank.objectives.losses import (
+    fixed_list_noise,
+    group_relative_loss,
+    perturb_rewards,
+    reference_policy,
+    supervised_loss,
+)
 from goalrank.objectives.reference import ReferenceConfig
 
 
@@ -43,6 +49,7 @@ class GroupRelativeObjective:
     separate methods so that ``goalrank bench train`` can time each one. ``memo`` keeps what the
     policies that do not follow the generator find for a request (``GroupContext.memo``); the
     training loop's objective (``from_inputs``) has one, a bare one (``goalrank bench train``) not.
+    ``noise_seed`` keys the ``fixed`` reward noise of the bias study (the run's seed).
     """
 
     generator: ListGenerator
@@ -53,6 +60,7 @@ class GroupRelativeObjective:
     scorer: PointwiseScorer | None = None
     popularity: torch.Tensor | None = None
     memo: RequestMemo | None = None
+    noise_seed: int = 0
 
     def __post_init__(self) -> None:
         self._bound: ListEvaluator | None = None
@@ -80,7 +88,11 @@ class GroupRelativeObjective:
         """Rewards (B, K) of the group's lists and the reference policy π_ref (B, K) of Eq. 4."""
         rewards = self.evaluator_for(batch).list_reward(batch, group)
         if self.reference.reward_noise > 0:
-            rewards = perturb_rewards(rewards, self.reference.reward_noise, self.rng)
+            noise = None
+            if self.reference.reward_noise_kind == "fixed":
+                items = batch.candidates.gather(1, group.flatten(1)).view(group.shape)  # (B, K, L) item ids
+                noise = fixed_list_noise(batch.users, items, self.noise_seed)
+            rewards = perturb_rewards(rewards, self.reference.reward_noise, self.rng, noise)
         return rewards, reference_policy(rewards, self.reference.temperature)
 
     def loss(
@@ -118,7 +130,7 @@ class GroupRelativeObjective:
             raise ConfigError("the group-relative objective needs a trained reward model (--reward RUN)")
         generator = cast(ListGenerator, inputs.model)  # the registry pairs GROUP_RELATIVE with generators only
         return cls(generator, inputs.evaluator, inputs.group, inputs.reference, inputs.rng, inputs.scorer,
-                   inputs.popularity, RequestMemo(GROUP_MEMO_SIZE))
+                   inputs.popularity, RequestMemo(GROUP_MEMO_SIZE), noise_seed=inputs.seed)
 
 
 # Training requests whose reward-model beams are kept (``GroupContext.memo``): every request of the

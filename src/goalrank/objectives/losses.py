@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 
 from goalrank.config import check
@@ -60,16 +61,50 @@ def supervised_loss(log_probs_of_logged: torch.Tensor) -> torch.Tensor:
     return -log_probs_of_logged.mean()
 
 
-def perturb_rewards(rewards: torch.Tensor, beta: float, rng: torch.Generator) -> torch.Tensor:
+def perturb_rewards(rewards: torch.Tensor, beta: float, rng: torch.Generator,
+                    noise: torch.Tensor | None = None) -> torch.Tensor:
     """(B, K) rewards with the reward-bias study's noise (paper §4.1.3, Table 3).
 
-    r̃(l) = r(l) + β · σ_G · ε_l, ε_l ~ N(0, 1) i.i.d. per list, σ_G the population std of the
-    group's rewards, so β is the noise level relative to the spread the reference policy sees.
-    Our copy of the paper lost the exact formula; this form is our reading of it. β = 0 returns
-    the rewards unchanged and draws nothing from ``rng``.
+    r̃(l) = r(l) + β · σ_G · ε_l, ε_l ~ N(0, 1) per list, σ_G the population std of the group's
+    rewards, so β is the noise level relative to the spread the reference policy sees. Our copy of
+    the paper lost the exact formula; this form is our reading of it. ``noise``: the (B, K) ε, e.g.
+    ``fixed_list_noise``'s; None draws it afresh from ``rng``. β = 0 returns the rewards unchanged
+    and draws nothing.
     """
     check(beta >= 0, "reference.reward_noise", ">= 0 (β of the bias study)", beta)
     if beta == 0:
         return rewards
-    noise = torch.randn(rewards.shape, generator=rng, device=rng.device).to(rewards.device)  # (B, K)
-    return rewards + beta * _group_std(rewards) * noise
+    if noise is None:
+        noise = torch.randn(rewards.shape, generator=rng, device=rng.device)
+    return rewards + beta * _group_std(rewards) * noise.to(rewards)
+
+
+_SPLITMIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on a uint64 array (numpy's unsigned arithmetic wraps, as it must
+    here): a bijection in which every input bit moves every output bit."""
+    z = (z ^ (z >> np.uint64(30))) * _SPLITMIX[0]
+    z = (z ^ (z >> np.uint64(27))) * _SPLITMIX[1]
+    return z ^ (z >> np.uint64(31))
+
+
+def fixed_list_noise(users: torch.Tensor, lists: torch.Tensor, seed: int) -> torch.Tensor:
+    """(B, K) ε ~ N(0, 1), a fixed function of ``seed``, the user (B,) and the list's item ids in
+    order (B, K, L): the same list shown to the same user gets the same ε at every step.
+
+    This is the reward-bias study's ``fixed`` noise. Noise redrawn at every step averages out over
+    the epochs in which a request's group is rebuilt; a biased reward model's error does not, it
+    belongs to the list. Hashing (splitmix64 over the user and the items, then Box–Muller) gives
+    each of the combinatorially many lists its own draw without storing any.
+    """
+    keys = lists.numpy(force=True).astype(np.uint64)  # (B, K, L)
+    start = _splitmix(_splitmix(users.numpy(force=True).astype(np.uint64) + np.uint64(1)) ^ np.uint64(seed))
+    state = np.repeat(start[:, None], keys.shape[1], axis=1)  # (B, K)
+    for position in range(keys.shape[2]):
+        state = _splitmix(state ^ (keys[..., position] + np.uint64(1)))
+    uniform = [((_splitmix(state ^ np.uint64(salt)) >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+               for salt in (1, 2)]  # the top 53 bits: a double in (0, 1)
+    normal = np.sqrt(-2.0 * np.log(uniform[0])) * np.cos(2.0 * np.pi * uniform[1])
+    return torch.from_numpy(normal).to(lists.device)

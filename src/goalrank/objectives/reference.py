@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from goalrank.config import check
+from goalrank.config import ADDED_LATER, check
 
 SUPERVISED_TARGETS = ("logged", "positives_first", "positives")
+NOISE_KINDS = ("fresh", "fixed")
 
 
 @dataclass
@@ -26,6 +27,11 @@ class ReferenceConfig:
     ``positives``, only that list's prefix of positives (−log π_θ of its first n⁺ steps, nothing
     for a list without positives). Imitating a whole logged list also teaches the shown-but-not-
     clicked items below its positives; ``positives`` leaves those positions to the reward model.
+    reward_noise: β of the reward-bias study (Table 3): noise of β·σ_G added to each list's reward
+    (``objectives.losses.perturb_rewards``). reward_noise_kind: ``fresh`` redraws it for every list
+    at every step, so over the epochs in which a request's group is rebuilt it averages out;
+    ``fixed`` gives each (user, list) one draw for the whole run (``fixed_list_noise``, keyed by the
+    run's seed), as a biased reward model's error stays with the list it misjudges.
     """
 
     temperature: float = 1.0
@@ -33,6 +39,7 @@ class ReferenceConfig:
     supervised_weight: float = 1.0
     supervised_target: Literal["logged", "positives_first", "positives"] = "logged"
     reward_noise: float = 0.0
+    reward_noise_kind: Literal["fresh", "fixed"] = field(default="fresh", metadata={ADDED_LATER: "2026-12-07"})
 
     def __post_init__(self) -> None:
         check(self.temperature > 0, "reference.temperature", "> 0", self.temperature)
@@ -40,3 +47,5 @@ class ReferenceConfig:
         check(self.supervised_target in SUPERVISED_TARGETS, "reference.supervised_target",
               f"one of {list(SUPERVISED_TARGETS)}", self.supervised_target)
         check(self.reward_noise >= 0, "reference.reward_noise", ">= 0 (β of the bias study)", self.reward_noise)
+        check(self.reward_noise_kind in NOISE_KINDS, "reference.reward_noise_kind", f"one of {list(NOISE_KINDS)}",
+              self.reward_noise_kind)

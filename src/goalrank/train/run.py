@@ -275,7 +275,8 @@ def _train_ranker(name: str, data_dir: Path, run_dir: Path, values: dict[str, An
         model.memoise_passes()
     rng = seed_everything(rank_seed(config.train.seed, dist.rank))
     objective = spec.objective.build(ObjectiveInputs(model, evaluator, config.group, config.reference, rng,
-                                                     *auxiliary_inputs(config.group, dataset, device)))
+                                                     *auxiliary_inputs(config.group, dataset, device),
+                                                     seed=config.train.seed))
     payload = {"model_name": name, **data_record(dataset), **reward_record(reward_dir), **to_dict(config)}
     run = RunFolder(run_dir)
     valid = dataset.split("valid")
