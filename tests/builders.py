@@ -206,7 +206,7 @@ def objective_for(name: str, model: nn.Module) -> Objective:
     evaluator = model.evaluator if MODELS[name].needs_evaluator else None
     popularity = torch.arange(model.config.n_items + 1).float()  # the popularity policy's input
     inputs = ObjectiveInputs(model, evaluator, GroupConfig(), ReferenceConfig(), torch.Generator().manual_seed(0),
-                             popularity=popularity)
+                             popularity=popularity, seed=0)
     return MODELS[name].objective.build(inputs)
 
 

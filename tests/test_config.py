@@ -120,3 +120,13 @@ def test_a_field_added_later_is_left_out_of_the_dict_while_it_holds_its_default(
     assert changed["inner"]["kind"] == "new"
     assert from_dict(GrownOuter, after) == GrownOuter(name="run")  # the default comes back on reading
     assert from_dict(GrownOuter, changed) == GrownOuter(inner=Grown(kind="new"))
+
+
+@dataclass
+class GrownByFactory:
+    kinds: tuple[str, ...] = field(default_factory=tuple, metadata={ADDED_LATER: "2026-12-07"})
+
+
+def test_a_field_added_later_needs_a_plain_default_to_be_left_out():
+    with pytest.raises(TypeError, match="GrownByFactory.kinds: a field marked added_later needs a plain default"):
+        to_dict(GrownByFactory())

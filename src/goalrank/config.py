@@ -76,8 +76,14 @@ def to_dict(config: Any) -> dict[str, Any]:
 def _drop_later_defaults(config: Any, plain: dict[str, Any]) -> None:
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        if field.metadata.get(ADDED_LATER) and value == field.default:
-            del plain[field.name]
+        if field.metadata.get(ADDED_LATER):
+            # a default_factory leaves field.default MISSING, which no value equals: the field
+            # would silently stay in the dict and rename every run
+            if field.default is dataclasses.MISSING:
+                raise TypeError(f"{type(config).__name__}.{field.name}: a field marked {ADDED_LATER} needs a "
+                                "plain default to compare with")
+            if value == field.default:
+                del plain[field.name]
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             _drop_later_defaults(value, plain[field.name])
 

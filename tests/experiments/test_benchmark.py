@@ -80,6 +80,11 @@ def test_report_has_all_table1_rows_with_numeric_cells(bench: Path) -> None:
     assert "goalrank benchmark --out" in report and "ML-1M" in report
 
 
+def test_the_bias_section_has_one_row_per_beta_and_noise_kind(bench: Path) -> None:
+    section = _section((bench / "report.md").read_text(), "Reward-model bias β (Table 3) — sim")
+    assert list(_table_rows(section)) == ["GoalRank β=0.0", "GoalRank β=0.5", "GoalRank β=0.5 fixed"]
+
+
 def test_significance_row_per_metric_names_the_best_baseline(bench: Path) -> None:
     table1 = pl.read_csv(bench / "table1.csv")
     section = _section((bench / "report.md").read_text(), "Table 1 — sim")
@@ -332,6 +337,10 @@ def test_the_bias_study_runs_each_noise_kind_and_beta_zero_once() -> None:
     assert [setting for setting, _ in settings("bias_kinds=fixed")] == ["β=0.0", "β=0.2 fixed", "β=0.5 fixed"]
     with pytest.raises(ConfigError, match="bias_kinds"):
         settings("bias_kinds=stale")
+    # a repeated grid value would be one run read back twice and counted as two seeds
+    for repeated in ("bias_kinds=fixed,fixed", "reward_noises=0.2,0.2", "group_sizes=8,8", "scaling_sizes=16x1,16x1"):
+        with pytest.raises(ConfigError, match=f"{repeated.partition('=')[0]}=.*expected distinct values"):
+            settings(repeated)
 
 
 def test_merge_values_and_parse_size() -> None:

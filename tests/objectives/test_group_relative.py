@@ -41,7 +41,7 @@ def test_the_training_loops_objective_remembers_reward_beams_without_changing_a_
     plain = GroupRelativeObjective(generator, PairwiseReward(30), config, ReferenceConfig(),
                                    torch.Generator().manual_seed(0))
     memoised = GROUP_RELATIVE.build(ObjectiveInputs(generator, PairwiseReward(30), config, ReferenceConfig(),
-                                                    torch.Generator().manual_seed(0)))
+                                                    torch.Generator().manual_seed(0), seed=0))
     assert isinstance(memoised, GroupRelativeObjective) and plain.memo is None
     for _ in range(2):  # two epochs over the same requests: the second reads every beam from the memo
         for batch in batches:
@@ -66,3 +66,8 @@ def test_fixed_reward_noise_stays_with_the_list_fresh_noise_is_redrawn(kind: str
     assert torch.equal(first, second) == (kind == "fixed")
     swapped = objective.reference_policy(batch, group.flip(1))[0].flip(1)  # the same lists in other slots
     assert torch.allclose(swapped, first) == (kind == "fixed")
+    if kind == "fixed":  # the run's seed keys the draw: another seed misjudges the lists differently
+        reseeded = GROUP_RELATIVE.build(ObjectiveInputs(generator, PairwiseReward(30), GroupConfig(group_size=5),
+                                                        reference, torch.Generator().manual_seed(0), seed=8))
+        assert isinstance(reseeded, GroupRelativeObjective)
+        assert not torch.allclose(reseeded.reference_policy(batch, group)[0], first)

@@ -12,6 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from builders import PairwiseReward, PlackettLuce, all_lists, make_batch
+from goalrank.config import to_dict
 from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig
 from goalrank.objectives.group_relative import GroupRelativeObjective, supervised_target
@@ -113,6 +114,8 @@ def test_perturb_rewards_takes_the_noise_it_is_given():
     noise = torch.tensor([[0.5, -2.0]], dtype=torch.float64)
     noisy = perturb_rewards(rewards, 0.2, torch.Generator(), noise)
     assert noisy.dtype == rewards.dtype and torch.allclose(noisy, torch.tensor([[1.1, 2.6]]))
+    with pytest.raises(ValueError, match=r"noise of shape \(1, 1\) for rewards of shape \(1, 2\)"):
+        perturb_rewards(rewards, 0.2, torch.Generator(), noise[:, :1])  # would broadcast one ε per request
 
 
 def test_fixed_list_noise_is_one_standard_normal_draw_per_user_and_list():
@@ -182,6 +185,16 @@ def test_supervised_target_moves_positives_to_the_top_and_keeps_the_rest_in_orde
     assert steps.tolist() == [[1.0, 1.0, 0.0, 0.0, 0.0], [0.0] * 5]  # the positives' prefix; none in row 2
     with pytest.raises(ConfigError, match="supervised_target"):
         ReferenceConfig(supervised_target="clicks")
+
+
+def test_reference_config_keeps_its_recorded_form_and_refuses_fixed_noise_without_noise():
+    """Recorded runs are found by the digest of their config: the default must serialise as it did
+    before ``reward_noise_kind`` existed, and β = 0 with fixed noise would be a second name for β = 0."""
+    assert to_dict(ReferenceConfig()) == {"temperature": 1.0, "variant": "cross_entropy", "supervised_weight": 1.0,
+                                          "supervised_target": "logged", "reward_noise": 0.0}
+    assert to_dict(ReferenceConfig(reward_noise=0.2, reward_noise_kind="fixed"))["reward_noise_kind"] == "fixed"
+    with pytest.raises(ConfigError, match="kind='fixed': expected fresh while reference.reward_noise is 0"):
+        ReferenceConfig(reward_noise_kind="fixed")
 
 
 @pytest.mark.parametrize("kind", ["logged", "positives_first", "positives"])

@@ -6,6 +6,7 @@ figures render the same on a headless server, in tests and in CI.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ def plot_panels(curves: Sequence[Curve], metrics: Sequence[str], x_label: str, t
     The paper's Fig. 3 plots metric against model size on a log axis; ``log_x`` does the same.
     """
     columns = min(len(metrics), PANELS_PER_ROW)
-    rows = -(-len(metrics) // columns)
+    rows = math.ceil(len(metrics) / columns)
     figure = Figure(figsize=(PANEL_SIZE_INCHES * columns, PANEL_SIZE_INCHES * rows), layout="constrained")
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, squeeze=False).ravel()

@@ -23,6 +23,7 @@ import torch
 from goalrank.data.storage import PreparedDataset, RankingBatch, Split
 from goalrank.errors import ArtifactError, ConfigError
 from goalrank.evaluate.metrics import MetricAccumulator
+from goalrank.hashing import SPLITMIX_MULTIPLIERS, splitmix64
 from goalrank.io import sha256_file
 from goalrank.models.base import Ranker
 from goalrank.progress import progress as show_progress
@@ -165,9 +166,7 @@ def _hash_uniform(seed: int, users: torch.Tensor, items: torch.Tensor) -> torch.
     mask = np.uint64(0xFFFFFFFFFFFFFFFF)
     with np.errstate(over="ignore"):
         x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-             + users.numpy().astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
-             + items.numpy().astype(np.uint64) * np.uint64(0x94D049BB133111EB)) & mask
-        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-            x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
-        x ^= x >> np.uint64(31)
+             + users.numpy().astype(np.uint64) * SPLITMIX_MULTIPLIERS[0]
+             + items.numpy().astype(np.uint64) * SPLITMIX_MULTIPLIERS[1]) & mask
+        x = splitmix64(x)
     return torch.from_numpy((x >> np.uint64(11)).astype(np.float64) / float(1 << 53))

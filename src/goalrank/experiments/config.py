@@ -75,7 +75,8 @@ class BenchmarkConfig:
     bias_kinds: the kinds of β noise the bias study runs (``reference.reward_noise_kind``):
         ``fresh``, redrawn every step (labelled ``β=0.2``), and ``fixed``, one draw per user and
         list for the whole run, as a biased reward model's error is (``β=0.2 fixed``); β = 0 is
-        one run for all kinds.
+        one run for all kinds. Every grid holds distinct values: a repeated one would be the same
+        run twice, counted as two seeds.
     scaling_sizes: ``DxLAYERS`` points (d_model x depth) for GoalRank, DNN and PIER (Fig. 3);
         scaling_generators: MG-E's G at the shared trunk, the paper's way of growing MG-E.
     beam_width: beam of the simulator's oracle search (true-reward ratio).
@@ -129,6 +130,10 @@ class BenchmarkConfig:
             parse_size(size)
         check(min(self.scaling_generators, default=0) >= 1, "scaling_generators", "integers >= 1",
               self.scaling_generators)
+        for name in ("tune_seeds", "mge_generators", "group_sizes", "reward_noises", "bias_kinds",
+                     "scaling_sizes", "scaling_generators"):
+            values = getattr(self, name)
+            check(len(set(values)) == len(values), name, "distinct values", values)
         check(1 <= self.beam_width <= MAX_BEAM_WIDTH, "beam_width", f"in [1, {MAX_BEAM_WIDTH}]", self.beam_width)
         check(self.bootstrap_samples >= 1, "bootstrap_samples", ">= 1", self.bootstrap_samples)
         check(0 < self.alpha < 1, "alpha", "in (0, 1)", self.alpha)

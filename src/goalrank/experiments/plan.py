@@ -9,6 +9,7 @@ from goalrank.config import check, merge_values
 from goalrank.evaluate.protocol import TRUE_REWARD
 from goalrank.experiments.config import STUDIES, BenchmarkConfig, parse_size
 from goalrank.experiments.paper import GOALRANK
+from goalrank.objectives.reference import FRESH
 from goalrank.runs.load import ORACLE
 
 REFERENCE = "reference"  # the model of Table 1's sanity rows: they bound the table, they are no baseline
@@ -143,8 +144,8 @@ def plan(config: BenchmarkConfig) -> list[RunSpec]:
                   for k in config.group_sizes]
     if "bias" in config.studies:
         for b in config.reward_noises:
-            kinds = config.bias_kinds if b > 0 else ("fresh",)  # β = 0 adds no noise: one run, Table 1's
-            specs += [RunSpec("bias", GOALRANK, f"β={b}" if kind == "fresh" else f"β={b} {kind}", "goalrank",
+            kinds = config.bias_kinds if b > 0 else (FRESH,)  # β = 0 adds no noise: one run, Table 1's
+            specs += [RunSpec("bias", GOALRANK, f"β={b}" if kind == FRESH else f"β={b} {kind}", "goalrank",
                               {"reference": {"reward_noise": b, "reward_noise_kind": kind}}, b) for kind in kinds]
     if "scaling" in config.studies:
         for size in config.scaling_sizes:

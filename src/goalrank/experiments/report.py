@@ -454,8 +454,9 @@ def _bias_section(folder: BenchmarkFolder, config: BenchmarkConfig, store: Resul
     grouped = _by_label(sorted(rows, key=lambda row: (str(row["setting"]).partition(" ")[2], _grid_x(row))))
     return "\n\n".join([
         f"## Reward-model bias β (Table 3) — {dataset}",
-        "`β=B`: noise of B·σ_G added to every list's reward, drawn afresh at every step; `β=B fixed`: one "
-        "draw per user and list for the whole run, as a biased reward model's error stays with the list "
+        "`β=B`: noise B·σ_G·ε added to every list's reward (σ_G: the spread of its group), ε drawn afresh "
+        "at every step; `β=B fixed`: one ε per user and list for the whole run, as a biased reward model's "
+        "error stays with the list, so the list's error in group-standardised units stays about B·ε "
         "(`reference.reward_noise_kind`).",
         _summary(grouped, list_len),
         "Paper reference — the authors' **Industry** data (Table 3, ÷ 100):",

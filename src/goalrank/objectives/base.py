@@ -9,7 +9,7 @@ instead of a string that the training code has to dispatch on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ class ObjectiveInputs:
     rng: torch.Generator
     scorer: PointwiseScorer | None = None
     popularity: torch.Tensor | None = None
-    seed: int = 0
+    seed: int = field(kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from goalrank.config import check
+from goalrank.hashing import splitmix64
 from goalrank.models.base import group_standardised
 
 LossVariant = Literal["cross_entropy", "authors"]
@@ -76,18 +77,9 @@ def perturb_rewards(rewards: torch.Tensor, beta: float, rng: torch.Generator,
         return rewards
     if noise is None:
         noise = torch.randn(rewards.shape, generator=rng, device=rng.device)
+    elif noise.shape != rewards.shape:  # a (B, 1) ε would broadcast into one draw per request
+        raise ValueError(f"noise of shape {tuple(noise.shape)} for rewards of shape {tuple(rewards.shape)}")
     return rewards + beta * _group_std(rewards) * noise.to(rewards)
-
-
-_SPLITMIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
-
-
-def _splitmix(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on a uint64 array (numpy's unsigned arithmetic wraps, as it must
-    here): a bijection in which every input bit moves every output bit."""
-    z = (z ^ (z >> np.uint64(30))) * _SPLITMIX[0]
-    z = (z ^ (z >> np.uint64(27))) * _SPLITMIX[1]
-    return z ^ (z >> np.uint64(31))
 
 
 def fixed_list_noise(users: torch.Tensor, lists: torch.Tensor, seed: int) -> torch.Tensor:
@@ -97,14 +89,16 @@ def fixed_list_noise(users: torch.Tensor, lists: torch.Tensor, seed: int) -> tor
     This is the reward-bias study's ``fixed`` noise. Noise redrawn at every step averages out over
     the epochs in which a request's group is rebuilt; a biased reward model's error does not, it
     belongs to the list. Hashing (splitmix64 over the user and the items, then Box–Muller) gives
-    each of the combinatorially many lists its own draw without storing any.
+    each of the combinatorially many lists its own draw without storing any. ``perturb_rewards``
+    scales ε by σ_G, so the error that stays with the list is β·ε in group-standardised units.
+    The hash runs in numpy: on a GPU the (B, K, L) ids make one round trip to the host per step.
     """
     keys = lists.numpy(force=True).astype(np.uint64)  # (B, K, L)
-    start = _splitmix(_splitmix(users.numpy(force=True).astype(np.uint64) + np.uint64(1)) ^ np.uint64(seed))
+    start = splitmix64(splitmix64(users.numpy(force=True).astype(np.uint64) + np.uint64(1)) ^ np.uint64(seed))
     state = np.repeat(start[:, None], keys.shape[1], axis=1)  # (B, K)
     for position in range(keys.shape[2]):
-        state = _splitmix(state ^ (keys[..., position] + np.uint64(1)))
-    uniform = [((_splitmix(state ^ np.uint64(salt)) >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+        state = splitmix64(state ^ (keys[..., position] + np.uint64(1)))
+    uniform = [((splitmix64(state ^ np.uint64(salt)) >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
                for salt in (1, 2)]  # the top 53 bits: a double in (0, 1)
     normal = np.sqrt(-2.0 * np.log(uniform[0])) * np.cos(2.0 * np.pi * uniform[1])
     return torch.from_numpy(normal).to(lists.device)

@@ -8,7 +8,8 @@ from typing import Literal
 from goalrank.config import ADDED_LATER, check
 
 SUPERVISED_TARGETS = ("logged", "positives_first", "positives")
-NOISE_KINDS = ("fresh", "fixed")
+FRESH, FIXED = "fresh", "fixed"
+NOISE_KINDS = (FRESH, FIXED)
 
 
 @dataclass
@@ -27,11 +28,14 @@ class ReferenceConfig:
     ``positives``, only that list's prefix of positives (−log π_θ of its first n⁺ steps, nothing
     for a list without positives). Imitating a whole logged list also teaches the shown-but-not-
     clicked items below its positives; ``positives`` leaves those positions to the reward model.
-    reward_noise: β of the reward-bias study (Table 3): noise of β·σ_G added to each list's reward
-    (``objectives.losses.perturb_rewards``). reward_noise_kind: ``fresh`` redraws it for every list
-    at every step, so over the epochs in which a request's group is rebuilt it averages out;
-    ``fixed`` gives each (user, list) one draw for the whole run (``fixed_list_noise``, keyed by the
-    run's seed), as a biased reward model's error stays with the list it misjudges.
+    reward_noise: β of the reward-bias study (Table 3): noise of β·σ_G·ε added to each list's reward
+    (``objectives.losses.perturb_rewards``), σ_G the spread of the list's group, so in the
+    group-standardised rewards the reference policy reads, the error is about β·ε.
+    reward_noise_kind: ``fresh`` redraws ε for every list at every step, so over the epochs in
+    which a request's group is rebuilt it averages out; ``fixed`` gives each (user, list) one ε for
+    the whole run (``fixed_list_noise``, keyed by the run's seed), as a biased reward model's error
+    stays with the list it misjudges. What stays fixed is the error in standardised units: in raw
+    reward units it scales with σ_G of whichever group the list is in at that step.
     """
 
     temperature: float = 1.0
@@ -49,3 +53,6 @@ class ReferenceConfig:
         check(self.reward_noise >= 0, "reference.reward_noise", ">= 0 (β of the bias study)", self.reward_noise)
         check(self.reward_noise_kind in NOISE_KINDS, "reference.reward_noise_kind", f"one of {list(NOISE_KINDS)}",
               self.reward_noise_kind)
+        # β = 0 adds no noise of either kind: a second name for the same run would train it twice
+        check(self.reward_noise > 0 or self.reward_noise_kind == FRESH, "reference.reward_noise_kind",
+              f"{FRESH} while reference.reward_noise is 0 (no noise to fix)", self.reward_noise_kind)

@@ -68,7 +68,7 @@ def bench_pier(config: BenchPierConfig) -> str:
     memoised.memoise_passes()
     assert memoised.memo is not None
     objective = MODELS["pier"].objective.build(
-        ObjectiveInputs(plain, evaluator, run_config.group, run_config.reference, rng))
+        ObjectiveInputs(plain, evaluator, run_config.group, run_config.reference, rng, seed=config.seed))
     optimizer = torch.optim.AdamW(plain.parameters(), lr=run_config.train.lr,
                                   weight_decay=run_config.train.weight_decay)
     requests = _first_requests(dataset, config.requests, run_config.train.eval_batch_size, device)
