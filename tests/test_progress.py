@@ -27,10 +27,22 @@ def test_lines_at_start_every_interval_and_end(monkeypatch: pytest.MonkeyPatch,
     assert "\r" not in err
     assert err.splitlines() == [
         "build lists: 0/10 chunk (0%), 0 s",
-        "build lists: 3/10 chunk (30%), 12 s, loss=0.2",
-        "build lists: 6/10 chunk (60%), 24 s, loss=0.5",
-        "build lists: 9/10 chunk (90%), 36 s, loss=0.8",
+        "build lists: 3/10 chunk (30%), 12 s, 28 s left, loss=0.2",  # 4 s a step, 7 steps to go
+        "build lists: 6/10 chunk (60%), 24 s, 16 s left, loss=0.5",
+        "build lists: 9/10 chunk (90%), 36 s, 4 s left, loss=0.8",
         "build lists: 10/10 chunk (100%), 44 s, loss=0.9",
+    ]
+
+
+def test_a_resumed_stage_paces_its_time_left_on_the_steps_it_timed(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    clock = itertools.count(0.0, LINE_INTERVAL_S * 0.5)  # every step takes 0.5 intervals: 5 s
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    assert list(progress(range(4), "epoch 2/3", total=10, unit="step", initial=6)) == [0, 1, 2, 3]
+    assert capsys.readouterr().err.splitlines() == [
+        "epoch 2/3: 6/10 step (60%), 0 s",
+        "epoch 2/3: 8/10 step (80%), 10 s, 10 s left",  # two timed steps of 5 s, two to go
+        "epoch 2/3: 10/10 step (100%), 20 s",
     ]
 
 

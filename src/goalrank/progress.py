@@ -4,7 +4,9 @@ tqdm redraws its bar with carriage returns, which a log file turns into one endl
 stages used to hide it when stderr is not a terminal, and a 100M-interaction ``prepare`` writing to
 a log printed nothing for 90 minutes. Off a terminal, ``progress`` prints whole lines instead:
 ``<stage>: <n>/<total> <unit> (<pct>%), <elapsed> s`` when the stage starts, then at most every
-``LINE_INTERVAL_S`` seconds (when a step ends), and when it ends.
+``LINE_INTERVAL_S`` seconds (when a step ends), and when it ends. While steps remain, a line also
+says ``<left> s left``: the remaining steps at the mean pace of this stage's steps so far (a
+resumed stage's earlier steps are not timed, so they do not count), what tqdm's bar shows as ETA.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class StageLines(Generic[T]):
     def __init__(self, iterable: Iterable[T], desc: str, total: int | None, unit: str, initial: int,
                  enabled: bool) -> None:
         self.iterable, self.desc, self.total, self.unit = iterable, desc, total, unit
-        self.done, self.enabled = initial, enabled
+        self.done, self.initial, self.enabled = initial, initial, enabled
         self.postfix = ""
         self.printed = -1  # the step count of the last line printed
 
@@ -76,5 +78,8 @@ class StageLines(Generic[T]):
         self.printed = self.done
         count = f"{self.done}/{self.total} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%)" \
             if self.total is not None else f"{self.done} {self.unit}"
+        timed = self.done - self.initial
+        left = f", {elapsed / timed * (self.total - self.done):.0f} s left" \
+            if self.total is not None and timed > 0 and self.done < self.total else ""
         postfix = f", {self.postfix}" if self.postfix else ""
-        print(f"{self.desc}: {count}, {elapsed:.0f} s{postfix}", file=sys.stderr, flush=True)
+        print(f"{self.desc}: {count}, {elapsed:.0f} s{left}{postfix}", file=sys.stderr, flush=True)
