@@ -1,3 +1,5 @@
+from unittest.mock import patch
+
 import pytest
 import torch
 
@@ -7,10 +9,10 @@ from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError
 from goalrank.models.base import scores_from_lists
 from goalrank.models.blocks import count_parameters
-from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
+from goalrank.models.goalrank import Encoding, GeneratorConfig, GoalRankGenerator, prefix_tree
 
 
-def make_generator(list_len: int, seed: int = 0, **sizes: int | bool) -> GoalRankGenerator:
+def make_generator(list_len: int, seed: int = 0, **sizes: float | bool) -> GoalRankGenerator:
     torch.manual_seed(seed)
     config = GeneratorConfig(n_items=N_ITEMS, n_users=N_USERS, d_model=16, n_heads=2, ffn_mult=2, list_len=list_len,
                              **sizes)
@@ -236,3 +238,62 @@ def test_user_embedding_personalises_the_encoding_and_unknown_users_share_the_co
     torch.testing.assert_close(generator.first_step_logits(generator.encode(same_history)), logits)
     assert generator.config.user_embedding  # on by default (the tuning study's pick)
     assert make_generator(list_len=3, user_embedding=False).user_ids is None
+
+
+def test_prefix_tree_numbers_each_requests_distinct_prefixes():
+    lists = torch.tensor([[[0, 1, 2], [0, 1, 3], [4, 1, 2]],
+                          [[2, 3, 4], [3, 2, 4], [2, 4, 3]]])  # (B=2, K=3, T=3), N=5
+    tree = prefix_tree(lists, n_candidates=5)
+    assert [slot.tolist() for slot in tree.slots] == [
+        [[0, 0, 0], [0, 0, 0]],  # the empty prefix: one per request
+        [[0, 0, 1], [0, 1, 0]],  # (0), (4) | (2), (3), each request's in item order
+        [[0, 0, 1], [0, 2, 1]],  # (0,1), (4,1) | (2,3), (2,4), (3,2): by parent, then item
+    ]
+    assert [rep.shape[1] for rep in tree.representatives] == [1, 2, 3]  # the most any request has
+    assert tree.share == pytest.approx((1 + 2 + 3) / 9)
+    for t, (slot, representative) in enumerate(zip(tree.slots, tree.representatives, strict=True)):
+        held = lists.gather(1, representative.gather(1, slot)[..., None].expand(-1, -1, 3))[..., :t]
+        assert torch.equal(held, lists[..., :t])  # each list's slot is represented by a list with its prefix
+
+
+@pytest.mark.parametrize("length", [2, 4])
+def test_teacher_forcing_as_a_prefix_tree_equals_the_flat_pass_with_its_gradients(length: int) -> None:
+    generator = make_generator(list_len=4).train()
+    batch = make_batch(3, n_candidates=7, list_len=4)
+    lists = generator.decode(generator.encode(batch), 40, temperature=0.5, rng=torch.Generator().manual_seed(3))
+    lists = lists[..., :length]  # T < L too
+    tree = prefix_tree(lists, n_candidates=7)
+    assert tree.share < 0.6  # sampled at a low temperature, the lists share most prefixes
+    weights = torch.rand(lists.shape, generator=torch.Generator().manual_seed(4))
+    results = []
+    def tree_pass(encoding: Encoding, lists: torch.Tensor) -> torch.Tensor:
+        return generator.tree_step_log_probs(encoding, lists, tree)
+
+    for teacher_force in (generator.flat_step_log_probs, tree_pass):
+        generator.zero_grad()
+        torch.manual_seed(0)  # the cold-start draw of the user-id embedding, the same for both
+        step_log_probs = teacher_force(generator.encode(batch), lists)
+        (step_log_probs * weights).sum().backward()
+        grads = [p.grad.clone() for p in generator.parameters() if p.grad is not None]
+        results.append((step_log_probs.detach(), grads))
+    (flat, flat_grads), (tree_values, tree_grads) = results
+    assert flat.shape == (3, 40, length)
+    torch.testing.assert_close(tree_values, flat, atol=1e-5, rtol=1e-5)
+    assert len(tree_grads) == len(flat_grads)
+    for tree_grad, flat_grad in zip(tree_grads, flat_grads, strict=True):
+        torch.testing.assert_close(tree_grad, flat_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_step_log_probs_takes_the_tree_only_when_it_is_exact_and_pays() -> None:
+    def path(generator: GoalRankGenerator, lists: torch.Tensor) -> str:
+        encoding = generator.encode(make_batch(3, n_candidates=5, list_len=3))
+        with patch.object(generator, "tree_step_log_probs", wraps=generator.tree_step_log_probs) as tree:
+            generator.step_log_probs(encoding, lists)
+        return "tree" if tree.called else "flat"
+
+    shared = all_lists(5, 3, 3)  # 60 lists: 1 + 5 + 20 distinct prefixes of 180 steps
+    distinct = torch.tensor([[0, 1, 2], [1, 2, 3], [4, 3, 0]])[:, None]  # one list per request
+    assert path(make_generator(list_len=3), shared) == "tree"
+    assert path(make_generator(list_len=3), distinct) == "flat"  # nothing shared: one pass is cheaper
+    assert path(make_generator(list_len=3, dropout=0.1).train(), shared) == "flat"  # a shared prefix, a shared mask
+    assert path(make_generator(list_len=3, dropout=0.1), shared) == "tree"  # evaluating: no dropout

@@ -83,8 +83,8 @@ class KVCache:
     are never recomputed.
     """
 
-    def __init__(self) -> None:
-        self.cached: KeyValues | None = None
+    def __init__(self, cached: KeyValues | None = None) -> None:
+        self.cached = cached
 
     def append(self, new: KeyValues) -> KeyValues:
         """Add ``new`` (B, h, s, dh) after the cached steps; return everything cached (B, h, S+s, dh)."""
