@@ -54,6 +54,11 @@ def _epoch_records(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("elapsed_s", "valid_s")} for r in records if "event" not in r]
 
 
+def _events(run_dir: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records if "event" in r]
+
+
 def test_run_killed_by_sigkill_and_resumed_matches_uninterrupted_run(tmp_path: Path) -> None:
     data = tiny_dataset(tmp_path / "data", sizes=(128, 16, 16))
     subprocess.run(_cli(data, tmp_path / "straight"), check=True, env=_env(), capture_output=True)
@@ -102,10 +107,20 @@ def test_resume_mid_epoch_restores_objective_generator_and_dropout_streams(tmp_p
 
     monkeypatch.setattr(run_module, "RewardObjective", objective_cls)
     metrics = train_reward(data, tmp_path / "resumed", REWARD_VALUES, resume=True)
+    assert _events(tmp_path / "resumed") == [{"event": "resumed", "epoch": 2, "position": 3}]
     for name in (LAST, CHECKPOINT):
         _assert_same_weights(tmp_path / "straight" / name, tmp_path / "resumed" / name)
     assert _epoch_records(tmp_path / "resumed") == _epoch_records(tmp_path / "straight")
     assert metrics == json.loads((tmp_path / "straight" / "metrics.json").read_text())
+
+
+def test_a_resume_with_nothing_to_resume_from_logs_no_resumed_event(tmp_path: Path) -> None:
+    """The learning curve reads a ``resumed`` event as another process's wall time starting."""
+    data = tiny_dataset(tmp_path / "data")
+    values = {**REWARD_VALUES, "train": {**REWARD_VALUES["train"], "epochs": 1}}
+    train_reward(data, tmp_path / "run", values, resume=True)
+    assert _events(tmp_path / "run") == []
+    assert _epoch_records(tmp_path / "run")  # the epoch was logged
 
 
 def test_truncated_last_checkpoint_is_an_artifact_error_naming_it(tmp_path: Path) -> None:

@@ -223,20 +223,22 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rng:
             device: torch.device, log: RunLog, dist: Distributed) -> TrainState:
     """Restore weights, optimizer, this rank's RNG streams and stat totals, and the TrainState, from ``last.pt``.
 
-    Without ``last.pt`` (killed before the first checkpoint) training starts over in the folder.
+    Without ``last.pt`` (a new run, or one killed before its first checkpoint) training starts over
+    in the folder, and no ``resumed`` event is logged: the learning curve reads one as the start of
+    another process's wall time.
     """
     payload = dist.on_main(lambda: load_checkpoint(path) if path.is_file() else None)
     if payload is None:
-        state = TrainState()
-    else:
-        if payload["world_size"] != dist.world_size:
-            raise ConfigError(f"{path}: saved by {payload['world_size']} process(es), resumed with "
-                              f"{dist.world_size}; resume with the same torchrun --nproc_per_node/--nnodes")
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        mine = payload["ranks"][dist.rank]
-        restore_rng(mine["rng"], rng, device)
-        state = TrainState(**{**payload["state"], "totals": mine["totals"]})
+        log.truncate(0)
+        return TrainState()
+    if payload["world_size"] != dist.world_size:
+        raise ConfigError(f"{path}: saved by {payload['world_size']} process(es), resumed with "
+                          f"{dist.world_size}; resume with the same torchrun --nproc_per_node/--nnodes")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    mine = payload["ranks"][dist.rank]
+    restore_rng(mine["rng"], rng, device)
+    state = TrainState(**{**payload["state"], "totals": mine["totals"]})
     log.truncate(state.log_bytes)
     log.write(event="resumed", epoch=state.epoch + 1, position=state.position)
     return state
