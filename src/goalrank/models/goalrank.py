@@ -73,7 +73,7 @@ class GeneratorConfig(ModelConfig):
 # beside two training jobs, batch 128, encoder + teacher forcing forward and backward, median of
 # 5–7; docs/benchmarks.md): with 0.808 / 0.733 / 0.685 of the steps distinct (padded per request)
 # at K = 20 / 50 / 100, the tree took 0.96 / 0.86 / 0.68 of the flat pass's time. At a limit of
-# 0.8 an untrained generator's K = 20 group (just under 0.8) took the tree in `goalrank bench
+# 0.8 an untrained generator's K = 20 group (between 0.75 and 0.8) took the tree in `goalrank bench
 # train` and its loss+backward was slower (2,438 against 1,958 ms), hence 0.75.
 PREFIX_TREE_MAX_SHARE = 0.75
 
