@@ -24,7 +24,7 @@ from goalrank.objectives.losses import (
     reference_policy,
     supervised_loss,
 )
-from goalrank.objectives.reference import ReferenceConfig
+from goalrank.objectives.reference import FIXED, ReferenceConfig
 
 
 def supervised_target(batch: RankingBatch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +89,7 @@ class GroupRelativeObjective:
         rewards = self.evaluator_for(batch).list_reward(batch, group)
         if self.reference.reward_noise > 0:
             noise = None
-            if self.reference.reward_noise_kind == "fixed":
+            if self.reference.reward_noise_kind == FIXED:
                 items = batch.candidates.gather(1, group.flatten(1)).view(group.shape)  # (B, K, L) item ids
                 noise = fixed_list_noise(batch.users, items, self.noise_seed)
             rewards = perturb_rewards(rewards, self.reference.reward_noise, self.rng, noise)
