@@ -138,8 +138,9 @@ def test_the_readme_scaling_table_is_the_reports(texts: tuple[str, str]) -> None
                 _assert_rounds_to(ndcg, full["NDCG@6"], f"scaling {label} NDCG@6", means_only=True)
                 _assert_rounds_to(reward, full["true_reward"], f"scaling {label} true reward", means_only=True)
                 if parameters is not None:
-                    reported_parameters = float(re.search(r"\(([\d.]+)M params\)", next(
-                        name for name in reported if name.startswith(f"{label} ("))).group(1)) * 1e6
+                    millions = re.search(r"\(([\d.]+)M params\)", full["model"])  # "GoalRank 32x1 (0.097M params)"
+                    assert millions, f"scaling {label}: {full['model']!r}"
+                    reported_parameters = float(millions.group(1)) * 1e6
                     assert parameters == pytest.approx(reported_parameters, rel=0.05), f"scaling {label} size"
                 checked += 1
     assert checked == sum(1 for label in by_prefix if not label.startswith("MG-E")) + 3

@@ -49,14 +49,17 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(first[name], second[name]), f"{a.name}: {name} differs"
 
 
+def _log_records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
 def _epoch_records(run_dir: Path) -> list[dict]:
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "valid_s")} for r in records if "event" not in r]
+    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "valid_s")}
+            for r in _log_records(run_dir) if "event" not in r]
 
 
 def _events(run_dir: Path) -> list[dict]:
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records if "event" in r]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in _log_records(run_dir) if "event" in r]
 
 
 def test_run_killed_by_sigkill_and_resumed_matches_uninterrupted_run(tmp_path: Path) -> None:
