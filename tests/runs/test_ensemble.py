@@ -9,7 +9,10 @@ import torch
 
 from builders import make_batch, tiny_dataset
 from goalrank.cli import main
+from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ConfigError
+from goalrank.evaluate.protocol import evaluate_ranker
+from goalrank.experiments.evaluation import EvaluateConfig, evaluate_run
 from goalrank.models.mge import MultiGenerator
 from goalrank.runs.ensemble import write_ensemble
 from goalrank.runs.load import load_ranker, load_reward_model
@@ -44,6 +47,20 @@ def test_ensemble_run_ranks_with_the_evaluators_best_member_list(trained: dict[s
         proposals = torch.stack([member.rank(batch).lists for member in members], dim=1)  # (B, 2, L)
         best = evaluator.list_reward(batch, proposals).argmax(dim=1)
         assert torch.equal(ensemble.rank(batch).lists, proposals[torch.arange(6), best])
+
+
+def test_ensemble_run_evaluates_like_a_trained_run(trained: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """An ensemble folder has no train section and no metrics.json: evaluate it without a warning."""
+    out = tmp_path / "mge"
+    write_ensemble(out, [trained["dnn"], trained["prm"]], trained["reward"])
+    title, metrics = evaluate_run(EvaluateConfig(run=str(out), split="valid"))
+    assert "warning" not in capsys.readouterr().err
+    ensemble, _ = load_ranker(out)
+    expected = evaluate_ranker(ensemble, PreparedDataset(trained["data"]).split("valid"), 512, torch.device("cpu"),
+                               progress=False)
+    assert title.startswith("mge-ensemble on valid") and metrics == pytest.approx(expected)
+    assert (out / "eval-valid.json").is_file()
 
 
 def test_ensemble_refuses_no_generators(trained: dict[str, Path], tmp_path: Path) -> None:

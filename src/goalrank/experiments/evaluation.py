@@ -30,10 +30,10 @@ from goalrank.io import atomic_file, record_checksum, sha256_file, write_recorde
 from goalrank.models.base import ListRanker, Ranker, RankOutput
 from goalrank.reward.model import RewardModel
 from goalrank.runs.folder import RunFolder
-from goalrank.runs.load import REWARD, data_fields, load_ranker, load_run, run_dataset
+from goalrank.runs.load import ENSEMBLE, REWARD, data_fields, load_ranker, load_run, run_dataset
 from goalrank.simulate.folder import SimulatorFolder
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
-from goalrank.train.runtime import resolve_device
+from goalrank.train.runtime import TrainConfig, resolve_device
 
 
 @dataclass
@@ -62,18 +62,19 @@ def evaluate_run(evaluation: EvaluateConfig) -> tuple[str, dict[str, float]]:
     """
     device = resolve_device("auto")
     model, config = ranker_of_run(Path(evaluation.run), device)
-    if not RunFolder(Path(evaluation.run)).is_complete:
+    if config["model_name"] != ENSEMBLE and not RunFolder(Path(evaluation.run)).is_complete:
         print(f"warning: {evaluation.run}: training has not finished (no metrics.json); evaluating the best "
               "checkpoint so far", file=sys.stderr)
     own = not evaluation.data or Path(evaluation.data).resolve() == Path(config["data"]).resolve()
     dataset = run_dataset(config) if own else PreparedDataset(evaluation.data)
     for name, value in data_fields(dataset).items():
-        if config["model"].get(name) not in (None, value):  # the model's item table and L come from its data
-            raise ConfigError(f"--data {dataset.root}: has {name}={value}, the run's model "
-                              f"{config['model'][name]}; evaluate on a dataset of the same catalogue and L")
+        for model_config in _model_sections(config):  # the model's item table and L come from its data
+            if model_config.get(name) not in (None, value):
+                raise ConfigError(f"--data {dataset.root}: has {name}={value}, the run's model "
+                                  f"{model_config[name]}; evaluate on a dataset of the same catalogue and L")
     true_reward = true_reward_of(dataset, evaluation.beam_width)
     split = evaluation.split
-    metrics = evaluate_ranker(model, dataset.split(split), config["train"]["eval_batch_size"], device, true_reward)
+    metrics = evaluate_ranker(model, dataset.split(split), _eval_batch_size(config), device, true_reward)
     name = config["model_name"] if config["model_name"] != REWARD else f"{REWARD_BEAM} of the reward model"
     if not own:  # the run folder's files are its own data's
         return f"{name} on {split} of {dataset.root} (not written)", metrics
@@ -97,7 +98,18 @@ def evaluate_test(run_dir: Path, beam_width: int) -> dict[str, float]:
     ranker, config = load_ranker(Path(run_dir), device)
     dataset = run_dataset(config)
     true_reward = true_reward_of(dataset, beam_width)
-    return record_test(RunFolder(run_dir), ranker, dataset, config["train"]["eval_batch_size"], device, true_reward)
+    return record_test(RunFolder(run_dir), ranker, dataset, _eval_batch_size(config), device, true_reward)
+
+
+def _model_sections(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model sections of a run's config: an MG-E ensemble run (``goalrank ensemble``) has one per generator."""
+    return [entry["model"] for entry in config["generators"]] if config["model_name"] == ENSEMBLE \
+        else [config["model"]]
+
+
+def _eval_batch_size(config: dict[str, Any]) -> int:
+    """The run's evaluation batch size; an MG-E ensemble run trains nothing and has no train section."""
+    return int(config["train"]["eval_batch_size"]) if "train" in config else TrainConfig().eval_batch_size
 
 
 def record_test(run: RunFolder, ranker: ListRanker, dataset: PreparedDataset, batch_size: int, device: torch.device,
