@@ -39,13 +39,19 @@ class RewardObjective:
 def corrupt_lists(
     batch: RankingBatch, share: float, rng: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace a ``share`` of each logged list's positions by non-exposed candidates (label 0)."""
+    """Replace a ``share`` of each logged list's positions by non-exposed candidates (label 0).
+
+    Position j draws the j-th of a random order of the N − L non-exposed candidates, so the
+    replacements are distinct; where N − L < L the positions beyond N − L are never replaced.
+    """
     size, n_candidates = batch.candidates.shape
     exposed = batch.exposed
+    list_len = exposed.shape[1]
     noise = torch.rand(size, n_candidates, generator=rng).to(exposed.device)
     noise.scatter_(1, exposed, float("inf"))  # never draw an exposed item
-    replacements = noise.argsort(dim=1)[:, : exposed.shape[1]]  # (B, L) distinct non-exposed
+    replacements = noise.argsort(dim=1)[:, :list_len]  # (B, L); the first N − L are non-exposed
     replace = torch.rand(exposed.shape, generator=rng).to(exposed.device) < share
+    replace &= torch.arange(list_len, device=exposed.device) < n_candidates - list_len
     lists = torch.where(replace, replacements, exposed)
     labels = torch.gather(batch.labels, 1, exposed).masked_fill(replace, 0.0)
     return lists, labels

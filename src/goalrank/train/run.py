@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import torch
 
-from goalrank.config import from_dict, merge_values, to_dict
+from goalrank.config import check, from_dict, merge_values, to_dict
 from goalrank.data.storage import PreparedDataset
 from goalrank.errors import ConfigError
 from goalrank.evaluate.audit import ItemStats
@@ -63,6 +63,9 @@ class RewardRunConfig:
     model: RewardConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     negatives: float = 0.5
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.negatives <= 1.0, "negatives", "a share in [0, 1]", self.negatives)
 
 
 @dataclass
