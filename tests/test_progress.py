@@ -46,6 +46,18 @@ def test_a_resumed_stage_paces_its_time_left_on_the_steps_it_timed(monkeypatch: 
     ]
 
 
+def test_a_stage_its_consumer_stops_early_still_prints_its_last_count(monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The training loop caps an epoch by breaking on the batch after its last step."""
+    clock = itertools.count(0.0, LINE_INTERVAL_S * 0.1)
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    for step in progress(range(100), "epoch 1/2", total=5, unit="step"):
+        if step >= 5:
+            break
+    assert capsys.readouterr().err.splitlines() == ["epoch 1/2: 0/5 step (0%), 0 s",
+                                                   "epoch 1/2: 5/5 step (100%), 6 s"]  # 1 s a clock read
+
+
 def test_disabled_progress_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     assert list(progress(range(3), "stage", enabled=False)) == [0, 1, 2]
     assert capsys.readouterr().err == ""

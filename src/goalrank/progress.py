@@ -62,15 +62,17 @@ class StageLines(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         start = last = time.monotonic()
         self._line(0.0)
-        for item in self.iterable:
-            yield item
-            self.done += 1
-            now = time.monotonic()
-            if now - last >= LINE_INTERVAL_S:
-                self._line(now - start)
-                last = now
-        if self.printed != self.done:
-            self._line(time.monotonic() - start)
+        try:
+            for item in self.iterable:
+                yield item
+                self.done += 1
+                now = time.monotonic()
+                if now - last >= LINE_INTERVAL_S:
+                    self._line(now - start)
+                    last = now
+        finally:  # also when the consumer stops early (a capped epoch breaks on the batch after its last)
+            if self.printed != self.done:
+                self._line(time.monotonic() - start)
 
     def _line(self, elapsed: float) -> None:
         if not self.enabled:

@@ -153,8 +153,8 @@ def fit(
             model.train()
             batches = train_split.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + state.epoch,
                                           start=state.position)
-            bar = progress(batches, f"epoch {state.epoch + 1}/{config.epochs}", steps_per_epoch, "step", state.steps,
-                           enabled=dist.is_main)
+            bar = progress(batches, f"epoch {state.epoch + 1}/{config.epochs}", steps_per_epoch, "step",
+                           state.position, enabled=dist.is_main)
             for batch in bar:
                 if state.steps >= steps_per_epoch:
                     break
