@@ -77,6 +77,7 @@ def test_serve_settings_come_from_set_and_flags_with_flags_last(monkeypatch: pyt
     (["stats", "DIR", "--set", "verify=maybe"], "verify='maybe': expected bool"),
     (["bench", "train", "--data", "D", "--reward", "R", "--steps", "0"], "steps=0: expected >= 1"),
     (["bench", "train", "--data", "D", "--reward", "R", "--precision", "fp16"], "precision='fp16'"),
+    (["bench", "train", "--data", "D", "--reward", "R", "--warmup", "-1"], "warmup=-1: expected >= 0"),
     (["bench", "serve", "--run", "RUN", "--set", "malformed=2"], "malformed=2.0: expected in [0, 1]"),
     (["bench", "serve", "--run", "RUN", "--backends", "eager,tensorrt"], "backends='tensorrt'"),
     (["prepare", "--source", "csv", "--input", "x", "--out", "o"], "source='csv': expected one of"),

@@ -452,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(b, "group_sizes", BENCH_TRAIN, "comma-separated K values")
     _flag(b, "batch_size", BENCH_TRAIN, "requests per step")
     _flag(b, "steps", BENCH_TRAIN, "timed steps per K (after the warm-up steps)")
+    _flag(b, "warmup", BENCH_TRAIN, "untimed warm-up steps per K")
     _flag(b, "policies", BENCH_TRAIN, "comma-separated policy names, equal weights (empty: the GroupConfig mix)")
     _flag(b, "device", BENCH_TRAIN, "auto, cpu or cuda")
     _flag(b, "precision", BENCH_TRAIN, "compute dtype: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")

@@ -29,7 +29,7 @@ def test_bench_train_reports_every_k_with_flops_and_mfu(tmp_path: Path, capsys) 
     data = tiny_dataset(tmp_path / "data")
     train_reward(data, tmp_path / "reward", {"model": {"d_model": 8}, "train": {"epochs": 1, "device": "cpu"}})
     argv = ["bench", "train", "--data", str(data), "--reward", str(tmp_path / "reward"), "--group-sizes", "2,6",
-            "--batch-size", "8", "--steps", "1", "--device", "cpu", "--peak-tflops", "0.001",
+            "--batch-size", "8", "--steps", "1", "--warmup", "0", "--device", "cpu", "--peak-tflops", "0.001",
             "--json", str(tmp_path / "rows.json")]
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -89,7 +89,7 @@ class EGRerank(GoalRankGenerator):
         return -(advantages * log_probs).mean(), rewards
 
     def training_loss(self, batch: RankingBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Policy-gradient loss plus the weighted logged-list likelihood (objective "model").
+        """Policy-gradient loss plus the weighted logged-list likelihood (objective "self_trained").
 
         Sampling draws from torch's global generator, which the run seeds from ``train.seed``.
         """

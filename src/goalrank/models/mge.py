@@ -75,7 +75,7 @@ class MGE(DNNRanker):
         return head_logits.topk(self.list_len, dim=1).indices.transpose(1, 2)  # (B, G, L)
 
     def training_loss(self, batch: RankingBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean over heads of each head's Poisson-weighted pointwise BCE (objective "model").
+        """Mean over heads of each head's Poisson-weighted pointwise BCE (objective "self_trained").
 
         The Poisson draws come from torch's global generator, which the run seeds from
         ``train.seed``. A head whose weights in a batch are all zero contributes nothing.

@@ -98,7 +98,7 @@ class GroupRelativeObjective:
     def loss(
         self, batch: RankingBatch, encoding: object, group: torch.Tensor, reference: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Eq. 5 cross-entropy (plus the optional supervised term on the logged list)."""
+        """Eq. 5 cross-entropy (plus the optional supervised term on ``supervised_target``'s list)."""
         supervised = self.reference.supervised_weight > 0
         if supervised:  # the target is scored in the group's teacher-forced pass: one decoder pass fewer
             target, steps = supervised_target(batch, self.reference.supervised_target)

@@ -57,9 +57,10 @@ def group_relative_loss(
     return per_request.mean()
 
 
-def supervised_loss(log_probs_of_logged: torch.Tensor) -> torch.Tensor:
-    """Scalar −mean log π_θ(logged list) over the (B,) requests: the optional auxiliary term."""
-    return -log_probs_of_logged.mean()
+def supervised_loss(log_probs_of_target: torch.Tensor) -> torch.Tensor:
+    """Scalar −mean log π_θ(target list) over the (B,) requests: the optional auxiliary term; the
+    target is ``reference.supervised_target``'s (the logged list, or its positives first)."""
+    return -log_probs_of_target.mean()
 
 
 def perturb_rewards(rewards: torch.Tensor, beta: float, rng: torch.Generator,
