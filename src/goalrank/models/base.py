@@ -51,9 +51,17 @@ def scores_from_lists(lists: torch.Tensor, base_scores: torch.Tensor) -> torch.T
     return squashed.scatter(1, lists, rank_scores.expand(lists.shape[0], -1))
 
 
-def topk_lists(scores: torch.Tensor, list_len: int) -> RankOutput:
-    """Item-wise ranking: the L highest-scoring candidates, in score order (generator-only rankers)."""
-    return RankOutput(lists=scores.topk(list_len, dim=1).indices, scores=scores)
+class ItemwiseRanker(Ranker):
+    """An item-wise ranker (the generator-only baselines): subclasses implement ``score``, (B, N)
+    one logit per candidate; the list is the L highest-scoring candidates, in score order."""
+
+    def score(self, batch: RankingBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def rank(self, batch: RankingBatch) -> RankOutput:
+        scores = self.score(batch)
+        return RankOutput(lists=scores.topk(self.list_len, dim=1).indices, scores=scores)
 
 
 class ListRanker(Protocol):

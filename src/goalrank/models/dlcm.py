@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import Ranker, RankOutput, topk_lists
+from goalrank.models.base import ItemwiseRanker
 from goalrank.models.blocks import RequestEncoder, RerankerConfig, gather_rows
 
 
@@ -33,7 +33,7 @@ class DLCMConfig(RerankerConfig):
     """DLCM sizes: ``layers`` stacked GRU layers; ``n_heads`` context gates of φ (and the history encoder's heads)."""
 
 
-class DLCMRanker(Ranker):
+class DLCMRanker(ItemwiseRanker):
     """GRU over the initial ranking + local ranking function; ``rank`` sorts candidates by score."""
 
     def __init__(self, config: DLCMConfig) -> None:
@@ -59,7 +59,3 @@ class DLCMRanker(Ranker):
         gated = (outputs[:, :, None] * gates).flatten(2)  # (B, N, heads*D)
         scores = self.readout(gated).squeeze(-1)  # (B, N) in initial-ranking order
         return gather_rows(scores, order.argsort(dim=1))  # (B, N) in the batch's order
-
-    @torch.no_grad()
-    def rank(self, batch: RankingBatch) -> RankOutput:
-        return topk_lists(self.score(batch), self.list_len)

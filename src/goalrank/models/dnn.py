@@ -16,7 +16,7 @@ from torch import nn
 
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import Ranker, RankOutput, topk_lists
+from goalrank.models.base import ItemwiseRanker
 from goalrank.models.blocks import FeatureCross, ModelConfig, UserContextEncoder, item_embedding
 
 
@@ -31,7 +31,7 @@ class DNNConfig(ModelConfig):
         check(self.hidden_layers >= 1, "model.hidden_layers", ">= 1", self.hidden_layers)
 
 
-class DNNRanker(Ranker):
+class DNNRanker(ItemwiseRanker):
     """Item-wise MLP scorer; ``rank`` sorts candidates by score."""
 
     def __init__(self, config: DNNConfig) -> None:
@@ -54,6 +54,3 @@ class DNNRanker(Ranker):
         user = self.context(batch.history, batch.history_labels).user  # (B, D)
         features = self.cross(self.items(batch.candidates), user)  # (B, N, D)
         return self.mlp(features).squeeze(-1)  # (B, N)
-
-    def rank(self, batch: RankingBatch) -> RankOutput:
-        return topk_lists(self.score(batch), self.list_len)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import Ranker, RankOutput, topk_lists
+from goalrank.models.base import ItemwiseRanker
 from goalrank.models.blocks import (
     AttentionBlock,
     FeedForward,
@@ -54,7 +54,7 @@ class SetToListLayer(nn.Module):
         return self.feed_forward(x)
 
 
-class MIRRanker(Ranker):
+class MIRRanker(ItemwiseRanker):
     """Candidates interacting with each other and with the labelled history; ``rank`` sorts by score."""
 
     def __init__(self, config: MIRConfig) -> None:
@@ -76,7 +76,3 @@ class MIRRanker(Ranker):
         for layer in self.layers:
             x = layer(x, request.context)
         return self.readout(self.norm(x)).squeeze(-1)  # (B, N)
-
-    @torch.no_grad()
-    def rank(self, batch: RankingBatch) -> RankOutput:
-        return topk_lists(self.score(batch), self.list_len)

@@ -24,7 +24,7 @@ from torch import nn
 
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import Ranker, RankOutput, topk_lists
+from goalrank.models.base import ItemwiseRanker
 from goalrank.models.blocks import (
     RequestEncoder,
     RerankerConfig,
@@ -49,7 +49,7 @@ class PRMConfig(RerankerConfig):
         check(self.max_candidates >= 1, "model.max_candidates", ">= 1", self.max_candidates)
 
 
-class PRMRanker(Ranker):
+class PRMRanker(ItemwiseRanker):
     """Transformer over the initial list with rank embeddings; ``rank`` sorts candidates by score."""
 
     def __init__(self, config: PRMConfig) -> None:
@@ -72,7 +72,3 @@ class PRMRanker(Ranker):
         tokens = gather_rows(request.candidates, order) + self.positions(ranks)  # (B, N, D) initial list
         scores = self.readout(self.encoder(tokens)).squeeze(-1)  # (B, N) in initial-ranking order
         return gather_rows(scores, order.argsort(dim=1))  # (B, N) in the batch's order
-
-    @torch.no_grad()
-    def rank(self, batch: RankingBatch) -> RankOutput:
-        return topk_lists(self.score(batch), self.list_len)

@@ -26,7 +26,7 @@ from torch import nn
 
 from goalrank.config import check
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import Ranker, RankOutput, topk_lists
+from goalrank.models.base import ItemwiseRanker
 from goalrank.models.blocks import (
     FeedForward,
     RequestEncoder,
@@ -77,7 +77,7 @@ class TokenMixing(nn.Module):
         return x + self.dropout(mixed.reshape(batch, n_tokens, width))
 
 
-class RankMixerRanker(Ranker):
+class RankMixerRanker(ItemwiseRanker):
     """Token mixing + feed-forward layers over the initial ranking; ``rank`` sorts candidates by score."""
 
     def __init__(self, config: RankMixerConfig) -> None:
@@ -106,7 +106,3 @@ class RankMixerRanker(Ranker):
             x = layer(x)
         scores = self.readout(self.norm(x)).squeeze(-1)  # (B, N) in initial-ranking order
         return gather_rows(scores, order.argsort(dim=1))  # (B, N) in the batch's order
-
-    @torch.no_grad()
-    def rank(self, batch: RankingBatch) -> RankOutput:
-        return topk_lists(self.score(batch), self.list_len)

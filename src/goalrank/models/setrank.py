@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import Ranker, RankOutput, topk_lists
+from goalrank.models.base import ItemwiseRanker
 from goalrank.models.blocks import RequestEncoder, RerankerConfig, TransformerEncoder
 
 
@@ -29,7 +29,7 @@ class SetRankConfig(RerankerConfig):
     """SetRank sizes: ``layers`` self-attention blocks over the candidate set."""
 
 
-class SetRankRanker(Ranker):
+class SetRankRanker(ItemwiseRanker):
     """Position-free self-attention over the candidate set; ``rank`` sorts candidates by score."""
 
     def __init__(self, config: SetRankConfig) -> None:
@@ -45,7 +45,3 @@ class SetRankRanker(Ranker):
         """(B, N) logits; permuting ``batch.candidates`` permutes them the same way."""
         request = self.request(batch.history, batch.history_labels, batch.candidates)
         return self.readout(self.encoder(request.candidates)).squeeze(-1)  # (B, N)
-
-    @torch.no_grad()
-    def rank(self, batch: RankingBatch) -> RankOutput:
-        return topk_lists(self.score(batch), self.list_len)
