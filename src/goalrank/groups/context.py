@@ -16,7 +16,7 @@ import torch
 
 from goalrank.config import check, check_finite
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer, RequestMemo
+from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer, RequestMemo, gumbel_noise
 
 
 @dataclass
@@ -96,9 +96,8 @@ def randint(ctx: GroupContext, high: int, shape: tuple[int, ...]) -> torch.Tenso
 
 
 def gumbel(ctx: GroupContext, shape: tuple[int, ...]) -> torch.Tensor:
-    """Standard Gumbel noise: argmax(logits + noise) samples from softmax(logits)."""
-    u = uniform(ctx, shape).clamp_min(torch.finfo(torch.float32).tiny)
-    return -torch.log(-torch.log(u))
+    """Standard Gumbel noise (``gumbel_noise``) from the run's generator, on the batch's device."""
+    return gumbel_noise(shape, ctx.rng, ctx.device)
 
 
 def random_lists(ctx: GroupContext, num_lists: int) -> torch.Tensor:

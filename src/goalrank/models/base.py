@@ -64,6 +64,17 @@ class ItemwiseRanker(Ranker):
         return RankOutput(lists=scores.topk(self.list_len, dim=1).indices, scores=scores)
 
 
+def gumbel_noise(shape: tuple[int, ...] | torch.Size, rng: torch.Generator | None,
+                 device: torch.device) -> torch.Tensor:
+    """Standard Gumbel noise: argmax(logits + noise) samples from softmax(logits).
+
+    Drawn on ``rng``'s device, then moved to ``device``, so a CPU generator gives the same draws
+    to a model on any device. Shared by GoalRank's sampler and the group policies (``groups.context``).
+    """
+    uniform = torch.rand(shape, generator=rng, device=rng.device if rng is not None else device).to(device)
+    return -torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)))
+
+
 class ListRanker(Protocol):
     """What the evaluation protocol, the benchmark and the service need of any ranker."""
 

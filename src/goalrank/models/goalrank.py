@@ -24,7 +24,7 @@ from torch import nn
 
 from goalrank.config import check, check_finite
 from goalrank.data.storage import RankingBatch
-from goalrank.models.base import Ranker, RankOutput, scores_from_lists
+from goalrank.models.base import Ranker, RankOutput, gumbel_noise, scores_from_lists
 from goalrank.models.blocks import (
     DecoderLayer,
     FeatureCross,
@@ -355,7 +355,7 @@ class GoalRankGenerator(Ranker):
             if first_logits is None:
                 first_logits = logits
             log_probs = masked_log_softmax(logits, excluded)  # (B, K, N)
-            scores = log_probs if greedy else log_probs + _gumbel(log_probs.shape, rng, log_probs.device)
+            scores = log_probs if greedy else log_probs + gumbel_noise(log_probs.shape, rng, log_probs.device)
             choice = scores.argmax(dim=-1, keepdim=True)  # (B, K, 1)
             total = total + log_probs.gather(-1, choice).squeeze(-1)
             lists = torch.cat([lists, choice], dim=2)  # (B, K, step+1)
@@ -386,11 +386,3 @@ class GoalRankGenerator(Ranker):
         encoding = self.encode(batch)
         lists, _, first_logits = self._generate(encoding, 1, greedy=True, temperature=1.0, rng=None, prefix=None)
         return RankOutput(lists=lists[:, 0], scores=scores_from_lists(lists[:, 0], first_logits[:, 0]))
-
-
-def _gumbel(shape: torch.Size, rng: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Standard Gumbel noise drawn on ``rng``'s device, then moved to ``device``."""
-    source = rng.device if rng is not None else device
-    uniform = torch.rand(shape, generator=rng, device=source).to(device)
-    tiny = torch.finfo(uniform.dtype).tiny
-    return -torch.log(-torch.log(uniform.clamp(tiny, 1.0 - 1e-7)))
