@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from goalrank.config import ADDED_LATER, check, from_dict, load_config, load_values, to_dict
+from goalrank.config import ADDED_LATER, check, from_dict, load_values, to_dict
 from goalrank.errors import ConfigError
 
 
@@ -28,7 +28,7 @@ class Outer:
 def test_overrides_are_coerced_to_field_types(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('name = "y"\n[inner]\nwidth = 8\n')
-    config = load_config(Outer, path, ["inner.rate=0.25", "flag=true", "mode=b", "seeds=1,2,3"])
+    config = from_dict(Outer, load_values(path, ["inner.rate=0.25", "flag=true", "mode=b", "seeds=1,2,3"]))
     assert config == Outer(name="y", flag=True, mode="b", seeds=(1, 2, 3), inner=Inner(8, 0.25))
 
 
@@ -49,7 +49,7 @@ def test_overrides_are_coerced_to_field_types(tmp_path):
 )
 def test_bad_values_raise_one_clear_config_error(overrides, message):
     with pytest.raises(ConfigError) as info:
-        load_config(Outer, None, overrides)
+        from_dict(Outer, load_values(None, overrides))
     assert message in str(info.value)
 
 
@@ -66,10 +66,10 @@ def test_toml_infinities_and_overflowing_integers_are_config_errors(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[inner]\nwidth = 1e400\n")  # TOML reads it as inf: int(inf) overflows
     with pytest.raises(ConfigError, match="config.inner.width=inf: expected int"):
-        load_config(Outer, path)
+        from_dict(Outer, load_values(path))
     path.write_text("[inner]\nrate = inf\n")
     with pytest.raises(ConfigError, match="expected a finite number"):
-        load_config(Outer, path)
+        from_dict(Outer, load_values(path))
 
 
 def test_missing_required_fields_are_named():

@@ -140,11 +140,6 @@ def flatten_values(values: dict[str, Any], prefix: str = "") -> list[tuple[str, 
     return leaves
 
 
-def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build and validate ``cls`` from an optional TOML file and ``key=value`` overrides."""
-    return from_dict(cls, load_values(path, overrides))
-
-
 def config_differences(saved: Any, now: Any, where: str = "") -> list[str]:
     """``key: saved X, now Y`` for every (dotted) key whose value differs; ``now`` is compared in its
     JSON form (tuples as lists), as ``saved`` was read back from a JSON file."""

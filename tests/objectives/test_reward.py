@@ -1,15 +1,36 @@
-"""The reward model's corrupted training lists: distinct non-exposed replacements labelled 0."""
+"""The reward model's objective: BCE on the logged lists, plus corrupted copies whose distinct
+non-exposed replacements are labelled 0."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from sklearn.metrics import log_loss
 
-from builders import make_batch
+from builders import N_ITEMS, make_batch
 from goalrank.errors import ConfigError
-from goalrank.objectives.reward import corrupt_lists
-from goalrank.reward.model import RewardConfig
+from goalrank.objectives.reward import RewardObjective, corrupt_lists
+from goalrank.reward.model import RewardConfig, RewardModel
 from goalrank.train.run import RewardRunConfig
+
+
+def test_without_negatives_the_loss_is_bce_on_the_logged_list_and_decreases_with_adam() -> None:
+    torch.manual_seed(1)
+    model = RewardModel(RewardConfig(n_items=N_ITEMS, n_users=10, d_model=16, n_heads=2, ffn_mult=2, list_len=4,
+                                     position_weights="dcg", dropout=0.0, cold_start_rate=0.0))
+    objective = RewardObjective(model, 0.0, torch.Generator().manual_seed(0))
+    batch = make_batch(16, n_candidates=8, list_len=4, history_len=5, seed=2, new_user=False)
+    labels = batch.labels.gather(1, batch.exposed)
+    probabilities = torch.sigmoid(model.item_logits(batch, batch.exposed[:, None])[:, 0]).detach()
+    expected = log_loss(labels.flatten().numpy(), probabilities.flatten().double().numpy(), labels=[0, 1])
+    first = objective(batch)[0]
+    assert first.item() == pytest.approx(expected, rel=1e-5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        objective(batch)[0].backward()
+        optimizer.step()
+    assert objective(batch)[0].item() < 0.5 * first.item()
 
 
 @pytest.mark.parametrize(("n_candidates", "share"), [(20, 0.5), (20, 1.0), (8, 1.0), (7, 0.7)])

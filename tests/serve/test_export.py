@@ -17,13 +17,11 @@ from goalrank.runs.registry import MODELS
 from goalrank.serve import export
 from goalrank.serve.export import (
     AUTO_ONNX,
-    BackendResult,
     OnnxRankFn,
     auto_rank_fn,
     build_rank_fn,
     compare_backends,
     export_digest,
-    fastest_exact,
     fixed_input_dims,
     onnx_rank_fn,
     source_files,
@@ -63,17 +61,6 @@ def test_compare_backends_reports_parity_and_unsupported_backends() -> None:
         ("single", 1, True, 0.0), ("batched", 6, True, 0.0)]
     for r in results:  # tracing GoalRank's decoder fails or matches; never a silent wrong answer
         assert (r.error is not None and r.p50_ms is None) or r.exact is True
-    assert fastest_exact(results, "batched") in ("eager", "torchscript")
-
-
-def test_fastest_exact_ignores_inexact_and_failed_backends() -> None:
-    results = [BackendResult("eager", "single", 1, 0.0, p50_ms=5.0, exact=True, max_score_diff=0.0),
-               BackendResult("compile", "single", 1, 9.0, p50_ms=1.0, exact=False, max_score_diff=1e-3),
-               BackendResult("torchscript", "single", 1, 0.1, error="RuntimeError: unsupported"),
-               BackendResult("compile", "batched", 64, 9.0, p50_ms=2.0, exact=True, max_score_diff=1e-7),
-               BackendResult("eager", "batched", 64, 0.0, p50_ms=3.0, exact=True, max_score_diff=0.0)]
-    assert fastest_exact(results, "single") == "eager"
-    assert fastest_exact(results, "batched") == "compile"
 
 
 @pytest.mark.slow

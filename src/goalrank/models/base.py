@@ -256,7 +256,12 @@ def group_standardised(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor
     of these, and EGRerank uses them as its REINFORCE advantages.
     """
     centred = rewards - rewards.mean(dim=1, keepdim=True)
-    return centred / (rewards.std(dim=1, correction=0, keepdim=True) + eps)
+    return centred / (group_std(rewards) + eps)
+
+
+def group_std(rewards: torch.Tensor) -> torch.Tensor:
+    """(B, 1) σ_G of Eq. 4: the population standard deviation (÷K) of each request's K rewards."""
+    return rewards.std(dim=1, correction=0, keepdim=True)
 
 
 @torch.no_grad()

@@ -375,7 +375,7 @@ class GoalRankGenerator(Ranker):
         prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, K, L) lists: K per request, sampled (or greedy), continuing ``prefix`` (B, K, t0) if given."""
-        return self.generate(encoding, num_lists, greedy, temperature, rng, prefix)[0]
+        return self._generate(encoding, num_lists, greedy, temperature, rng, prefix)[0]
 
     @torch.no_grad()
     def rank(self, batch: RankingBatch) -> RankOutput:

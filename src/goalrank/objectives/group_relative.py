@@ -15,7 +15,14 @@ import torch
 from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError
 from goalrank.groups import GroupConfig, GroupContext, build_group
-from goalrank.models.base import ListEvaluator, ListGenerator, PointwiseScorer, RequestMemo, bound_evaluator
+from goalrank.models.base import (
+    ListEvaluator,
+    ListGenerator,
+    PointwiseScorer,
+    RequestMemo,
+    bound_evaluator,
+    group_std,
+)
 from goalrank.objectives.base import ObjectiveFactory, ObjectiveInputs
 from goalrank.objectives.losses import (
     fixed_list_noise,
@@ -121,7 +128,7 @@ class GroupRelativeObjective:
         # The group's reward spread σ_G (Eq. 4's population std) and π_ref's entropy show how much
         # signal the reference policy carries: a collapsed spread or a uniform π_ref teaches nothing.
         return loss, {"group_reward": rewards.mean().item(),
-                      "group_reward_std": rewards.std(dim=1, correction=0).mean().item(),
+                      "group_reward_std": group_std(rewards).mean().item(),
                       "reference_entropy": torch.special.entr(reference).sum(dim=1).mean().item(), **stats}
 
     @classmethod

@@ -13,15 +13,10 @@ import torch
 
 from goalrank.config import check
 from goalrank.hashing import splitmix64
-from goalrank.models.base import group_standardised
+from goalrank.models.base import group_standardised, group_std
 
 LossVariant = Literal["cross_entropy", "authors"]
 LOSS_VARIANTS: tuple[str, ...] = ("cross_entropy", "authors")
-
-
-def _group_std(rewards: torch.Tensor) -> torch.Tensor:
-    """(B, 1) population standard deviation σ_G over each group (divides by K, not K − 1)."""
-    return rewards.std(dim=1, correction=0, keepdim=True)
 
 
 def reference_policy(rewards: torch.Tensor, temperature: float = 1.0, eps: float = 1e-6) -> torch.Tensor:
@@ -80,7 +75,7 @@ def perturb_rewards(rewards: torch.Tensor, beta: float, rng: torch.Generator,
         noise = torch.randn(rewards.shape, generator=rng, device=rng.device)
     elif noise.shape != rewards.shape:  # a (B, 1) ε would broadcast into one draw per request
         raise ValueError(f"noise of shape {tuple(noise.shape)} for rewards of shape {tuple(rewards.shape)}")
-    return rewards + beta * _group_std(rewards) * noise.to(rewards)
+    return rewards + beta * group_std(rewards) * noise.to(rewards)
 
 
 def fixed_list_noise(users: torch.Tensor, lists: torch.Tensor, seed: int) -> torch.Tensor:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from goalrank.config import check, check_finite
@@ -181,11 +180,6 @@ class RewardModel(nn.Module):
     def bind(self, batch: RankingBatch) -> BoundRewardModel:
         """This model as the evaluator of ``batch`` alone, its user side computed once for every call."""
         return BoundRewardModel(self, batch)
-
-    def loss(self, batch: RankingBatch) -> torch.Tensor:
-        """BCE of the logged (exposed) list's item logits against their observed labels."""
-        logits = self.item_logits(batch, batch.exposed[:, None])[:, 0]  # (B, L)
-        return F.binary_cross_entropy_with_logits(logits, batch.labels.gather(1, batch.exposed))
 
 
 class UserSide:

@@ -352,12 +352,6 @@ def compare_backends(
     return results
 
 
-def fastest_exact(results: list[BackendResult], path: str) -> str:
-    """The exact backend with the lowest median latency on ``path`` (eager is always exact)."""
-    exact = [r for r in results if r.path == path and r.exact]
-    return min(exact, key=lambda r: r.p50_ms or float("inf")).backend
-
-
 def format_backends(results: list[BackendResult]) -> str:
     """Markdown table of ``compare_backends`` results."""
     lines = ["| backend | path | B | setup s | p50 ms | exact lists | max score diff |",

@@ -38,10 +38,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError, GoalRankError
+from goalrank.objectives.base import Objective
 from goalrank.train.runtime import resolve_device
 
 T = TypeVar("T")
-LossFn = Callable[[RankingBatch], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Distributed:
             return batch.select(slice(0, 1)), 0.0
         return batch.select(slice(lo, hi)), (hi - lo) * self.world_size / size
 
-    def wrap(self, model: nn.Module, loss_fn: LossFn) -> LossFn:
+    def wrap(self, model: nn.Module, loss_fn: Objective) -> Objective:
         """``loss_fn`` whose backward all-reduces ``model``'s gradients (DDP) across ranks.
 
         Objectives call model methods other than ``forward`` (``score``, ``encode``, ...), which
@@ -144,7 +144,7 @@ SINGLE_PROCESS = Distributed()  # a run outside torchrun: the default of ``fit``
 class _ObjectiveModule(nn.Module):
     """``forward(batch)`` = the objective; ``model`` is a submodule so DDP syncs its gradients."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+    def __init__(self, model: nn.Module, loss_fn: Objective) -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn

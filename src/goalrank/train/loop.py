@@ -28,15 +28,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from goalrank.data.storage import RankingBatch, Split
+from goalrank.data.storage import Split
 from goalrank.errors import ConfigError, GoalRankError
+from goalrank.objectives.base import Objective
 from goalrank.progress import progress
 from goalrank.runs.checkpoint import load_checkpoint, save_checkpoint
 from goalrank.runs.folder import RunFolder
 from goalrank.train.distributed import SINGLE_PROCESS, Distributed
 from goalrank.train.runtime import RunLog, TrainConfig, autocast, capture_rng, restore_rng
 
-LossFn = Callable[[RankingBatch], tuple[torch.Tensor, dict[str, float]]]
 ValidateFn = Callable[[], dict[str, float]]
 MAX_NONFINITE_STEPS = 10
 
@@ -108,7 +108,7 @@ class TrainingCurves(contextlib.AbstractContextManager["TrainingCurves"]):
 
 def fit(
     model: nn.Module,
-    loss_fn: LossFn,
+    loss_fn: Objective,
     validate: ValidateFn,
     select_metric: str,
     train_split: Split,
