@@ -40,7 +40,7 @@ from goalrank.config import check
 from goalrank.data.storage import PreparedDataset, RankingBatch, Split, SplitName
 from goalrank.evaluate.metrics import AUC
 from goalrank.evaluate.protocol import TrueReward, evaluate_ranker, simulator_for
-from goalrank.groups.auxiliary import RewardBeamPolicy, reward_beam_search
+from goalrank.groups.auxiliary import RewardBeamPolicy, reward_beam_search, single_item_rewards
 from goalrank.io import write_rows_json
 from goalrank.models.base import ListEvaluator, Ranker, RankOutput, bound_evaluator, scores_from_lists
 from goalrank.simulate.simulator import MAX_BEAM_WIDTH, ORACLE_BEAM_WIDTH
@@ -116,10 +116,8 @@ class RewardBeam(Ranker):
     @torch.no_grad()
     def rank(self, batch: RankingBatch) -> RankOutput:
         evaluator = bound_evaluator(self.evaluator, batch)  # the user side once for the search's calls
-        size, n_candidates = batch.candidates.shape
-        singles = torch.arange(n_candidates, device=batch.candidates.device).view(1, -1, 1).expand(size, -1, -1)
         lists = reward_beam_search(evaluator, batch, self.list_len, self.beam.beam_width, self.beam.top, 1)[:, 0]
-        one_item = evaluator.list_reward(batch, singles).float()  # (B, N)
+        one_item = single_item_rewards(evaluator, batch).float()  # (B, N)
         return RankOutput(lists=lists, scores=scores_from_lists(lists, one_item))
 
 

@@ -142,10 +142,8 @@ def reward_beam_search(evaluator: ListEvaluator, batch: RankingBatch, list_len: 
     ``beam_width``) of them kept per step; shared with the benchmark's ``reward_beam`` row (what
     the reward model itself would rank: the lists GoalRank's reference policy is built to prefer)."""
     size, n_candidates = batch.candidates.shape
-    device = batch.candidates.device
-    singles = torch.arange(n_candidates, device=device).view(1, -1, 1).expand(size, -1, -1)  # (B, N, 1)
     width = min(max(top, list_len), n_candidates)
-    best = evaluator.list_reward(batch, singles).topk(width, dim=1).indices  # (B, M)
+    best = single_item_rewards(evaluator, batch).topk(width, dim=1).indices  # (B, M)
     keep = max(beam_width, keep)
     beams = best.new_zeros(size, 1, 0)  # (B, P, t)
     for step in range(list_len):
@@ -162,6 +160,13 @@ def reward_beam_search(evaluator: ListEvaluator, batch: RankingBatch, list_len: 
         chosen = rewards.topk(min(keep, flat.shape[1]), dim=1).indices  # (B, P')
         beams = flat.gather(1, chosen[..., None].expand(-1, -1, step + 1))
     return beams
+
+
+def single_item_rewards(evaluator: ListEvaluator, batch: RankingBatch) -> torch.Tensor:
+    """(B, N) the reward of each candidate shown alone: the beam search's first step."""
+    size, n_candidates = batch.candidates.shape
+    singles = torch.arange(n_candidates, device=batch.candidates.device).view(1, -1, 1).expand(size, -1, -1)
+    return evaluator.list_reward(batch, singles)  # (B, N, 1) one-item lists → (B, N)
 
 
 @dataclass
