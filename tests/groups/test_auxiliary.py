@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import pytest
@@ -103,14 +104,23 @@ def test_reward_beam_searches_only_the_best_single_items():
 
 
 class CountingEvaluator:
-    """An evaluator that counts the requests it is asked to score lists for."""
+    """An evaluator that counts the requests it is asked to score lists for, and the lists of each length."""
 
     def __init__(self, evaluator) -> None:
-        self.evaluator, self.requests = evaluator, 0
+        self.evaluator, self.requests, self.lists = evaluator, 0, collections.Counter()
 
     def list_reward(self, batch, lists):
         self.requests += len(batch)
+        self.lists[lists.shape[2]] += lists.shape[1]
         return self.evaluator.list_reward(batch, lists)
+
+
+def test_reward_beam_scores_each_prefix_length_once_and_the_one_item_lists_only_as_singles():
+    ctx = auxiliary_context(n_cand=10, list_len=4)
+    counting = CountingEvaluator(ctx.evaluator)
+    RewardBeamPolicy(beam_width=2, top=6).propose(dataclasses.replace(ctx, evaluator=counting), 3)
+    # N singles; then each of the 3 kept prefixes (max(width, n)) extended by its 6 − t unused top items
+    assert counting.lists == {1: 10, 2: 3 * 5, 3: 3 * 4, 4: 3 * 3}
 
 
 def test_reward_beam_memo_gives_the_searched_beams_and_searches_again_only_for_a_new_request():
