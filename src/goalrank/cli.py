@@ -386,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_flag(p)
     p.add_argument("--seeds", help="comma-separated training seeds (default: the profile's)")
     p.add_argument("--only",
-                   help="comma-separated studies: table1, tune, oracle, groupsize, bias, scaling (default: all)")
+                   help="comma-separated studies: table1, tune, oracle, groupsize, bias, scaling "
+                   "(default: the profile's; table1 for demo, cpu and converged, all for quick and full)")
     p.add_argument("--results", help="results folder to record finished runs in and read recorded runs back from "
                    "instead of training them (default: OUT/results; the repository keeps its own in results/)")
     p.add_argument("--estimate", type=int, metavar="STEPS", help="do not run the profile: time each distinct "

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from goalrank.data.storage import RankingBatch
+from goalrank.errors import ArtifactError, ConfigError
 from goalrank.models.base import Ranker
 from goalrank.models.dnn import DNNConfig, DNNRanker
 from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
@@ -159,3 +160,41 @@ def test_fixed_input_dims_names_every_dimension_an_export_fixed(tmp_path: Path) 
     graph = helper.make_graph([helper.make_node("Identity", ["candidates"], ["out"])], "g", [candidates, users], [out])
     onnx.save(helper.make_model(graph), tmp_path / "fixed.onnx")
     assert fixed_input_dims(tmp_path / "fixed.onnx") == ["candidates[0]=2", "candidates[1]=8"]
+
+
+def test_an_explicit_onnx_backend_refuses_a_ranker_the_exporter_cannot_handle_in_one_line(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(ranker, example, path):
+        raise RuntimeError("Failed to convert the exported program to an ONNX model.\n" + "trace line\n" * 50)
+
+    monkeypatch.setattr(export, "export_onnx", fail)
+    with pytest.raises(ConfigError, match=r"^serve.backend=onnx: DNNRanker does not export to ONNX \(Failed to "
+                                          r"convert the exported program to an ONNX model.\); serve it with backend "
+                                          r"eager or auto$"):
+        build_rank_fn(tiny_ranker("dnn"), "onnx", batch(1, 8, seed=0))
+
+    def stale(ranker, example, path):
+        raise ArtifactError(f"{path}: exported graph has fixed input dimensions")
+
+    monkeypatch.setattr(export, "export_onnx", stale)  # the package's own errors already say what to do
+    with pytest.raises(ArtifactError, match="fixed input dimensions"):
+        build_rank_fn(tiny_ranker("dnn"), "onnx", batch(1, 8, seed=0))
+
+
+ONNX_EXPORTS = {"goalrank", "dnn", "setrank", "mir", "egrerank"}  # on torch 2.13; docs/commands.md lists them
+
+
+@pytest.mark.slow  # one export per ranker kind: about 18 minutes on one CPU thread
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"reward"}))
+def test_an_explicit_onnx_backend_exports_these_kinds_exactly_and_refuses_the_others(name: str) -> None:
+    ranker = tiny_ranker(name)
+    if name not in ONNX_EXPORTS:
+        with pytest.raises(ConfigError, match="does not export to ONNX"):
+            build_rank_fn(ranker, "onnx", batch(1, 8, seed=0))
+        return
+    rank_fn = build_rank_fn(ranker, "onnx", batch(1, 8, seed=0))
+    for size, n_candidates in [(1, 8), (5, 8), (2, 6)]:
+        probe = batch(size, n_candidates, seed=10 + size)
+        with torch.inference_mode():
+            assert torch.equal(rank_fn(probe).lists, ranker.rank(probe).lists)

@@ -19,7 +19,9 @@ is faster; else eager. The export takes seconds to minutes, so it is cached besi
 (``RunFolder.onnx``), stamped with a digest of the weights it was made from and of the code that
 traced them (the ranker's modules, this one, the torch version); a stale or unreadable cache is
 exported again. Every other ranker kind runs one or two passes per request,
-where dispatch matters less; ``--backend onnx`` exports any of them on demand.
+where dispatch matters less; ``--backend onnx`` asks for the export of any of them, and a kind the
+exporter cannot handle is refused with one line (measured on torch 2.13: the DNN, SetRank, MIR and
+EGRerank export; DLCM, PRM, RankMixer, PIER, NAR4Rec and MG-E do not).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import torch
 from torch import nn
 
 from goalrank.data.storage import RankingBatch
-from goalrank.errors import ArtifactError, ConfigError
+from goalrank.errors import ArtifactError, ConfigError, GoalRankError
 from goalrank.models.base import Ranker, RankOutput
 from goalrank.models.goalrank import GoalRankGenerator
 
@@ -220,6 +222,12 @@ def onnx_rank_fn(ranker: Ranker, example: RankingBatch, cache: Path | None) -> R
         return OnnxRankFn(export_onnx(ranker, example, Path(folder) / "ranker.onnx"))
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line, or its type when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def same_lists(rank_fn: RankFn, ranker: Ranker, batches: list[RankingBatch]) -> bool:
     """Whether ``rank_fn`` returns eager ``ranker.rank``'s lists on every batch."""
     with torch.inference_mode():
@@ -241,8 +249,7 @@ def auto_rank_fn(ranker: Ranker, example: RankingBatch, cache: Path | None) -> t
     try:
         onnx_fn = onnx_rank_fn(ranker, example, cache)
     except Exception as exc:  # a model the exporter cannot handle is served eagerly
-        log.warning("ONNX export of %s failed, serving eager PyTorch: %s", type(ranker).__name__,
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        log.warning("ONNX export of %s failed, serving eager PyTorch: %s", type(ranker).__name__, _first_line(exc))
         return "eager", ranker.rank
     if not same_lists(onnx_fn, ranker, parity_batches(example, ranker.list_len)):
         log.warning("ONNX Runtime's lists differ from eager PyTorch's for %s; serving eager", type(ranker).__name__)
@@ -265,7 +272,13 @@ def build_rank_fn(ranker: Ranker, backend: Backend, example: RankingBatch, cache
     if backend == "auto":
         return auto_rank_fn(ranker, example, cache)[1]
     if backend == "onnx":
-        return onnx_rank_fn(ranker, example, cache)
+        try:
+            return onnx_rank_fn(ranker, example, cache)
+        except (GoalRankError, OSError):
+            raise
+        except Exception as exc:  # the exporter's own errors are pages long; the user needs the way out
+            raise ConfigError(f"serve.backend=onnx: {type(ranker).__name__} does not export to ONNX "
+                              f"({_first_line(exc)}); serve it with backend eager or auto") from exc
     module = TensorRanker(ranker).eval()
     with torch.inference_mode(), warnings.catch_warnings():
         if backend == "torchscript":
