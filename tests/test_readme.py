@@ -108,8 +108,8 @@ def test_the_readme_table3_is_the_reports(texts: tuple[str, str]) -> None:
 
 
 def test_the_readme_scaling_table_is_the_reports(texts: tuple[str, str]) -> None:
-    """Cells ``NDCG@6 / true reward (parameters)``, means over the seeds the column names; MG-E's
-    last row lists its G points in turn."""
+    """Cells ``NDCG@6 / true reward (parameters, seeds)``, means over those seeds; MG-E's last row
+    lists its G points in turn."""
     readme, report = texts
     rows = _table_after(readme, "### Scaling, Fig. 3")
     reported = _report_rows(report, "Scaling (Fig. 3) — sim")
@@ -129,9 +129,10 @@ def test_the_readme_scaling_table_is_the_reports(texts: tuple[str, str]) -> None
                 assert f"{method} {size}" not in by_prefix, f"{method} {size} is in the report, README: not run"
                 continue
             else:
-                found = re.fullmatch(r"([\d.]+) / ([\d.]+) \(([\d.]+)([kM])\)", cell)
+                found = re.fullmatch(r"([\d.]+) / ([\d.]+) \(([\d.]+)([kM]), (\d+) seeds?\)", cell)
                 assert found, f"scaling {method} {size}: {cell!r}"
-                ndcg, reward, count, unit = found.groups()
+                ndcg, reward, count, unit, seeds = found.groups()
+                assert seeds == by_prefix[f"{method} {size}"]["seeds"], f"scaling {method} {size}: seeds"
                 cases = [(f"{method} {size}", ndcg, reward, float(count) * SCALED[unit])]
             for label, ndcg, reward, parameters in cases:
                 full = by_prefix[label]
