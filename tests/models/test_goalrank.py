@@ -287,8 +287,10 @@ def test_teacher_forcing_as_a_prefix_tree_equals_the_flat_pass_with_its_gradient
 def test_step_log_probs_takes_the_tree_only_when_it_is_exact_and_pays() -> None:
     def path(generator: GoalRankGenerator, lists: torch.Tensor) -> str:
         encoding = generator.encode(make_batch(3, n_candidates=5, list_len=3))
-        with patch.object(generator, "tree_step_log_probs", wraps=generator.tree_step_log_probs) as tree:
+        with (patch.object(generator, "tree_step_log_probs", wraps=generator.tree_step_log_probs) as tree,
+              patch("goalrank.models.goalrank.prefix_tree", wraps=prefix_tree) as built):
             generator.step_log_probs(encoding, lists)
+        assert not (built.called and lists.shape[1] == 1)  # one list per request: no tree is built
         return "tree" if tree.called else "flat"
 
     shared = all_lists(5, 3, 3)  # 60 lists: 1 + 5 + 20 distinct prefixes of 180 steps

@@ -229,9 +229,10 @@ class GoalRankGenerator(Ranker):
         CPU, once at most ``PREFIX_TREE_MAX_SHARE`` of the steps are distinct, each distinct
         prefix is computed once (``tree_step_log_probs``; the same values up to float rounding);
         otherwise, on a GPU (launch-bound: the tree adds T sequential passes), and while training
-        with dropout (lists sharing a prefix would share its dropout mask), in one flat pass.
+        with dropout (lists sharing a prefix would share its dropout mask), in one flat pass. One
+        list per request shares nothing, so its tree (3.7 ms at B = 128) is not even built.
         """
-        if lists.device.type == "cpu" and not (self.training and self.config.dropout > 0):
+        if lists.device.type == "cpu" and lists.shape[1] > 1 and not (self.training and self.config.dropout > 0):
             tree = prefix_tree(lists, encoding.memory.shape[1])
             if tree.share <= PREFIX_TREE_MAX_SHARE:
                 return self.tree_step_log_probs(encoding, lists, tree)
