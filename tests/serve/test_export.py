@@ -139,15 +139,20 @@ def tiny_ranker(name: str) -> Ranker:
     return build_model(name, MODELS[name].config_cls(**fields), evaluator).eval()
 
 
+def assert_eager_lists(rank_fn, ranker: Ranker) -> None:
+    """``rank_fn`` returns eager ``ranker.rank``'s lists on batches of other sizes than the example's."""
+    for size, n_candidates in [(1, 8), (5, 8), (2, 6)]:
+        probe = batch(size, n_candidates, seed=10 + size)
+        with torch.inference_mode():
+            assert torch.equal(rank_fn(probe).lists, ranker.rank(probe).lists)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_services_default_path_returns_eager_lists_for_every_ranker_kind(name: str, goalrank_onnx: Path) -> None:
     ranker = tiny_ranker(name)
     chosen, rank_fn = auto_rank_fn(ranker, batch(1, 8, seed=0), goalrank_onnx if name == "goalrank" else None)
     assert chosen in (("eager", "onnx") if isinstance(ranker, AUTO_ONNX) else ("eager",))
-    for size, n_candidates in [(1, 8), (5, 8), (2, 6)]:
-        probe = batch(size, n_candidates, seed=10 + size)
-        with torch.inference_mode():
-            assert torch.equal(rank_fn(probe).lists, ranker.rank(probe).lists)
+    assert_eager_lists(rank_fn, ranker)
 
 
 def test_fixed_input_dims_names_every_dimension_an_export_fixed(tmp_path: Path) -> None:
@@ -195,7 +200,4 @@ def test_an_explicit_onnx_backend_exports_these_kinds_exactly_and_refuses_the_ot
             build_rank_fn(ranker, "onnx", batch(1, 8, seed=0))
         return
     rank_fn = build_rank_fn(ranker, "onnx", batch(1, 8, seed=0))
-    for size, n_candidates in [(1, 8), (5, 8), (2, 6)]:
-        probe = batch(size, n_candidates, seed=10 + size)
-        with torch.inference_mode():
-            assert torch.equal(rank_fn(probe).lists, ranker.rank(probe).lists)
+    assert_eager_lists(rank_fn, ranker)
