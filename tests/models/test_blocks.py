@@ -18,7 +18,11 @@ from goalrank.models.blocks import (
     item_embedding,
     masked_log_softmax,
     sinusoidal_positions,
+    user_modules,
+    with_user_id,
 )
+from goalrank.models.goalrank import GeneratorConfig, GoalRankGenerator
+from goalrank.reward.model import RewardConfig, RewardModel
 
 WIDTH, HEADS = 8, 2
 
@@ -147,6 +151,32 @@ def test_user_encoder_mean_pooling_averages_valid_tokens():
     context = encoder(torch.tensor([[0, 4, 9]]), torch.tensor([[0, 1, 1]]))
     expected = context.tokens[0, [0, 2, 3]].mean(dim=0)
     torch.testing.assert_close(context.user[0], expected)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: GoalRankGenerator(GeneratorConfig(n_items=20, n_users=5, d_model=WIDTH, n_heads=HEADS)),
+    lambda: RewardModel(RewardConfig(n_items=20, n_users=5, d_model=WIDTH, n_heads=HEADS, position_weights="uniform")),
+], ids=["generator", "reward"])
+def test_the_generator_and_its_reward_model_build_the_shared_user_side_first_under_the_same_keys(build):
+    """Both models take their user side from ``user_modules`` before anything else draws from the
+    seed, so a seed initialises it as it did before the block was shared and checkpoints keep their keys."""
+    torch.manual_seed(3)
+    model = build()
+    torch.manual_seed(3)
+    shared = nn.Module()
+    shared.items, shared.user_encoder, shared.user_ids, shared.cross = user_modules(model.config, True, 0.1)
+    state = model.state_dict()
+    for key, value in shared.state_dict().items():
+        assert torch.equal(state[key], value), key
+
+
+def test_with_user_id_adds_the_users_row_only_where_the_model_has_an_id_embedding():
+    torch.manual_seed(0)
+    config = GeneratorConfig(n_items=20, n_users=5, d_model=WIDTH, n_heads=HEADS)
+    _, _, user_ids, _ = user_modules(config, True, 0.0)
+    user, users = torch.randn(2, WIDTH), torch.tensor([4, -1])
+    assert with_user_id(user, None, users) is user
+    torch.testing.assert_close(with_user_id(user, user_ids, users), user + user_ids.table.weight[[5, 0]])
 
 
 def test_count_parameters_matches_hand_count():

@@ -454,6 +454,28 @@ class UserContextEncoder(nn.Module):
         return UserContext(user=user, tokens=tokens, padding_mask=padding)
 
 
+def user_modules(
+    config: ModelConfig, user_embedding: bool, cold_start_rate: float
+) -> tuple[nn.Embedding, UserContextEncoder, UserIdEmbedding | None, FeatureCross]:
+    """The user side GoalRank's generator and its reward model share by design (App. B, D.2): one
+    item table for history and candidates, the history encoder, the user-id embedding (None when
+    off) and the cross of each candidate with the user vector (``with_user_id`` joins the first two).
+
+    The caller keeps them as ``items``, ``user_encoder``, ``user_ids`` and ``cross``: those names
+    are its checkpoints' keys, and building in this order keeps the weights a seed initialises, so
+    runs recorded before this helper existed still load and reproduce.
+    """
+    items = item_embedding(config.n_items, config.d_model)
+    encoder = UserContextEncoder(items, config.n_heads, config.history_layers, config.ffn_mult, config.dropout)
+    user_ids = UserIdEmbedding(config.n_users, config.d_model, cold_start_rate) if user_embedding else None
+    return items, encoder, user_ids, FeatureCross(config.d_model)
+
+
+def with_user_id(user: torch.Tensor, user_ids: UserIdEmbedding | None, users: torch.Tensor) -> torch.Tensor:
+    """(B, D) the history's user vector plus the user-id embedding of ``users`` (B,), where there is one."""
+    return user if user_ids is None else user + user_ids(users)
+
+
 @dataclass
 class ModelConfig:
     """Sizes every model shares (paper §4.1.2: hidden size 128 for all models).

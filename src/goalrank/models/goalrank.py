@@ -27,16 +27,14 @@ from goalrank.data.storage import RankingBatch
 from goalrank.models.base import Ranker, RankOutput, gumbel_noise, scores_from_lists
 from goalrank.models.blocks import (
     DecoderLayer,
-    FeatureCross,
     KeyValues,
     KVCache,
     ModelConfig,
     PointerHead,
     TransformerEncoder,
-    UserContextEncoder,
-    UserIdEmbedding,
-    item_embedding,
     masked_log_softmax,
+    user_modules,
+    with_user_id,
 )
 
 
@@ -148,13 +146,9 @@ class GoalRankGenerator(Ranker):
         super().__init__(config.list_len)
         self.config = config
         width = config.d_model
-        self.items = item_embedding(config.n_items, width)
-        self.user_encoder = UserContextEncoder(
-            self.items, config.n_heads, config.history_layers, config.ffn_mult, config.dropout
+        self.items, self.user_encoder, self.user_ids, self.cross = user_modules(
+            config, config.user_embedding, config.cold_start_rate
         )
-        self.user_ids = (UserIdEmbedding(config.n_users, width, config.cold_start_rate)
-                         if config.user_embedding else None)
-        self.cross = FeatureCross(width)
         self.candidate_encoder = TransformerEncoder(
             width, config.n_heads, config.encoder_layers, config.ffn_mult, config.dropout
         )
@@ -173,9 +167,8 @@ class GoalRankGenerator(Ranker):
         Candidates arrive in a random, meaningless order, so the candidate encoder is
         permutation-equivariant: permuting the candidates permutes ``memory`` the same way.
         """
-        user = self.user_encoder(batch.history, batch.history_labels).user  # (B, D)
-        if self.user_ids is not None:
-            user = user + self.user_ids(batch.users)
+        context = self.user_encoder(batch.history, batch.history_labels)
+        user = with_user_id(context.user, self.user_ids, batch.users)  # (B, D)
         tokens = self.cross(self.items(batch.candidates), user)  # (B, N, D)
         memory = self.candidate_encoder(tokens)  # (B, N, D)
         return Encoding(

@@ -28,13 +28,11 @@ from goalrank.data.storage import RankingBatch
 from goalrank.errors import ConfigError, DataError
 from goalrank.models.blocks import (
     DecoderLayer,
-    FeatureCross,
     KeyValues,
     RerankerConfig,
-    UserContextEncoder,
-    UserIdEmbedding,
     gather_rows,
-    item_embedding,
+    user_modules,
+    with_user_id,
 )
 
 PositionWeights = Literal["auto", "dcg", "uniform", "geometric"]
@@ -115,13 +113,9 @@ class RewardModel(nn.Module):
         super().__init__()
         self.config = config
         width = config.d_model
-        self.items = item_embedding(config.n_items, width)
-        self.user_encoder = UserContextEncoder(
-            self.items, config.n_heads, config.history_layers, config.ffn_mult, config.dropout
+        self.items, self.user_encoder, self.user_ids, self.cross = user_modules(
+            config, config.user_embedding, config.cold_start_rate
         )
-        self.user_ids = (UserIdEmbedding(config.n_users, width, config.cold_start_rate)
-                         if config.user_embedding else None)
-        self.cross = FeatureCross(width)
         self.positions = nn.Embedding(config.list_len, width)
         self.layers = nn.ModuleList(
             DecoderLayer(width, config.n_heads, config.ffn_mult, config.dropout) for _ in range(config.layers)
@@ -137,7 +131,7 @@ class RewardModel(nn.Module):
         """What ``batch`` gives every list scored for it: the user, every candidate crossed with
         the user, and each layer's history keys and values (``UserSide``)."""
         context = self.user_encoder(batch.history, batch.history_labels)
-        user = context.user if self.user_ids is None else context.user + self.user_ids(batch.users)  # (B, D)
+        user = with_user_id(context.user, self.user_ids, batch.users)  # (B, D)
         # Without history attention (the ablation) the cross-attention reads only the context
         # token, the history encoder's summary of the user, the same for every list token.
         padding = context.padding_mask if self.config.history_attention else _only_context(context.padding_mask)
